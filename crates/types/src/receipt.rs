@@ -1,0 +1,167 @@
+//! Receipts: the outcome of one transaction in one block, and the account record.
+
+use crate::codec::{Decode, DecodeError, Encode, Reader};
+use crate::crypto::Hash;
+
+/// What happened to an included transaction.
+///
+/// `Success` and `Failed*` outcomes charge the fee and advance the sender's nonce; `Skipped*`
+/// outcomes change nothing at all (the transaction was ordered, but could not be applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// Applied in full.
+    Success,
+    /// The sender could pay the fee but not the amount: fee charged, nothing moved.
+    FailedInsufficientBalance,
+    /// The payload kind is not executable yet (contracts): fee charged, nothing else.
+    FailedUnsupported,
+    /// The nonce was not the sender's next nonce: nothing changed.
+    SkippedBadNonce {
+        /// The nonce the sender's account expected.
+        expected: u64,
+    },
+    /// The sender could not pay the fee: nothing changed.
+    SkippedFeeUnpayable,
+}
+
+impl TxStatus {
+    /// Whether the transaction was applied in full.
+    pub fn is_success(&self) -> bool {
+        matches!(self, TxStatus::Success)
+    }
+
+    /// A stable lowercase name, used by the RPC and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TxStatus::Success => "success",
+            TxStatus::FailedInsufficientBalance => "failed_insufficient_balance",
+            TxStatus::FailedUnsupported => "failed_unsupported",
+            TxStatus::SkippedBadNonce { .. } => "skipped_bad_nonce",
+            TxStatus::SkippedFeeUnpayable => "skipped_fee_unpayable",
+        }
+    }
+}
+
+/// The outcome of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The transaction.
+    pub tx_hash: Hash,
+    /// The height of the block that included it.
+    pub height: u64,
+    /// Its position in the block.
+    pub index: u32,
+    /// What happened.
+    pub status: TxStatus,
+    /// The fee actually charged.
+    pub fee_paid: u64,
+    /// Gas consumed (native transfers use a fixed amount; see the VM's schedule).
+    pub gas_used: u64,
+}
+
+impl Encode for Receipt {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.tx_hash.encode_to(out);
+        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&self.index.to_le_bytes());
+        match self.status {
+            TxStatus::Success => out.push(0),
+            TxStatus::FailedInsufficientBalance => out.push(1),
+            TxStatus::FailedUnsupported => out.push(2),
+            TxStatus::SkippedBadNonce { expected } => {
+                out.push(3);
+                out.extend_from_slice(&expected.to_le_bytes());
+            }
+            TxStatus::SkippedFeeUnpayable => out.push(4),
+        }
+        out.extend_from_slice(&self.fee_paid.to_le_bytes());
+        out.extend_from_slice(&self.gas_used.to_le_bytes());
+    }
+}
+
+impl Decode for Receipt {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let tx_hash = Hash::decode_from(reader)?;
+        let height = reader.u64()?;
+        let index = reader.u32()?;
+        let status = match reader.u8()? {
+            0 => TxStatus::Success,
+            1 => TxStatus::FailedInsufficientBalance,
+            2 => TxStatus::FailedUnsupported,
+            3 => TxStatus::SkippedBadNonce { expected: reader.u64()? },
+            4 => TxStatus::SkippedFeeUnpayable,
+            tag => return Err(DecodeError::UnknownTag { what: "receipt status", tag }),
+        };
+        Ok(Self {
+            tx_hash,
+            height,
+            index,
+            status,
+            fee_paid: reader.u64()?,
+            gas_used: reader.u64()?,
+        })
+    }
+}
+
+/// The state of one account: its balance and its next nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Account {
+    /// Spendable balance.
+    pub balance: u128,
+    /// The nonce the account's next transaction must carry.
+    pub nonce: u64,
+}
+
+impl Account {
+    /// The fixed size of an encoded account.
+    pub const ENCODED_LEN: usize = 24;
+}
+
+impl Encode for Account {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.balance.to_le_bytes());
+        out.extend_from_slice(&self.nonce.to_le_bytes());
+    }
+}
+
+impl Decode for Account {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { balance: reader.u128()?, nonce: reader.u64()? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decode_exact;
+
+    #[test]
+    fn receipt_round_trips_every_status() {
+        for status in [
+            TxStatus::Success,
+            TxStatus::FailedInsufficientBalance,
+            TxStatus::FailedUnsupported,
+            TxStatus::SkippedBadNonce { expected: 9 },
+            TxStatus::SkippedFeeUnpayable,
+        ] {
+            let receipt = Receipt {
+                tx_hash: Hash([1; 32]),
+                height: 2,
+                index: 3,
+                status,
+                fee_paid: 4,
+                gas_used: 5,
+            };
+            assert_eq!(decode_exact::<Receipt>(&receipt.encode()), Ok(receipt));
+        }
+    }
+
+    #[test]
+    fn account_conformance() {
+        let account = Account { balance: 1, nonce: 2 };
+        let bytes = account.encode();
+        assert_eq!(bytes.len(), Account::ENCODED_LEN);
+        assert_eq!(bytes, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decode_exact::<Account>(&bytes), Ok(account));
+    }
+}
