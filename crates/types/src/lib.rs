@@ -32,3 +32,19 @@ pub use codec::{decode_exact, Decode, DecodeError, Encode};
 pub use crypto::{Address, Hash, PublicKey, SecretKey, Signature, SignatureError};
 pub use receipt::{Account, Receipt, TxStatus};
 pub use tx::{AccessEntry, AccessMode, Payload, SignedTransaction, Transaction, MAX_TX_BYTES};
+
+/// The layout of state keys shared by execution, the mempool and the RPC.
+pub mod keys {
+    use crate::crypto::Address;
+
+    /// Prefix of account records (balance and nonce).
+    pub const ACCOUNT_PREFIX: u8 = b'a';
+
+    /// The state key of an account record: the prefix byte then the 20-byte address.
+    pub fn account(address: &Address) -> Vec<u8> {
+        let mut key = Vec::with_capacity(21);
+        key.push(ACCOUNT_PREFIX);
+        key.extend_from_slice(&address.0);
+        key
+    }
+}

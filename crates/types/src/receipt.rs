@@ -115,6 +115,14 @@ pub struct Account {
 impl Account {
     /// The fixed size of an encoded account.
     pub const ENCODED_LEN: usize = 24;
+
+    /// Decodes a stored account record; a missing record is the empty account.
+    pub fn from_record(record: Option<&[u8]>) -> Result<Self, DecodeError> {
+        match record {
+            None => Ok(Self::default()),
+            Some(bytes) => crate::codec::decode_exact(bytes),
+        }
+    }
 }
 
 impl Encode for Account {

@@ -1,0 +1,92 @@
+//! Execute a block: schedule by access lists, run in parallel, produce receipts and the state commitment.
+//!
+//! # Interface
+//! A [`BlockExecutor`] takes the state database, the revision of the parent block and a block, and
+//! returns the new revision, one receipt per transaction and the new state commitment. Callers
+//! (the node) depend only on this trait, so the parallel scheduler of the execution issue slots in
+//! behind it; [`SerialExecutor`] is the reference every faster executor must match bit for bit.
+//!
+//! # Rules of a native transfer
+//! 1. The nonce must equal the sender's account nonce, else the receipt is `SkippedBadNonce` and
+//!    nothing changes.
+//! 2. The sender must be able to pay the fee, else `SkippedFeeUnpayable` and nothing changes.
+//! 3. The fee moves to the fee sink and the nonce advances.
+//! 4. If the balance (after the fee) covers the amount, the amount moves (`Success`); else
+//!    `FailedInsufficientBalance`. Deploy and call are `FailedUnsupported` until the VM lands.
+//!
+//! Value only moves, it is never created or destroyed, so total supply is conserved by every block.
+//! Signatures are checked at admission and again by block verification in consensus; execution
+//! itself assumes every transaction in an ordered block is signed.
+
+pub mod genesis;
+mod serial;
+
+pub use genesis::{apply_genesis, GenesisAccount};
+pub use serial::SerialExecutor;
+
+use peregrine_state::{Db, RevisionId};
+use peregrine_types::{Account, Address, Block, Hash, Receipt};
+use thiserror::Error;
+
+/// What one block's execution produced.
+#[derive(Debug, Clone)]
+pub struct BlockOutput {
+    /// The committed revision holding the post-block state.
+    pub revision: RevisionId,
+    /// One receipt per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    /// The state commitment of the post-block state.
+    pub state_root: Hash,
+}
+
+/// Why a block could not be executed. Transactions never cause these: a bad transaction gets a
+/// failing receipt; these are faults of the node's own storage.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    /// The state database failed.
+    #[error("state database: {0}")]
+    State(#[from] peregrine_state::Error),
+    /// A stored account record does not decode.
+    #[error("corrupt account record for {address}: {source}")]
+    CorruptAccount {
+        /// The account.
+        address: Address,
+        /// The decode failure.
+        source: peregrine_types::DecodeError,
+    },
+    /// The genesis balances add up to more than a `u128` can hold; since value is conserved,
+    /// bounding the supply here is what rules out balance overflow in every later block.
+    #[error("genesis balances overflow the total supply")]
+    SupplyOverflow,
+}
+
+/// Executes ordered blocks on top of a parent revision.
+pub trait BlockExecutor: Send + Sync {
+    /// Executes `block` on top of `parent` and commits the result as a new revision.
+    fn execute(&self, db: &Db, parent: RevisionId, block: &Block) -> Result<BlockOutput, ExecError>;
+}
+
+/// Reads an account from any key/value source; a missing record is the empty account.
+pub fn read_account(
+    get: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    address: &Address,
+) -> Result<Account, ExecError> {
+    let record = get(&peregrine_types::keys::account(address));
+    Account::from_record(record.as_deref())
+        .map_err(|source| ExecError::CorruptAccount { address: *address, source })
+}
+
+/// Sums the balances of every account in a snapshot: the total supply.
+pub fn total_supply(snapshot: &peregrine_state::Snapshot) -> u128 {
+    let start = vec![peregrine_types::keys::ACCOUNT_PREFIX];
+    let end = vec![peregrine_types::keys::ACCOUNT_PREFIX + 1];
+    snapshot
+        .range(start..end)
+        .filter_map(|(_, v)| peregrine_types::decode_exact::<Account>(v).ok())
+        .map(|account| account.balance)
+        .sum()
+}
+
+
+#[cfg(test)]
+mod tests;
