@@ -1,0 +1,252 @@
+//! JSON shapes of the API. Amounts are decimal strings (JSON numbers cannot hold a `u128`).
+
+use peregrine_types::{Address, Block, Hash, Payload, PublicKey, Receipt, SignedTransaction, TxStatus};
+use serde::{Deserialize, Serialize};
+
+/// Which state to read: the latest executed, the finalized one, or a retained height.
+///
+/// In JSON: `"latest"`, `"finalized"`, or a height as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockTag {
+    /// The latest executed state.
+    #[default]
+    Latest,
+    /// The finalized state.
+    Finalized,
+    /// The state after the block at this height.
+    Height(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum BlockTagJson {
+    Name(String),
+    Height(u64),
+}
+
+impl Serialize for BlockTag {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BlockTag::Latest => BlockTagJson::Name("latest".into()),
+            BlockTag::Finalized => BlockTagJson::Name("finalized".into()),
+            BlockTag::Height(h) => BlockTagJson::Height(*h),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlockTag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match BlockTagJson::deserialize(deserializer)? {
+            BlockTagJson::Height(h) => Ok(BlockTag::Height(h)),
+            BlockTagJson::Name(name) => match name.as_str() {
+                "latest" => Ok(BlockTag::Latest),
+                "finalized" => Ok(BlockTag::Finalized),
+                other => other
+                    .parse()
+                    .map(BlockTag::Height)
+                    .map_err(|_| serde::de::Error::custom(format!("unknown block tag {other:?}"))),
+            },
+        }
+    }
+}
+
+/// An account's balance and next nonce at some height.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The account.
+    pub address: Address,
+    /// Balance as a decimal string.
+    pub balance: String,
+    /// The nonce its next transaction must carry.
+    pub nonce: u64,
+    /// The height the values were read at.
+    pub height: u64,
+}
+
+/// A block header with its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderView {
+    /// The block hash.
+    pub hash: Hash,
+    /// Height.
+    pub height: u64,
+    /// Parent hash.
+    pub parent: Hash,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Proposer key.
+    pub proposer: PublicKey,
+    /// Merkle root of the transaction hashes.
+    pub tx_root: Hash,
+    /// Number of transactions.
+    pub tx_count: u32,
+    /// Height of the execution receipt carried.
+    pub exec_height: u64,
+    /// State commitment after `exec_height`.
+    pub exec_root: Hash,
+    /// This node's state commitment after executing this block, once executed.
+    pub state_root: Option<Hash>,
+}
+
+impl HeaderView {
+    /// The view of `block`'s header, with this node's post-state commitment if known.
+    pub fn of(block: &Block, state_root: Option<Hash>) -> Self {
+        let h = &block.header;
+        Self {
+            hash: block.hash(),
+            height: h.height,
+            parent: h.parent,
+            timestamp_ms: h.timestamp_ms,
+            proposer: h.proposer,
+            tx_root: h.tx_root,
+            tx_count: h.tx_count,
+            exec_height: h.exec_height,
+            exec_root: h.exec_root,
+            state_root,
+        }
+    }
+}
+
+/// A block: header and transaction hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// The header.
+    pub header: HeaderView,
+    /// The transactions' hashes, in order.
+    pub transactions: Vec<Hash>,
+}
+
+/// A transaction's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionView {
+    /// Its hash.
+    pub hash: Hash,
+    /// Chain id.
+    pub chain_id: u64,
+    /// Sender address.
+    pub from: Address,
+    /// Sender nonce.
+    pub nonce: u64,
+    /// Fee.
+    pub fee: u64,
+    /// `transfer`, `deploy` or `call`.
+    pub kind: String,
+    /// Recipient of a transfer, or the contract of a call.
+    pub to: Option<Address>,
+    /// Amount of a transfer, as a decimal string.
+    pub amount: Option<String>,
+}
+
+impl TransactionView {
+    /// The view of `tx`.
+    pub fn of(tx: &SignedTransaction) -> Self {
+        let body = tx.tx();
+        let (to, amount) = match &body.payload {
+            Payload::Transfer { to, amount } => (Some(*to), Some(amount.to_string())),
+            Payload::Call { contract, .. } => (Some(*contract), None),
+            Payload::Deploy { .. } => (None, None),
+        };
+        Self {
+            hash: tx.hash(),
+            chain_id: body.chain_id,
+            from: body.sender_address(),
+            nonce: body.nonce,
+            fee: body.fee,
+            kind: body.payload.kind().to_string(),
+            to,
+            amount,
+        }
+    }
+}
+
+/// The outcome of an included transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptView {
+    /// The transaction.
+    pub tx_hash: Hash,
+    /// Height of the including block.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// `success`, `failed_*` or `skipped_*`.
+    pub status: String,
+    /// For `skipped_bad_nonce`: the nonce the account expected.
+    pub expected_nonce: Option<u64>,
+    /// Fee charged.
+    pub fee_paid: u64,
+    /// Gas used.
+    pub gas_used: u64,
+}
+
+impl ReceiptView {
+    /// The view of `receipt`.
+    pub fn of(receipt: &Receipt) -> Self {
+        let expected_nonce = match receipt.status {
+            TxStatus::SkippedBadNonce { expected } => Some(expected),
+            _ => None,
+        };
+        Self {
+            tx_hash: receipt.tx_hash,
+            height: receipt.height,
+            index: receipt.index,
+            status: receipt.status.name().to_string(),
+            expected_nonce,
+            fee_paid: receipt.fee_paid,
+            gas_used: receipt.gas_used,
+        }
+    }
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TxLocation {
+    /// Admitted, waiting in the mempool.
+    Pending,
+    /// In a finalized block; see the receipt.
+    Included,
+}
+
+/// A transaction, where it is, and its receipt once included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxLookup {
+    /// Pending or included.
+    pub status: TxLocation,
+    /// The transaction.
+    pub transaction: TransactionView,
+    /// The receipt, once included.
+    pub receipt: Option<ReceiptView>,
+}
+
+/// The result of one transaction in a batch submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitResult {
+    /// The hash, when admitted.
+    pub hash: Option<Hash>,
+    /// The rejection code (see docs/RPC.md), when rejected.
+    pub error: Option<String>,
+    /// A human-readable reason, when rejected.
+    pub message: Option<String>,
+}
+
+/// The node's view of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// The chain id transactions must carry.
+    pub chain_id: u64,
+    /// Hash of the genesis block.
+    pub genesis: Hash,
+    /// Highest block known (proposed or received), final or not.
+    pub head_height: u64,
+    /// Highest finalized and executed block.
+    pub finalized_height: u64,
+    /// Its hash.
+    pub finalized_hash: Hash,
+    /// State commitment after it.
+    pub state_root: Hash,
+    /// Transactions in the mempool.
+    pub mempool_size: u64,
+    /// The minimum fee the mempool admits.
+    pub min_fee: u64,
+}
