@@ -19,7 +19,7 @@ use commonware_consensus::simplex::Plan;
 use commonware_consensus::{Automaton, CertifiableAutomaton, Relay, Reporter};
 use commonware_p2p::{Recipients, Sender};
 use commonware_runtime::{Clock, IoBuf, Spawner, Supervisor};
-use commonware_utils::channel::{mpsc, oneshot};
+use commonware_utils::channel::oneshot;
 use peregrine_types::{block::exec_height_for, Block, Encode, Hash};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,7 +53,7 @@ pub struct Application<E, L, S> {
     pub(crate) block_time: Duration,
     pub(crate) proposer: peregrine_types::PublicKey,
     pub(crate) blocks_out: S,
-    pub(crate) finalized: mpsc::Sender<Digest>,
+    pub(crate) finalized: std::sync::mpsc::SyncSender<Digest>,
 }
 
 impl<E, L, S: Clone> Clone for Application<E, L, S> {

@@ -39,10 +39,11 @@ use commonware_p2p::{Address, AddressableManager, Receiver};
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Handle, Quota, Spawner, Supervisor};
 use commonware_stream::{cups, sake};
-use commonware_utils::channel::mpsc;
 use commonware_utils::{ordered, TryFromIterator, NZDuration, NZUsize, NZU16, NZU32};
 use peregrine_types::{Block, Hash, SignedTransaction};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -70,6 +71,8 @@ const MAX_MESSAGE_BYTES: u32 = peregrine_types::block::MAX_BLOCK_BYTES as u32 + 
 /// Finalization notices queued for the finalizer thread; bounded, and safe to overflow because a
 /// later finalization implies every earlier one.
 const FINALIZED_QUEUE: usize = 1024;
+/// How often an idle finalizer checks whether it should stop.
+const FINALIZER_POLL: Duration = Duration::from_millis(50);
 /// Engine mailbox sizes.
 const MAILBOX: usize = 1024;
 
@@ -118,6 +121,9 @@ pub enum ConsensusError {
     /// The validator set is empty, has duplicates, or does not contain this validator.
     #[error("invalid validator set: {0}")]
     ValidatorSet(&'static str),
+    /// The finalizer thread could not start.
+    #[error("cannot start the finalizer thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Decodes a validator private key from its 32-byte seed.
@@ -131,12 +137,37 @@ fn namespace(chain_id: u64) -> Vec<u8> {
     ns
 }
 
+/// A running validator: the engine task and the finalizer thread.
+pub struct Validator {
+    engine: Handle<()>,
+    stop: Arc<AtomicBool>,
+    finalizer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Validator {
+    /// The engine task's handle.
+    pub fn engine(&self) -> &Handle<()> {
+        &self.engine
+    }
+}
+
+impl Drop for Validator {
+    /// Stops the finalizer after the block it is executing, if any, so shutdown never cuts a
+    /// finalization in half.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(finalizer) = self.finalizer.take() {
+            let _ = finalizer.join();
+        }
+    }
+}
+
 /// Starts p2p, the simplex engine, the block relay and the finalizer for one validator.
 pub fn start_validator<L: Ledger>(
     context: commonware_runtime::tokio::Context,
     config: ValidatorConfig,
     ledger: Arc<L>,
-) -> Result<Handle<()>, ConsensusError> {
+) -> Result<Validator, ConsensusError> {
     let namespace = namespace(config.chain_id);
     let participants = ordered::Set::try_from_iter(config.validators.iter().map(|(k, _)| k.clone()))
         .map_err(|_| ConsensusError::ValidatorSet("duplicate validator keys"))?;
@@ -157,8 +188,9 @@ pub fn start_validator<L: Ledger>(
     let (blocks_out, blocks_in) = network.register(CHANNEL_BLOCKS, quota);
     network.start();
 
-    let (finalized_tx, finalized_rx) = mpsc::channel(FINALIZED_QUEUE);
-    spawn_finalizer(ledger.clone(), finalized_rx);
+    let (finalized_tx, finalized_rx) = std::sync::mpsc::sync_channel(FINALIZED_QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let finalizer = spawn_finalizer(ledger.clone(), finalized_rx, stop.clone())?;
     spawn_block_receiver(&context, ledger.clone(), blocks_in);
 
     let app = Application {
@@ -198,7 +230,8 @@ pub fn start_validator<L: Ledger>(
     };
     let engine = Engine::new(context.child("engine"), engine_config);
     info!(validators = config.validators.len(), p2p = %config.p2p_listen, "consensus started");
-    Ok(engine.start(votes, certificates, resolver))
+    let engine = engine.start(votes, certificates, resolver);
+    Ok(Validator { engine, stop, finalizer: Some(finalizer) })
 }
 
 fn start_network(
@@ -224,18 +257,26 @@ fn start_network(
     lookup::Network::new(context.child("p2p"), p2p)
 }
 
-fn spawn_finalizer<L: Ledger>(ledger: Arc<L>, mut notices: mpsc::Receiver<Digest>) {
+fn spawn_finalizer<L: Ledger>(
+    ledger: Arc<L>,
+    notices: std::sync::mpsc::Receiver<Digest>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, ConsensusError> {
     // Execution is CPU-bound, so finalization runs on its own thread, off the async runtime.
-    let spawned = std::thread::Builder::new().name("finalizer".into()).spawn(move || {
-        while let Some(digest) = notices.blocking_recv() {
-            if let Err(err) = finalize_chain(&*ledger, hash_of(&digest)) {
-                error!(%err, "finalization failed; consensus will retry on the next certificate");
+    std::thread::Builder::new()
+        .name("finalizer".into())
+        .spawn(move || loop {
+            match notices.recv_timeout(FINALIZER_POLL) {
+                Ok(digest) => {
+                    if let Err(err) = finalize_chain(&*ledger, hash_of(&digest)) {
+                        error!(%err, "finalization failed; retrying on the next certificate");
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {}
+                Err(_) => return,
             }
-        }
-    });
-    if let Err(err) = spawned {
-        error!(%err, "could not start the finalizer thread");
-    }
+        })
+        .map_err(ConsensusError::Thread)
 }
 
 /// Finalizes `head` and every ancestor above the finalized height, oldest first.

@@ -25,6 +25,7 @@ pub fn apply_genesis(db: &Db, accounts: &[GenesisAccount]) -> Result<RevisionId,
         let record = Account { balance: account.balance, nonce: 0 };
         ws.put(peregrine_types::keys::account(&account.address), record.encode())?;
     }
+    ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), 0u64.to_le_bytes().to_vec())?;
     let revision = db.commit(ws)?;
     db.finalize(revision)?;
     Ok(revision)

@@ -82,6 +82,8 @@ impl BlockExecutor for SerialExecutor {
                 gas_used,
             });
         }
+        let height = block.header.height.to_le_bytes().to_vec();
+        ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), height)?;
         let revision = db.commit(ws)?;
         let state_root = db.snapshot(revision)?.commitment();
         Ok(BlockOutput { revision, receipts, state_root })

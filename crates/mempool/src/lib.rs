@@ -111,6 +111,16 @@ impl Mempool {
         self.pool.lock().contains(hash)
     }
 
+    /// A pending transaction by hash.
+    pub fn get(&self, hash: &Hash) -> Option<SignedTransaction> {
+        self.pool.lock().get(hash)
+    }
+
+    /// The lowest fee admitted.
+    pub fn min_fee(&self) -> u64 {
+        self.config.min_fee
+    }
+
     /// Decodes and admits raw transaction bytes.
     pub fn submit_bytes(&self, bytes: &[u8], state: &Snapshot) -> Result<Hash, Rejection> {
         match SignedTransaction::from_bytes(bytes) {

@@ -138,6 +138,11 @@ impl Pool {
         self.by_hash.len()
     }
 
+    pub(crate) fn get(&self, hash: &Hash) -> Option<SignedTransaction> {
+        let (sender, nonce) = self.by_hash.get(hash)?;
+        self.senders.get(sender)?.get(nonce).map(|entry| entry.tx.clone())
+    }
+
     pub(crate) fn contains(&self, hash: &Hash) -> bool {
         self.by_hash.contains_key(hash)
     }

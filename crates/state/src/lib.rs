@@ -33,6 +33,7 @@
 //! ```
 
 pub mod commitment;
+pub mod frame;
 pub mod log;
 
 use commitment::LtHash;

@@ -1,7 +1,6 @@
 //! The durable side: a checkpoint file plus an append-only log of finalized revisions.
 //!
-//! Each finalized revision is one log record: `[len u32][blake3 of payload: 32][payload]`, where the
-//! payload is `[revision u64][count u32]` and `count` entries `[key][tag][value]` (tag 0: delete,
+//! Each finalized revision is one log record, a checksummed [`crate::frame`] whose payload is `[revision u64][count u32]` and `count` entries `[key][tag][value]` (tag 0: delete,
 //! 1: put, byte strings length-prefixed). Finalizing appends every newly final revision and calls
 //! `fsync` once. On open, records are replayed until the first one that is truncated or fails its
 //! checksum; the file is cut there, because such a record was never acknowledged as durable.
@@ -67,11 +66,7 @@ fn encode_record(revision: u64, changes: &[Change]) -> Vec<u8> {
             }
         }
     }
-    let mut record = Vec::with_capacity(payload.len() + 36);
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(blake3::hash(&payload).as_bytes());
-    record.extend_from_slice(&payload);
-    record
+    crate::frame::encode(&payload)
 }
 
 fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Change>)> {
@@ -94,19 +89,9 @@ fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Change>)> {
 
 /// Reads the next intact record, or `None` at the end or at the first damaged record.
 fn read_record(reader: &mut impl Read) -> Option<(u64, Vec<Change>, u64)> {
-    let mut head = [0u8; 36];
-    reader.read_exact(&mut head).ok()?;
-    let len = u32::from_le_bytes(head[..4].try_into().ok()?);
-    if len > MAX_RECORD_BYTES {
-        return None;
-    }
-    let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload).ok()?;
-    if blake3::hash(&payload).as_bytes() != &head[4..] {
-        return None;
-    }
+    let payload = crate::frame::read(reader, MAX_RECORD_BYTES)?;
     let (revision, changes) = decode_payload(&payload)?;
-    Some((revision, changes, 36 + u64::from(len)))
+    Some((revision, changes, crate::frame::FRAME_OVERHEAD + payload.len() as u64))
 }
 
 fn apply(map: &mut Map, changes: Vec<Change>) {

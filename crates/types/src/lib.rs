@@ -37,6 +37,10 @@ pub use tx::{AccessEntry, AccessMode, Payload, SignedTransaction, Transaction, M
 pub mod keys {
     use crate::crypto::Address;
 
+    /// The key under which execution records the height of the last executed block, so a node
+    /// that restarts knows which blocks its durable state already includes.
+    pub const META_HEIGHT: &[u8] = b"m.height";
+
     /// Prefix of account records (balance and nonce).
     pub const ACCOUNT_PREFIX: u8 = b'a';
 

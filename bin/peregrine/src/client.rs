@@ -1,0 +1,190 @@
+//! `peregrine tx` and `peregrine query`: RPC client commands.
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use peregrine_rpc::{BlockTag, PeregrineApiClient, TxLocation};
+use peregrine_types::{Address, Encode, Hash, Payload, SecretKey, Transaction};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long `--wait` waits for a transaction to be finalized.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often `--wait` polls.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// A single-threaded runtime for client commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+#[derive(Args)]
+pub struct RpcArg {
+    /// The node's JSON-RPC URL.
+    #[arg(long, global = true, default_value = concat!("http://", "127.0.0.1:8645"))]
+    rpc: String,
+}
+
+fn client(rpc: &RpcArg) -> anyhow::Result<jsonrpsee::http_client::HttpClient> {
+    peregrine_rpc::http_client(&rpc.rpc).with_context(|| format!("connecting to {}", rpc.rpc))
+}
+
+/// Which key signs.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct Signer {
+    /// Sign with development account N of `peregrine dev`.
+    #[arg(long = "dev-account")]
+    dev_account: Option<u32>,
+    /// Sign with the key in this key file.
+    #[arg(long = "key-file")]
+    key_file: Option<PathBuf>,
+}
+
+impl Signer {
+    fn key(&self) -> anyhow::Result<SecretKey> {
+        match (&self.dev_account, &self.key_file) {
+            (Some(index), _) => Ok(peregrine_node::genesis::dev_key(*index)),
+            (None, Some(path)) => crate::keys::load(path),
+            (None, None) => bail!("pass --dev-account or --key-file"),
+        }
+    }
+}
+
+/// Transaction commands.
+#[derive(Subcommand)]
+pub enum TxCommand {
+    /// Transfer value to an address.
+    Transfer {
+        #[command(flatten)]
+        signer: Signer,
+        /// The recipient address.
+        #[arg(long)]
+        to: Address,
+        /// The amount.
+        #[arg(long)]
+        amount: u128,
+        /// The fee (default: the node's minimum).
+        #[arg(long)]
+        fee: Option<u64>,
+        /// The nonce (default: the account's next nonce in the latest state).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Wait until the transaction is finalized and print its receipt.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
+}
+
+impl TxCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let TxCommand::Transfer { signer, to, amount, fee, nonce, wait, rpc } = self;
+        let client = client(&rpc)?;
+        let key = signer.key()?;
+        let status = client.status().await.context("reading chain status")?;
+        let nonce = match nonce {
+            Some(nonce) => nonce,
+            None => client.get_account(key.public_key().address(), None).await?.nonce,
+        };
+        let tx = Transaction {
+            chain_id: status.chain_id,
+            sender: key.public_key(),
+            nonce,
+            fee: fee.unwrap_or(status.min_fee),
+            payload: Payload::Transfer { to, amount },
+            access: vec![],
+        }
+        .sign(&key);
+        let hash = client.send_raw_transaction(hex::encode(tx.encode())).await.context("submitting")?;
+        println!("submitted {hash}");
+        if wait {
+            wait_for_receipt(&client, hash).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn wait_for_receipt(client: &jsonrpsee::http_client::HttpClient, hash: Hash) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(lookup) = client.get_transaction(hash).await? {
+            if lookup.status == TxLocation::Included {
+                println!("{}", serde_json::to_string_pretty(&lookup.receipt)?);
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+    bail!("transaction {hash} not finalized within {WAIT_TIMEOUT:?}")
+}
+
+/// Query commands.
+#[derive(Subcommand)]
+pub enum QueryCommand {
+    /// An account's balance and nonce.
+    Account {
+        /// The address.
+        address: Address,
+        /// `latest`, `finalized` or a height.
+        #[arg(long, default_value = "latest")]
+        at: String,
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
+    /// A finalized block by height or hash.
+    Block {
+        /// A height, or a `0x`-prefixed block hash.
+        id: String,
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
+    /// A transaction and its receipt.
+    Tx {
+        /// The transaction hash.
+        hash: Hash,
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
+    /// The node's chain status.
+    Status {
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
+}
+
+fn parse_tag(text: &str) -> anyhow::Result<BlockTag> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|e| anyhow::anyhow!("--at: {e}"))
+}
+
+fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+impl QueryCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            QueryCommand::Account { address, at, rpc } => print(&client(&rpc)?.get_account(address, Some(parse_tag(&at)?)).await?),
+            QueryCommand::Block { id, rpc } => {
+                let client = client(&rpc)?;
+                let block = if id.starts_with("0x") {
+                    client.get_block_by_hash(id.parse().context("block hash")?).await?
+                } else {
+                    client.get_block_by_height(id.parse().context("block height")?).await?
+                };
+                match block {
+                    Some(block) => print(&block),
+                    None => bail!("no finalized block {id}"),
+                }
+            }
+            QueryCommand::Tx { hash, rpc } => match client(&rpc)?.get_transaction(hash).await? {
+                Some(lookup) => print(&lookup),
+                None => bail!("unknown transaction {hash}"),
+            },
+            QueryCommand::Status { rpc } => print(&client(&rpc)?.status().await?),
+        }
+    }
+}

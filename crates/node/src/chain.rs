@@ -1,0 +1,329 @@
+//! The chain: block log, state database, executor and mempool behind consensus's [`Ledger`].
+//!
+//! Execution happens at finalization: consensus hands finalized blocks over in height order,
+//! the executor applies each on the previous finalized revision, the block log records the
+//! finalization (receipts and state commitment), and then the state database finalizes the new
+//! revision. Readers (the RPC) use snapshots: the last [`RETAINED_HEIGHTS`] finalized states stay
+//! readable by height, and reading never blocks execution.
+
+use crate::metrics::Metrics;
+use crate::store::{BlockStore, StoreError};
+use parking_lot::{Mutex, RwLock};
+use peregrine_consensus::{Ledger, LedgerError};
+use crate::genesis::Genesis;
+use peregrine_execution::{BlockExecutor, BlockOutput, SerialExecutor};
+use peregrine_mempool::{Mempool, MempoolConfig, Rejection};
+use peregrine_rpc::HeaderView;
+use peregrine_state::{Db, RevisionId, Snapshot};
+use peregrine_types::{Account, Block, Hash, Receipt, SignedTransaction};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+/// How many recent finalized states stay readable by height. Older heights answer "not
+/// retained"; the bound keeps memory proportional to recent churn, not to history.
+pub const RETAINED_HEIGHTS: usize = 256;
+/// The most transactions a proposal takes from the mempool.
+pub const MAX_TXS_PER_BLOCK: usize = 10_000;
+/// New-head notifications buffered for slow subscribers before they start missing some.
+const HEADS_CHANNEL: usize = 256;
+
+/// Why the chain could not open or advance.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The block log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The state database failed.
+    #[error("state: {0}")]
+    State(#[from] peregrine_state::Error),
+    /// Execution failed.
+    #[error("execution: {0}")]
+    Exec(#[from] peregrine_execution::ExecError),
+    /// Durable data contradicts itself.
+    #[error("inconsistent data directory: {0}")]
+    Inconsistent(String),
+}
+
+struct Head {
+    height: u64,
+    hash: Hash,
+    revision: RevisionId,
+    recent: VecDeque<(u64, Snapshot)>,
+}
+
+/// The node's chain.
+pub struct Chain {
+    chain_id: u64,
+    genesis: Block,
+    db: Db,
+    executor: Box<dyn BlockExecutor>,
+    mempool: Mempool,
+    store: Mutex<BlockStore>,
+    head: RwLock<Head>,
+    highest_known: Mutex<u64>,
+    heads: broadcast::Sender<HeaderView>,
+    metrics: Arc<Metrics>,
+}
+
+fn state_height(snapshot: &Snapshot) -> Option<u64> {
+    let bytes = snapshot.get(peregrine_types::keys::META_HEIGHT)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+impl Chain {
+    /// Opens the chain in `datadir`, creating it from `genesis` on first start, and recovers
+    /// whatever the block log finalized beyond the durable state.
+    pub fn open(datadir: &Path, genesis: &Genesis, metrics: Arc<Metrics>) -> Result<Self, ChainError> {
+        let db = Db::open(&datadir.join("state"))?;
+        let mut snapshot = db.snapshot(db.finalized())?;
+        if state_height(&snapshot).is_none() {
+            let allocation = genesis.allocation().map_err(ChainError::Inconsistent)?;
+            let revision = peregrine_execution::apply_genesis(&db, &allocation)?;
+            snapshot = db.snapshot(revision)?;
+            info!(accounts = allocation.len(), "created genesis state");
+        }
+        let mut store = BlockStore::open(&datadir.join("blocks.log"))?;
+        let genesis_block = match store.finalized(0) {
+            Some(entry) => genesis.block(entry.state_root),
+            None => {
+                // The state is still at genesis here: the log is written before the state moves.
+                let block = genesis.block(snapshot.commitment());
+                store.put_finalized(&block, snapshot.commitment(), &[])?;
+                block
+            }
+        };
+        if store.finalized(0).map(|f| f.hash) != Some(genesis_block.hash()) {
+            return Err(ChainError::Inconsistent("the block log does not start from this genesis".into()));
+        }
+        let head = Head { height: 0, hash: genesis_block.hash(), revision: db.finalized(), recent: VecDeque::new() };
+        let chain = Self {
+            chain_id: genesis.chain_id,
+            genesis: genesis_block,
+            head: RwLock::new(head),
+            db,
+            executor: Box::new(SerialExecutor::new(crate::genesis::FEE_SINK)),
+            mempool: Mempool::new(MempoolConfig::new(genesis.chain_id)),
+            store: Mutex::new(store),
+            highest_known: Mutex::new(0),
+            heads: broadcast::channel(HEADS_CHANNEL).0,
+            metrics,
+        };
+        chain.recover(state_height(&snapshot).unwrap_or(0))?;
+        Ok(chain)
+    }
+
+    /// Re-executes blocks the log finalized beyond the durable state (a crash between the two).
+    fn recover(&self, state_height: u64) -> Result<(), ChainError> {
+        let log_height = self.store.lock().finalized_height().unwrap_or(0);
+        let entry = self.store.lock().finalized(state_height).ok_or_else(|| {
+            ChainError::Inconsistent(format!("state is at height {state_height} but the block log only at {log_height}"))
+        })?;
+        let revision = self.db.finalized();
+        *self.head.write() = Head { height: state_height, hash: entry.hash, revision, recent: VecDeque::new() };
+        self.remember(state_height, self.db.snapshot(revision)?);
+        for height in state_height + 1..=log_height {
+            let entry = self.store.lock().finalized(height).expect("height within the log");
+            let block = self.store.lock().block(&entry.hash)?.ok_or_else(|| {
+                ChainError::Inconsistent(format!("finalized block at height {height} is missing"))
+            })?;
+            let started = Instant::now();
+            let out = self.execute(&block)?;
+            if out.state_root != entry.state_root {
+                return Err(ChainError::Inconsistent(format!("re-executing height {height} gives a different state")));
+            }
+            self.advance(&block, &out, started)?;
+            info!(height, "recovered finalized block from the block log");
+        }
+        *self.highest_known.lock() = log_height;
+        Ok(())
+    }
+
+    fn remember(&self, height: u64, snapshot: Snapshot) {
+        let mut head = self.head.write();
+        head.recent.push_back((height, snapshot));
+        while head.recent.len() > RETAINED_HEIGHTS {
+            head.recent.pop_front();
+        }
+    }
+
+    fn execute(&self, block: &Block) -> Result<BlockOutput, ChainError> {
+        let parent = self.head.read().revision;
+        Ok(self.executor.execute(&self.db, parent, block)?)
+    }
+
+    /// Finalizes the executed block's state and makes it the head.
+    fn advance(&self, block: &Block, out: &BlockOutput, started: Instant) -> Result<Snapshot, ChainError> {
+        self.db.finalize(out.revision)?;
+        let snapshot = self.db.snapshot(out.revision)?;
+        {
+            let mut head = self.head.write();
+            head.height = block.header.height;
+            head.hash = block.hash();
+            head.revision = out.revision;
+        }
+        self.remember(block.header.height, snapshot.clone());
+        self.metrics.record_block(block.txs.len(), started.elapsed());
+        Ok(snapshot)
+    }
+
+    fn finalize_block(&self, block: &Block) -> Result<(), ChainError> {
+        let (height, hash) = {
+            let head = self.head.read();
+            (head.height, head.hash)
+        };
+        if block.header.height != height + 1 || block.header.parent != hash {
+            return Err(ChainError::Inconsistent(format!(
+                "block {} at height {} does not extend the finalized head {hash} at {height}",
+                block.hash(),
+                block.header.height
+            )));
+        }
+        let started = Instant::now();
+        let out = self.execute(block)?;
+        // The log records the finalization before the state moves (see the store's docs).
+        self.store.lock().put_finalized(block, out.state_root, &out.receipts)?;
+        let snapshot = self.advance(block, &out, started)?;
+        let included: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
+        self.mempool.on_executed(block.header.height, &included, &snapshot);
+        let _ = self.heads.send(HeaderView::of(block, Some(out.state_root)));
+        Ok(())
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The genesis block.
+    pub fn genesis(&self) -> &Block {
+        &self.genesis
+    }
+
+    /// The mempool.
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    /// Metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Subscribes to newly finalized headers.
+    pub fn subscribe_heads(&self) -> broadcast::Receiver<HeaderView> {
+        self.heads.subscribe()
+    }
+
+    /// Admits raw transaction bytes against the latest state.
+    pub fn submit(&self, bytes: &[u8]) -> Result<Hash, Rejection> {
+        let snapshot = self.latest().1;
+        self.mempool.submit_bytes(bytes, &snapshot)
+    }
+
+    /// The latest executed (here: finalized) height and its state.
+    pub fn latest(&self) -> (u64, Snapshot) {
+        let head = self.head.read();
+        let (height, snapshot) = head.recent.back().expect("the head state is always retained");
+        (*height, snapshot.clone())
+    }
+
+    /// The state after `height`, if retained.
+    pub fn state_at(&self, height: u64) -> Option<Snapshot> {
+        let head = self.head.read();
+        head.recent.iter().find(|(h, _)| *h == height).map(|(_, s)| s.clone())
+    }
+
+    /// An account at a state.
+    pub fn account(snapshot: &Snapshot, address: &peregrine_types::Address) -> Result<Account, ChainError> {
+        Account::from_record(snapshot.get(&peregrine_types::keys::account(address)))
+            .map_err(|e| ChainError::Inconsistent(format!("account {address}: {e}")))
+    }
+
+    /// The finalized height.
+    pub fn finalized_height(&self) -> u64 {
+        self.head.read().height
+    }
+
+    /// The highest block height this node has seen, final or not.
+    pub fn highest_known(&self) -> u64 {
+        *self.highest_known.lock()
+    }
+
+    /// A finalized block by height, with its post-state commitment.
+    pub fn block_at(&self, height: u64) -> Result<Option<(Block, Hash)>, ChainError> {
+        let store = self.store.lock();
+        let Some(entry) = store.finalized(height) else { return Ok(None) };
+        Ok(store.block(&entry.hash)?.map(|b| (b, entry.state_root)))
+    }
+
+    /// A finalized block by hash, with its post-state commitment.
+    pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<(Block, Hash)>, ChainError> {
+        let Some(block) = self.store.lock().block(hash)? else { return Ok(None) };
+        match self.block_at(block.header.height)? {
+            Some((finalized, root)) if finalized.hash() == *hash => Ok(Some((finalized, root))),
+            _ => Ok(None),
+        }
+    }
+
+    /// An included transaction with its receipt.
+    pub fn included_tx(&self, hash: &Hash) -> Result<Option<(SignedTransaction, Receipt)>, ChainError> {
+        let Some((height, index)) = self.store.lock().locate_tx(hash) else { return Ok(None) };
+        let Some((block, _)) = self.block_at(height)? else { return Ok(None) };
+        let receipts = self.store.lock().receipts(height)?;
+        let tx = block.txs.get(index as usize).cloned();
+        Ok(tx.zip(receipts.get(index as usize).cloned()))
+    }
+
+    /// The state commitment after the finalized head.
+    pub fn state_root(&self) -> Hash {
+        self.latest().1.commitment()
+    }
+
+    /// The finalized head's hash.
+    pub fn finalized_hash(&self) -> Hash {
+        self.head.read().hash
+    }
+}
+
+impl Ledger for Chain {
+    fn block(&self, hash: &Hash) -> Option<Block> {
+        match self.store.lock().block(hash) {
+            Ok(block) => block,
+            Err(err) => {
+                warn!(%err, "reading a block failed");
+                None
+            }
+        }
+    }
+
+    fn store_block(&self, block: &Block) -> Result<(), LedgerError> {
+        self.store.lock().put_block(block).map_err(|e| LedgerError(e.to_string()))?;
+        let mut highest = self.highest_known.lock();
+        *highest = (*highest).max(block.header.height);
+        Ok(())
+    }
+
+    fn exec_root(&self, height: u64) -> Option<Hash> {
+        if height > self.finalized_height() {
+            return None;
+        }
+        self.store.lock().finalized(height).map(|f| f.state_root)
+    }
+
+    fn select_txs(&self, height: u64) -> Vec<SignedTransaction> {
+        let max_bytes = peregrine_types::block::MAX_BLOCK_BYTES - 64 * 1024;
+        self.mempool.select(height, MAX_TXS_PER_BLOCK, max_bytes)
+    }
+
+    fn finalized_height(&self) -> u64 {
+        Chain::finalized_height(self)
+    }
+
+    fn finalize(&self, block: &Block) -> Result<(), LedgerError> {
+        self.finalize_block(block).map_err(|e| LedgerError(e.to_string()))
+    }
+}

@@ -1,0 +1,156 @@
+//! The node's implementation of the JSON-RPC API defined in `peregrine-rpc`.
+
+use crate::chain::Chain;
+use jsonrpsee::core::{async_trait, RpcResult, SubscriptionResult};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::PendingSubscriptionSink;
+use peregrine_mempool::Rejection;
+use peregrine_rpc::{
+    codes, error, AccountView, BlockTag, BlockView, ChainStatus, HeaderView, PeregrineApiServer, ReceiptView,
+    SubmitResult, TransactionView, TxLocation, TxLookup, MAX_BATCH_TXS,
+};
+use peregrine_types::{Address, Block, Hash, SignedTransaction, MAX_TX_BYTES};
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Serves the API from a chain.
+pub struct RpcServer {
+    chain: Arc<Chain>,
+}
+
+impl RpcServer {
+    /// A server over `chain`.
+    pub fn new(chain: Arc<Chain>) -> Self {
+        Self { chain }
+    }
+
+    fn submit_hex(&self, tx: &str) -> Result<Hash, ErrorObjectOwned> {
+        let raw = tx.strip_prefix("0x").unwrap_or(tx);
+        // Hex doubles the size: refuse before decoding anything that cannot be a valid transaction.
+        if raw.len() > 2 * MAX_TX_BYTES {
+            return Err(error(codes::TX_MALFORMED, format!("transaction exceeds {MAX_TX_BYTES} bytes"), "oversized"));
+        }
+        let bytes = hex::decode(raw).map_err(|e| error(codes::TX_MALFORMED, format!("invalid hex: {e}"), "invalid_hex"))?;
+        self.chain.submit(&bytes).map_err(rejection_error)
+    }
+}
+
+fn rejection_error(rejection: Rejection) -> ErrorObjectOwned {
+    let code = match rejection {
+        Rejection::Malformed(_) => codes::TX_MALFORMED,
+        _ => codes::TX_REJECTED,
+    };
+    error(code, rejection.to_string(), rejection.code())
+}
+
+fn internal(err: impl std::fmt::Display) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(-32603, err.to_string(), None::<()>)
+}
+
+fn block_view(block: &Block, state_root: Hash) -> BlockView {
+    BlockView {
+        header: HeaderView::of(block, Some(state_root)),
+        transactions: block.txs.iter().map(SignedTransaction::hash).collect(),
+    }
+}
+
+#[async_trait]
+impl PeregrineApiServer for RpcServer {
+    async fn send_raw_transaction(&self, tx: String) -> RpcResult<Hash> {
+        self.submit_hex(&tx)
+    }
+
+    async fn send_raw_transaction_batch(&self, txs: Vec<String>) -> RpcResult<Vec<SubmitResult>> {
+        if txs.len() > MAX_BATCH_TXS {
+            let message = format!("batch of {} exceeds {MAX_BATCH_TXS} transactions", txs.len());
+            return Err(error(codes::BATCH_TOO_LARGE, message, "batch_too_large"));
+        }
+        Ok(txs
+            .iter()
+            .map(|tx| match self.submit_hex(tx) {
+                Ok(hash) => SubmitResult { hash: Some(hash), error: None, message: None },
+                Err(err) => {
+                    let reason = err.data().and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok());
+                    let reason = reason.and_then(|v| v["reason"].as_str().map(str::to_string));
+                    SubmitResult { hash: None, error: reason, message: Some(err.message().to_string()) }
+                }
+            })
+            .collect())
+    }
+
+    async fn get_account(&self, address: Address, at: Option<BlockTag>) -> RpcResult<AccountView> {
+        let (height, snapshot) = match at.unwrap_or_default() {
+            BlockTag::Latest | BlockTag::Finalized => self.chain.latest(),
+            BlockTag::Height(height) => {
+                let snapshot = self.chain.state_at(height).ok_or_else(|| {
+                    let message = format!("state at height {height} is not retained (finalized: {})", self.chain.finalized_height());
+                    error(codes::STATE_UNAVAILABLE, message, "height_not_retained")
+                })?;
+                (height, snapshot)
+            }
+        };
+        let account = Chain::account(&snapshot, &address).map_err(internal)?;
+        Ok(AccountView { address, balance: account.balance.to_string(), nonce: account.nonce, height })
+    }
+
+    async fn get_block_by_height(&self, height: u64) -> RpcResult<Option<BlockView>> {
+        let found = self.chain.block_at(height).map_err(internal)?;
+        Ok(found.map(|(block, root)| block_view(&block, root)))
+    }
+
+    async fn get_block_by_hash(&self, hash: Hash) -> RpcResult<Option<BlockView>> {
+        let found = self.chain.block_by_hash(&hash).map_err(internal)?;
+        Ok(found.map(|(block, root)| block_view(&block, root)))
+    }
+
+    async fn get_transaction(&self, hash: Hash) -> RpcResult<Option<TxLookup>> {
+        if let Some((tx, receipt)) = self.chain.included_tx(&hash).map_err(internal)? {
+            return Ok(Some(TxLookup {
+                status: TxLocation::Included,
+                transaction: TransactionView::of(&tx),
+                receipt: Some(ReceiptView::of(&receipt)),
+            }));
+        }
+        Ok(self.chain.mempool().get(&hash).map(|tx| TxLookup {
+            status: TxLocation::Pending,
+            transaction: TransactionView::of(&tx),
+            receipt: None,
+        }))
+    }
+
+    async fn get_receipt(&self, hash: Hash) -> RpcResult<Option<ReceiptView>> {
+        let found = self.chain.included_tx(&hash).map_err(internal)?;
+        Ok(found.map(|(_, receipt)| ReceiptView::of(&receipt)))
+    }
+
+    async fn status(&self) -> RpcResult<ChainStatus> {
+        Ok(ChainStatus {
+            chain_id: self.chain.chain_id(),
+            genesis: self.chain.genesis().hash(),
+            head_height: self.chain.highest_known().max(self.chain.finalized_height()),
+            finalized_height: self.chain.finalized_height(),
+            finalized_hash: self.chain.finalized_hash(),
+            state_root: self.chain.state_root(),
+            mempool_size: self.chain.mempool().len() as u64,
+            min_fee: self.chain.mempool().min_fee(),
+        })
+    }
+
+    async fn subscribe_new_heads(&self, pending: PendingSubscriptionSink) -> SubscriptionResult {
+        let sink = pending.accept().await?;
+        let mut heads = self.chain.subscribe_heads();
+        loop {
+            match heads.recv().await {
+                Ok(head) => {
+                    let message = serde_json::value::to_raw_value(&head)?;
+                    if sink.send(message).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                // A slow subscriber skips what it missed and continues with the newest heads.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
