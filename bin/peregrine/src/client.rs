@@ -14,7 +14,9 @@ const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// A single-threaded runtime for client commands.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 #[derive(Args)]
@@ -80,13 +82,26 @@ pub enum TxCommand {
 impl TxCommand {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        let TxCommand::Transfer { signer, to, amount, fee, nonce, wait, rpc } = self;
+        let TxCommand::Transfer {
+            signer,
+            to,
+            amount,
+            fee,
+            nonce,
+            wait,
+            rpc,
+        } = self;
         let client = client(&rpc)?;
         let key = signer.key()?;
         let status = client.status().await.context("reading chain status")?;
         let nonce = match nonce {
             Some(nonce) => nonce,
-            None => client.get_account(key.public_key().address(), None).await?.nonce,
+            None => {
+                client
+                    .get_account(key.public_key().address(), None)
+                    .await?
+                    .nonce
+            }
         };
         let tx = Transaction {
             chain_id: status.chain_id,
@@ -97,7 +112,10 @@ impl TxCommand {
             access: vec![],
         }
         .sign(&key);
-        let hash = client.send_raw_transaction(hex::encode(tx.encode())).await.context("submitting")?;
+        let hash = client
+            .send_raw_transaction(hex::encode(tx.encode()))
+            .await
+            .context("submitting")?;
         println!("submitted {hash}");
         if wait {
             wait_for_receipt(&client, hash).await?;
@@ -106,7 +124,10 @@ impl TxCommand {
     }
 }
 
-async fn wait_for_receipt(client: &jsonrpsee::http_client::HttpClient, hash: Hash) -> anyhow::Result<()> {
+async fn wait_for_receipt(
+    client: &jsonrpsee::http_client::HttpClient,
+    hash: Hash,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + WAIT_TIMEOUT;
     while Instant::now() < deadline {
         if let Some(lookup) = client.get_transaction(hash).await? {
@@ -155,7 +176,8 @@ pub enum QueryCommand {
 }
 
 fn parse_tag(text: &str) -> anyhow::Result<BlockTag> {
-    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|e| anyhow::anyhow!("--at: {e}"))
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|e| anyhow::anyhow!("--at: {e}"))
 }
 
 fn print(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -167,13 +189,21 @@ impl QueryCommand {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
-            QueryCommand::Account { address, at, rpc } => print(&client(&rpc)?.get_account(address, Some(parse_tag(&at)?)).await?),
+            QueryCommand::Account { address, at, rpc } => print(
+                &client(&rpc)?
+                    .get_account(address, Some(parse_tag(&at)?))
+                    .await?,
+            ),
             QueryCommand::Block { id, rpc } => {
                 let client = client(&rpc)?;
                 let block = if id.starts_with("0x") {
-                    client.get_block_by_hash(id.parse().context("block hash")?).await?
+                    client
+                        .get_block_by_hash(id.parse().context("block hash")?)
+                        .await?
                 } else {
-                    client.get_block_by_height(id.parse().context("block height")?).await?
+                    client
+                        .get_block_by_height(id.parse().context("block height")?)
+                        .await?
                 };
                 match block {
                     Some(block) => print(&block),

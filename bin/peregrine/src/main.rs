@@ -66,7 +66,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(at) => text.split_at(at),
         None => (text, "ms"),
     };
-    let value: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),
@@ -76,9 +78,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,commonware=warn,jsonrpsee=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,commonware=warn,jsonrpsee=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Dev(args) => run_dev(args),
         Command::Tx(command) => client::runtime()?.block_on(command.run()),
@@ -111,13 +117,23 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         block_time: args.block_time,
         dev_accounts: args.accounts,
         dev_balance: args.balance,
-        status_interval: (args.status_interval > 0).then(|| Duration::from_secs(args.status_interval)),
+        status_interval: (args.status_interval > 0)
+            .then(|| Duration::from_secs(args.status_interval)),
     };
-    let genesis = peregrine_node::load_or_create_genesis(&config).context("preparing the data directory")?;
+    let genesis =
+        peregrine_node::load_or_create_genesis(&config).context("preparing the data directory")?;
     print_dev_accounts(&genesis);
     let node = peregrine_node::start(config.clone()).context("starting the node")?;
-    println!("chain id {} | data directory {}", genesis.chain_id, config.datadir.display());
-    println!("RPC listening on http://{} (WebSocket: ws://{})", node.rpc_addr(), node.rpc_addr());
+    println!(
+        "chain id {} | data directory {}",
+        genesis.chain_id,
+        config.datadir.display()
+    );
+    println!(
+        "RPC listening on http://{} (WebSocket: ws://{})",
+        node.rpc_addr(),
+        node.rpc_addr()
+    );
     if let Some(metrics) = node.metrics_addr() {
         println!("metrics on http://{metrics}/metrics");
     }

@@ -15,7 +15,15 @@ use std::time::Duration;
 /// Starts `peregrine dev` on ephemeral ports and returns the process and its RPC URL.
 fn spawn_dev(datadir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_peregrine"))
-        .args(["dev", "--rpc.addr", "127.0.0.1:0", "--p2p.addr", "127.0.0.1:0", "--block-time", "50ms"])
+        .args([
+            "dev",
+            "--rpc.addr",
+            "127.0.0.1:0",
+            "--p2p.addr",
+            "127.0.0.1:0",
+            "--block-time",
+            "50ms",
+        ])
         .args(["--status-interval", "0", "--accounts", "2", "--datadir"])
         .arg(datadir)
         .stdout(Stdio::piped())
@@ -27,12 +35,18 @@ fn spawn_dev(datadir: &Path) -> (Child, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("RPC listening on ") {
-                let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 let _ = found_tx.send(url);
             }
         }
     });
-    let url = found_rx.recv_timeout(Duration::from_secs(60)).expect("node printed its RPC address");
+    let url = found_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("node printed its RPC address");
     (child, url)
 }
 
@@ -45,7 +59,10 @@ async fn finalized_transfer_survives_sigkill() {
     let (mut child, url) = spawn_dev(dir.path());
     let client = peregrine_rpc::http_client(&url).expect("client");
     let tx = transfer(&key, 0, 3, to, 777);
-    client.send_raw_transaction(hex_of(&tx)).await.expect("admitted");
+    client
+        .send_raw_transaction(hex_of(&tx))
+        .await
+        .expect("admitted");
     let receipt = wait_included(&client, tx.hash(), Duration::from_secs(60)).await;
     let finalized = client.status().await.expect("status").finalized_height;
     assert!(finalized >= receipt.height);
@@ -56,15 +73,32 @@ async fn finalized_transfer_survives_sigkill() {
     let (mut child, url) = spawn_dev(dir.path());
     let client = peregrine_rpc::http_client(&url).expect("client");
     assert_eq!(balance(&client, to).await, 777);
-    assert_eq!(client.get_account(key.public_key().address(), None).await.expect("rpc").nonce, 1);
-    let lookup = client.get_transaction(tx.hash()).await.expect("rpc").expect("still known");
+    assert_eq!(
+        client
+            .get_account(key.public_key().address(), None)
+            .await
+            .expect("rpc")
+            .nonce,
+        1
+    );
+    let lookup = client
+        .get_transaction(tx.hash())
+        .await
+        .expect("rpc")
+        .expect("still known");
     assert_eq!(lookup.receipt.expect("receipt").height, receipt.height);
     let status = client.status().await.expect("status");
-    assert!(status.finalized_height >= finalized, "the chain never goes back");
+    assert!(
+        status.finalized_height >= finalized,
+        "the chain never goes back"
+    );
 
     // The chain keeps going after the restart: a second transfer finalizes too.
     let next = transfer(&key, 1, 3, to, 1);
-    client.send_raw_transaction(hex_of(&next)).await.expect("admitted after restart");
+    client
+        .send_raw_transaction(hex_of(&next))
+        .await
+        .expect("admitted after restart");
     wait_included(&client, next.hash(), Duration::from_secs(60)).await;
     assert_eq!(balance(&client, to).await, 778);
     child.kill().expect("kill");

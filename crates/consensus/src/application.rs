@@ -42,7 +42,9 @@ pub fn hash_of(digest: &Digest) -> Hash {
 }
 
 fn unix_ms(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The consensus application: automaton, relay and reporter in one cloneable handle.
@@ -93,16 +95,28 @@ where
     async fn build(self, parent: Hash) -> Option<Digest> {
         let parent = wait_for(&*self.context, || self.ledger.block(&parent)).await?;
         let height = parent.header.height + 1;
-        let exec_root = wait_for(&*self.context, || self.ledger.exec_root(exec_height_for(height))).await?;
+        let exec_root = wait_for(&*self.context, || {
+            self.ledger.exec_root(exec_height_for(height))
+        })
+        .await?;
         // Pace the chain: a block no sooner than `block_time` after its parent.
         let earliest = parent.header.timestamp_ms + self.block_time.as_millis() as u64;
         let now = unix_ms(self.context.current());
         if earliest > now {
-            self.context.sleep(Duration::from_millis(earliest - now)).await;
+            self.context
+                .sleep(Duration::from_millis(earliest - now))
+                .await;
         }
         let timestamp = unix_ms(self.context.current()).max(parent.header.timestamp_ms + 1);
         let txs = self.ledger.select_txs(height);
-        let block = Block::new(height, parent.hash(), timestamp, self.proposer, exec_root, txs);
+        let block = Block::new(
+            height,
+            parent.hash(),
+            timestamp,
+            self.proposer,
+            exec_root,
+            txs,
+        );
         if let Err(error) = self.ledger.store_block(&block) {
             warn!(%error, height, "could not store proposed block");
             return None;
@@ -122,7 +136,8 @@ where
             return false;
         };
         let exec_height = exec_height_for(block.header.height);
-        let Some(ours) = wait_for(&*self.context, || self.ledger.exec_root(exec_height)).await else {
+        let Some(ours) = wait_for(&*self.context, || self.ledger.exec_root(exec_height)).await
+        else {
             warn!(%hash, exec_height, "own execution receipt not ready in time");
             return false;
         };
@@ -197,7 +212,9 @@ where
         let Some(block) = self.ledger.block(&hash_of(&payload)) else {
             return Feedback::Ok;
         };
-        let _ = self.blocks_out.send(recipients, IoBuf::from(block.encode()), false);
+        let _ = self
+            .blocks_out
+            .send(recipients, IoBuf::from(block.encode()), false);
         Feedback::Ok
     }
 }

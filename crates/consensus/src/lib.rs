@@ -33,13 +33,13 @@ use commonware_consensus::simplex::{
     Engine,
 };
 use commonware_consensus::types::{Epoch, ViewDelta};
-use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
+use commonware_cryptography::ChaCha20Poly1305;
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address, AddressableManager, Receiver};
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Handle, Quota, Spawner, Supervisor};
 use commonware_stream::{cups, sake};
-use commonware_utils::{ordered, TryFromIterator, NZDuration, NZUsize, NZU16, NZU32};
+use commonware_utils::{ordered, NZDuration, NZUsize, TryFromIterator, NZU16, NZU32};
 use peregrine_types::{Block, Hash, SignedTransaction};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,14 +169,19 @@ pub fn start_validator<L: Ledger>(
     ledger: Arc<L>,
 ) -> Result<Validator, ConsensusError> {
     let namespace = namespace(config.chain_id);
-    let participants = ordered::Set::try_from_iter(config.validators.iter().map(|(k, _)| k.clone()))
-        .map_err(|_| ConsensusError::ValidatorSet("duplicate validator keys"))?;
-    let scheme = Scheme::signer(&namespace, participants, config.signer.clone())
-        .ok_or(ConsensusError::ValidatorSet("this node's key is not in the validator set"))?;
+    let participants =
+        ordered::Set::try_from_iter(config.validators.iter().map(|(k, _)| k.clone()))
+            .map_err(|_| ConsensusError::ValidatorSet("duplicate validator keys"))?;
+    let scheme = Scheme::signer(&namespace, participants, config.signer.clone()).ok_or(
+        ConsensusError::ValidatorSet("this node's key is not in the validator set"),
+    )?;
 
     let (mut network, mut oracle) = start_network(&context, &config, &namespace);
     let peers: ordered::Map<PublicKey, Address> = ordered::Map::try_from_iter(
-        config.validators.iter().map(|(key, addr)| (key.clone(), Address::from(*addr))),
+        config
+            .validators
+            .iter()
+            .map(|(key, addr)| (key.clone(), Address::from(*addr))),
     )
     .map_err(|_| ConsensusError::ValidatorSet("duplicate validator keys"))?;
     oracle.track(0, peers);
@@ -223,7 +228,10 @@ pub fn start_validator<L: Ledger>(
         certification_timeout: config.block_time + Duration::from_secs(2),
         timeout_retry: Duration::from_secs(5),
         view_retention: ViewDelta::new(64),
-        skip: SkipPolicy::Enabled { timeout: config.block_time + Duration::from_secs(10), budget: SkipBudget::Participants },
+        skip: SkipPolicy::Enabled {
+            timeout: config.block_time + Duration::from_secs(10),
+            budget: SkipBudget::Participants,
+        },
         fetch_timeout: NZDuration!(Duration::from_secs(2)),
         fetch_retry_delay: Duration::from_millis(200),
         forward: ForwardPolicy::Disabled,
@@ -231,17 +239,24 @@ pub fn start_validator<L: Ledger>(
     let engine = Engine::new(context.child("engine"), engine_config);
     info!(validators = config.validators.len(), p2p = %config.p2p_listen, "consensus started");
     let engine = engine.start(votes, certificates, resolver);
-    Ok(Validator { engine, stop, finalizer: Some(finalizer) })
+    Ok(Validator {
+        engine,
+        stop,
+        finalizer: Some(finalizer),
+    })
 }
+
+/// The authenticated p2p network: lookup-based peer discovery with an encrypted handshake.
+type P2p = lookup::Network<
+    commonware_runtime::tokio::Context,
+    cups::Cups<sake::Sake<PrivateKey>, ChaCha20Poly1305>,
+>;
 
 fn start_network(
     context: &commonware_runtime::tokio::Context,
     config: &ValidatorConfig,
     namespace: &[u8],
-) -> (
-    lookup::Network<commonware_runtime::tokio::Context, cups::Cups<sake::Sake<PrivateKey>, ChaCha20Poly1305>>,
-    lookup::Oracle<PublicKey>,
-) {
+) -> (P2p, lookup::Oracle<PublicKey>) {
     let handshake = cups::Cups::<_, ChaCha20Poly1305>::new(
         sake::Sake {
             signer: config.signer.clone(),
@@ -252,8 +267,14 @@ fn start_network(
         cups::Version::V1,
     );
     let max_peers = NZUsize!(config.validators.len().max(1));
-    let p2p = lookup::Config::local(handshake, namespace, config.p2p_listen, max_peers, MAX_MESSAGE_BYTES, NZUsize!(MAILBOX));
-    let _ = config.signer.public_key();
+    let p2p = lookup::Config::local(
+        handshake,
+        namespace,
+        config.p2p_listen,
+        max_peers,
+        MAX_MESSAGE_BYTES,
+        NZUsize!(MAILBOX),
+    );
     lookup::Network::new(context.child("p2p"), p2p)
 }
 

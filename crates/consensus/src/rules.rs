@@ -71,11 +71,17 @@ pub fn validate(
     block.check_body()?;
     let header = &block.header;
     if header.parent != parent.hash() {
-        return Err(InvalidBlock::WrongParent { expected: parent.hash(), got: header.parent });
+        return Err(InvalidBlock::WrongParent {
+            expected: parent.hash(),
+            got: header.parent,
+        });
     }
     let expected = parent.header.height + 1;
     if header.height != expected {
-        return Err(InvalidBlock::WrongHeight { expected, got: header.height });
+        return Err(InvalidBlock::WrongHeight {
+            expected,
+            got: header.height,
+        });
     }
     let latest = now_ms + MAX_FUTURE_DRIFT_MS;
     if header.timestamp_ms <= parent.header.timestamp_ms || header.timestamp_ms > latest {
@@ -94,10 +100,16 @@ pub fn validate(
     }
     for (index, tx) in block.txs.iter().enumerate() {
         if tx.tx().chain_id != chain_id {
-            return Err(InvalidBlock::BadTransaction { index, reason: "wrong chain id" });
+            return Err(InvalidBlock::BadTransaction {
+                index,
+                reason: "wrong chain id",
+            });
         }
         if tx.verify_signature().is_err() {
-            return Err(InvalidBlock::BadTransaction { index, reason: "invalid signature" });
+            return Err(InvalidBlock::BadTransaction {
+                index,
+                reason: "invalid signature",
+            });
         }
     }
     Ok(())
@@ -108,19 +120,41 @@ mod tests {
     use super::*;
     use peregrine_types::{Address, Payload, PublicKey, SecretKey, Transaction};
 
-    fn child(parent: &Block, ts: u64, exec_root: Hash, txs: Vec<peregrine_types::SignedTransaction>) -> Block {
-        Block::new(parent.header.height + 1, parent.hash(), ts, PublicKey::default(), exec_root, txs)
+    fn child(
+        parent: &Block,
+        ts: u64,
+        exec_root: Hash,
+        txs: Vec<peregrine_types::SignedTransaction>,
+    ) -> Block {
+        Block::new(
+            parent.header.height + 1,
+            parent.hash(),
+            ts,
+            PublicKey::default(),
+            exec_root,
+            txs,
+        )
     }
 
     fn genesis() -> Block {
-        Block::new(0, Hash::default(), 1_000, PublicKey::default(), Hash([1; 32]), vec![])
+        Block::new(
+            0,
+            Hash::default(),
+            1_000,
+            PublicKey::default(),
+            Hash([1; 32]),
+            vec![],
+        )
     }
 
     #[test]
     fn accepts_a_good_child_and_names_each_fault() {
         let g = genesis();
         let root = Hash([1; 32]);
-        assert_eq!(validate(5, &g, &child(&g, 1_001, root, vec![]), root, 1_000), Ok(()));
+        assert_eq!(
+            validate(5, &g, &child(&g, 1_001, root, vec![]), root, 1_000),
+            Ok(())
+        );
         assert!(matches!(
             validate(5, &g, &child(&g, 1_000, root, vec![]), root, 1_000),
             Err(InvalidBlock::BadTimestamp { .. })
@@ -139,10 +173,24 @@ mod tests {
             Err(InvalidBlock::WrongParent { .. })
         ));
         let key = SecretKey::from_seed([4; 32]);
-        let tx = Transaction { chain_id: 6, sender: key.public_key(), nonce: 0, fee: 1, payload: Payload::Transfer { to: Address::default(), amount: 1 }, access: vec![] }.sign(&key);
+        let tx = Transaction {
+            chain_id: 6,
+            sender: key.public_key(),
+            nonce: 0,
+            fee: 1,
+            payload: Payload::Transfer {
+                to: Address::default(),
+                amount: 1,
+            },
+            access: vec![],
+        }
+        .sign(&key);
         assert_eq!(
             validate(5, &g, &child(&g, 1_001, root, vec![tx]), root, 1_000),
-            Err(InvalidBlock::BadTransaction { index: 0, reason: "wrong chain id" })
+            Err(InvalidBlock::BadTransaction {
+                index: 0,
+                reason: "wrong chain id"
+            })
         );
     }
 }

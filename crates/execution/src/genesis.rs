@@ -18,14 +18,25 @@ pub struct GenesisAccount {
 pub fn apply_genesis(db: &Db, accounts: &[GenesisAccount]) -> Result<RevisionId, ExecError> {
     let mut supply: u128 = 0;
     for account in accounts {
-        supply = supply.checked_add(account.balance).ok_or(ExecError::SupplyOverflow)?;
+        supply = supply
+            .checked_add(account.balance)
+            .ok_or(ExecError::SupplyOverflow)?;
     }
     let mut ws = db.begin(db.finalized())?;
     for account in accounts {
-        let record = Account { balance: account.balance, nonce: 0 };
-        ws.put(peregrine_types::keys::account(&account.address), record.encode())?;
+        let record = Account {
+            balance: account.balance,
+            nonce: 0,
+        };
+        ws.put(
+            peregrine_types::keys::account(&account.address),
+            record.encode(),
+        )?;
     }
-    ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), 0u64.to_le_bytes().to_vec())?;
+    ws.put(
+        peregrine_types::keys::META_HEIGHT.to_vec(),
+        0u64.to_le_bytes().to_vec(),
+    )?;
     let revision = db.commit(ws)?;
     db.finalize(revision)?;
     Ok(revision)

@@ -63,7 +63,8 @@ pub enum ExecError {
 /// Executes ordered blocks on top of a parent revision.
 pub trait BlockExecutor: Send + Sync {
     /// Executes `block` on top of `parent` and commits the result as a new revision.
-    fn execute(&self, db: &Db, parent: RevisionId, block: &Block) -> Result<BlockOutput, ExecError>;
+    fn execute(&self, db: &Db, parent: RevisionId, block: &Block)
+        -> Result<BlockOutput, ExecError>;
 }
 
 /// Reads an account from any key/value source; a missing record is the empty account.
@@ -72,8 +73,10 @@ pub fn read_account(
     address: &Address,
 ) -> Result<Account, ExecError> {
     let record = get(&peregrine_types::keys::account(address));
-    Account::from_record(record.as_deref())
-        .map_err(|source| ExecError::CorruptAccount { address: *address, source })
+    Account::from_record(record.as_deref()).map_err(|source| ExecError::CorruptAccount {
+        address: *address,
+        source,
+    })
 }
 
 /// Sums the balances of every account in a snapshot: the total supply.
@@ -86,7 +89,6 @@ pub fn total_supply(snapshot: &peregrine_state::Snapshot) -> u128 {
         .map(|account| account.balance)
         .sum()
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,9 @@
 
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
 use peregrine_state::{Db, RevisionId, WriteSet};
-use peregrine_types::{Account, Address, Block, Encode, Payload, Receipt, SignedTransaction, TxStatus};
+use peregrine_types::{
+    Account, Address, Block, Encode, Payload, Receipt, SignedTransaction, TxStatus,
+};
 use peregrine_vm::{GAS_NATIVE_TRANSFER, GAS_UNSUPPORTED};
 
 /// Executes a block's transactions one after another.
@@ -28,12 +30,22 @@ fn store(ws: &mut WriteSet, address: &Address, account: Account) -> Result<(), E
 }
 
 impl SerialExecutor {
-    fn apply(&self, ws: &mut WriteSet, tx: &SignedTransaction) -> Result<(TxStatus, u64, u64), ExecError> {
+    fn apply(
+        &self,
+        ws: &mut WriteSet,
+        tx: &SignedTransaction,
+    ) -> Result<(TxStatus, u64, u64), ExecError> {
         let body = tx.tx();
         let sender = body.sender_address();
         let mut account = load(ws, &sender)?;
         if body.nonce != account.nonce {
-            return Ok((TxStatus::SkippedBadNonce { expected: account.nonce }, 0, 0));
+            return Ok((
+                TxStatus::SkippedBadNonce {
+                    expected: account.nonce,
+                },
+                0,
+                0,
+            ));
         }
         let fee = u128::from(body.fee);
         if account.balance < fee {
@@ -68,7 +80,12 @@ impl SerialExecutor {
 }
 
 impl BlockExecutor for SerialExecutor {
-    fn execute(&self, db: &Db, parent: RevisionId, block: &Block) -> Result<BlockOutput, ExecError> {
+    fn execute(
+        &self,
+        db: &Db,
+        parent: RevisionId,
+        block: &Block,
+    ) -> Result<BlockOutput, ExecError> {
         let mut ws = db.begin(parent)?;
         let mut receipts = Vec::with_capacity(block.txs.len());
         for (index, tx) in block.txs.iter().enumerate() {
@@ -86,6 +103,10 @@ impl BlockExecutor for SerialExecutor {
         ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), height)?;
         let revision = db.commit(ws)?;
         let state_root = db.snapshot(revision)?.commitment();
-        Ok(BlockOutput { revision, receipts, state_root })
+        Ok(BlockOutput {
+            revision,
+            receipts,
+            state_root,
+        })
     }
 }

@@ -9,10 +9,23 @@ fn key(i: u8) -> SecretKey {
     SecretKey::from_seed([i; 32])
 }
 
-fn transfer(from: u8, nonce: u64, fee: u64, to: Address, amount: u128) -> peregrine_types::SignedTransaction {
+fn transfer(
+    from: u8,
+    nonce: u64,
+    fee: u64,
+    to: Address,
+    amount: u128,
+) -> peregrine_types::SignedTransaction {
     let key = key(from);
-    Transaction { chain_id: 1, sender: key.public_key(), nonce, fee, payload: Payload::Transfer { to, amount }, access: vec![] }
-        .sign(&key)
+    Transaction {
+        chain_id: 1,
+        sender: key.public_key(),
+        nonce,
+        fee,
+        payload: Payload::Transfer { to, amount },
+        access: vec![],
+    }
+    .sign(&key)
 }
 
 fn setup(balances: &[u128]) -> (tempfile::TempDir, Db, RevisionId) {
@@ -21,19 +34,33 @@ fn setup(balances: &[u128]) -> (tempfile::TempDir, Db, RevisionId) {
     let accounts: Vec<GenesisAccount> = balances
         .iter()
         .enumerate()
-        .map(|(i, &balance)| GenesisAccount { address: key(i as u8).public_key().address(), balance })
+        .map(|(i, &balance)| GenesisAccount {
+            address: key(i as u8).public_key().address(),
+            balance,
+        })
         .collect();
     let root = apply_genesis(&db, &accounts).expect("genesis");
     (dir, db, root)
 }
 
 fn block(height: u64, txs: Vec<peregrine_types::SignedTransaction>) -> Block {
-    Block::new(height, Hash::default(), height, key(0).public_key(), Hash::default(), txs)
+    Block::new(
+        height,
+        Hash::default(),
+        height,
+        key(0).public_key(),
+        Hash::default(),
+        txs,
+    )
 }
 
 fn account(db: &Db, rev: RevisionId, i: u8) -> Account {
     let snapshot = db.snapshot(rev).expect("snapshot");
-    read_account(|k| snapshot.get(k).map(<[u8]>::to_vec), &key(i).public_key().address()).expect("account")
+    read_account(
+        |k| snapshot.get(k).map(<[u8]>::to_vec),
+        &key(i).public_key().address(),
+    )
+    .expect("account")
 }
 
 #[test]
@@ -41,18 +68,28 @@ fn every_outcome_has_its_receipt_and_effect() {
     let (_dir, db, root) = setup(&[100, 0, 5]);
     let a1 = key(1).public_key().address();
     let txs = vec![
-        transfer(0, 0, 2, a1, 10),      // success
-        transfer(0, 0, 2, a1, 10),      // replayed nonce
-        transfer(0, 5, 2, a1, 10),      // nonce gap
-        transfer(0, 1, 2, a1, 1_000),   // fee paid, amount not covered
-        transfer(1, 0, 11, a1, 0),      // fee not payable (balance 10)
+        transfer(0, 0, 2, a1, 10),                           // success
+        transfer(0, 0, 2, a1, 10),                           // replayed nonce
+        transfer(0, 5, 2, a1, 10),                           // nonce gap
+        transfer(0, 1, 2, a1, 1_000),                        // fee paid, amount not covered
+        transfer(1, 0, 11, a1, 0),                           // fee not payable (balance 10)
         transfer(2, 0, 1, key(2).public_key().address(), 4), // self-transfer
         {
             let k = key(0);
-            Transaction { chain_id: 1, sender: k.public_key(), nonce: 2, fee: 1, payload: Payload::Deploy { code: vec![0] }, access: vec![] }.sign(&k)
+            Transaction {
+                chain_id: 1,
+                sender: k.public_key(),
+                nonce: 2,
+                fee: 1,
+                payload: Payload::Deploy { code: vec![0] },
+                access: vec![],
+            }
+            .sign(&k)
         },
     ];
-    let out = SerialExecutor::new(SINK).execute(&db, root, &block(1, txs)).expect("execute");
+    let out = SerialExecutor::new(SINK)
+        .execute(&db, root, &block(1, txs))
+        .expect("execute");
     let statuses: Vec<TxStatus> = out.receipts.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses,
@@ -66,11 +103,32 @@ fn every_outcome_has_its_receipt_and_effect() {
             TxStatus::FailedUnsupported,
         ]
     );
-    assert_eq!(account(&db, out.revision, 0), Account { balance: 100 - 2 - 10 - 2 - 1, nonce: 3 });
-    assert_eq!(account(&db, out.revision, 1), Account { balance: 10, nonce: 0 });
-    assert_eq!(account(&db, out.revision, 2), Account { balance: 4, nonce: 1 });
+    assert_eq!(
+        account(&db, out.revision, 0),
+        Account {
+            balance: 100 - 2 - 10 - 2 - 1,
+            nonce: 3
+        }
+    );
+    assert_eq!(
+        account(&db, out.revision, 1),
+        Account {
+            balance: 10,
+            nonce: 0
+        }
+    );
+    assert_eq!(
+        account(&db, out.revision, 2),
+        Account {
+            balance: 4,
+            nonce: 1
+        }
+    );
     assert_eq!(out.receipts[1].fee_paid, 0);
-    assert_eq!(total_supply(&db.snapshot(out.revision).expect("snapshot")), 105);
+    assert_eq!(
+        total_supply(&db.snapshot(out.revision).expect("snapshot")),
+        105
+    );
 }
 
 #[test]
@@ -84,17 +142,34 @@ fn random_blocks_conserve_supply_and_are_deterministic() {
         let txs: Vec<_> = (0..rng.gen_range(0..40))
             .map(|_| {
                 let from = rng.gen_range(0..5u8);
-                let nonce = if rng.gen_bool(0.8) { nonces[from as usize] } else { rng.gen_range(0..5) };
+                let nonce = if rng.gen_bool(0.8) {
+                    nonces[from as usize]
+                } else {
+                    rng.gen_range(0..5)
+                };
                 nonces[from as usize] = nonces[from as usize].max(nonce + 1);
-                transfer(from, nonce, rng.gen_range(0..5), key(rng.gen_range(0..6)).public_key().address(), rng.gen_range(0..300))
+                transfer(
+                    from,
+                    nonce,
+                    rng.gen_range(0..5),
+                    key(rng.gen_range(0..6)).public_key().address(),
+                    rng.gen_range(0..300),
+                )
             })
             .collect();
         let b = block(height, txs);
-        let o1 = SerialExecutor::new(SINK).execute(&db1, rev1, &b).expect("execute");
-        let o2 = SerialExecutor::new(SINK).execute(&db2, rev2, &b).expect("execute");
+        let o1 = SerialExecutor::new(SINK)
+            .execute(&db1, rev1, &b)
+            .expect("execute");
+        let o2 = SerialExecutor::new(SINK)
+            .execute(&db2, rev2, &b)
+            .expect("execute");
         assert_eq!(o1.state_root, o2.state_root);
         assert_eq!(o1.receipts, o2.receipts);
-        assert_eq!(total_supply(&db1.snapshot(o1.revision).expect("snapshot")), 1_578);
+        assert_eq!(
+            total_supply(&db1.snapshot(o1.revision).expect("snapshot")),
+            1_578
+        );
         rev1 = o1.revision;
         rev2 = o2.revision;
         // The local nonce guesses may drift from the chain; resync them to stay mostly valid.
@@ -109,8 +184,17 @@ fn genesis_supply_overflow_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path()).expect("open");
     let accounts = [
-        GenesisAccount { address: Address([1; 20]), balance: u128::MAX },
-        GenesisAccount { address: Address([2; 20]), balance: 1 },
+        GenesisAccount {
+            address: Address([1; 20]),
+            balance: u128::MAX,
+        },
+        GenesisAccount {
+            address: Address([2; 20]),
+            balance: 1,
+        },
     ];
-    assert!(matches!(apply_genesis(&db, &accounts), Err(ExecError::SupplyOverflow)));
+    assert!(matches!(
+        apply_genesis(&db, &accounts),
+        Err(ExecError::SupplyOverflow)
+    ));
 }

@@ -55,7 +55,13 @@ impl MempoolConfig {
     /// The default limits for `chain_id`: 100,000 transactions, 256 MiB, 1,024 per sender (enough
     /// for a load generator to keep a sender busy across several blocks), fee floor 1.
     pub fn new(chain_id: u64) -> Self {
-        Self { chain_id, min_fee: 1, max_txs: 100_000, max_bytes: 256 << 20, max_per_sender: 1_024 }
+        Self {
+            chain_id,
+            min_fee: 1,
+            max_txs: 100_000,
+            max_bytes: 256 << 20,
+            max_per_sender: 1_024,
+        }
     }
 }
 
@@ -88,7 +94,11 @@ pub struct Mempool {
 impl Mempool {
     /// An empty pool.
     pub fn new(config: MempoolConfig) -> Self {
-        Self { pool: Mutex::new(Pool::default()), config, stats: Stats::default() }
+        Self {
+            pool: Mutex::new(Pool::default()),
+            config,
+            stats: Stats::default(),
+        }
     }
 
     /// Admission counters.
@@ -141,10 +151,16 @@ impl Mempool {
     fn check_stateless(&self, tx: &SignedTransaction) -> Result<(), Rejection> {
         let body = tx.tx();
         if body.chain_id != self.config.chain_id {
-            return Err(Rejection::WrongChain { expected: self.config.chain_id, got: body.chain_id });
+            return Err(Rejection::WrongChain {
+                expected: self.config.chain_id,
+                got: body.chain_id,
+            });
         }
         if body.fee < self.config.min_fee {
-            return Err(Rejection::FeeTooLow { min: self.config.min_fee, got: body.fee });
+            return Err(Rejection::FeeTooLow {
+                min: self.config.min_fee,
+                got: body.fee,
+            });
         }
         Ok(())
     }
@@ -155,7 +171,12 @@ impl Mempool {
                 self.stats.admitted.fetch_add(1, Ordering::Relaxed);
             }
             Err(rejection) => {
-                *self.stats.rejected.lock().entry(rejection.code()).or_default() += 1;
+                *self
+                    .stats
+                    .rejected
+                    .lock()
+                    .entry(rejection.code())
+                    .or_default() += 1;
             }
         }
         result

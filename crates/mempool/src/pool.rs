@@ -140,7 +140,10 @@ impl Pool {
 
     pub(crate) fn get(&self, hash: &Hash) -> Option<SignedTransaction> {
         let (sender, nonce) = self.by_hash.get(hash)?;
-        self.senders.get(sender)?.get(nonce).map(|entry| entry.tx.clone())
+        self.senders
+            .get(sender)?
+            .get(nonce)
+            .map(|entry| entry.tx.clone())
     }
 
     pub(crate) fn contains(&self, hash: &Hash) -> bool {
@@ -160,7 +163,10 @@ impl Pool {
         let nonce = tx.tx().nonce;
         let account = account_of(state, &sender)?;
         if nonce < account.nonce {
-            return Err(Rejection::NonceTooLow { expected: account.nonce, got: nonce });
+            return Err(Rejection::NonceTooLow {
+                expected: account.nonce,
+                got: nonce,
+            });
         }
         let queue = self.senders.get(&sender);
         let pending = queue.map_or(0, BTreeMap::len) as u64;
@@ -169,18 +175,31 @@ impl Pool {
         if let Some(old) = replaced {
             check_replacement(old, &tx)?;
         } else if nonce > next {
-            return Err(Rejection::NonceGap { expected: next, got: nonce });
+            return Err(Rejection::NonceGap {
+                expected: next,
+                got: nonce,
+            });
         }
         let pending_cost: u128 = queue
-            .map(|q| q.values().filter(|e| e.tx.tx().nonce != nonce).map(|e| cost(&e.tx)).sum())
+            .map(|q| {
+                q.values()
+                    .filter(|e| e.tx.tx().nonce != nonce)
+                    .map(|e| cost(&e.tx))
+                    .sum()
+            })
             .unwrap_or(0);
         let needed = pending_cost.saturating_add(cost(&tx));
         if needed > account.balance {
-            return Err(Rejection::InsufficientBalance { needed, available: account.balance });
+            return Err(Rejection::InsufficientBalance {
+                needed,
+                available: account.balance,
+            });
         }
         if replaced.is_none() {
             if pending as usize >= config.max_per_sender {
-                return Err(Rejection::SenderFull { cap: config.max_per_sender });
+                return Err(Rejection::SenderFull {
+                    cap: config.max_per_sender,
+                });
             }
             if self.len() >= config.max_txs || self.bytes + tx.encoded_len() > config.max_bytes {
                 return Err(Rejection::PoolFull);
@@ -194,7 +213,10 @@ impl Pool {
         let nonce = tx.tx().nonce;
         self.bytes += tx.encoded_len();
         self.by_hash.insert(hash, (sender, nonce));
-        let entry = Entry { tx, proposed_at: None };
+        let entry = Entry {
+            tx,
+            proposed_at: None,
+        };
         if let Some(old) = self.senders.entry(sender).or_default().insert(nonce, entry) {
             self.bytes -= old.tx.encoded_len();
             self.by_hash.remove(&old.tx.hash());
@@ -202,13 +224,23 @@ impl Pool {
         hash
     }
 
-    pub(crate) fn select(&mut self, height: u64, max_txs: usize, max_bytes: usize) -> Vec<SignedTransaction> {
+    pub(crate) fn select(
+        &mut self,
+        height: u64,
+        max_txs: usize,
+        max_bytes: usize,
+    ) -> Vec<SignedTransaction> {
         // Each sender offers its lowest unproposed nonce; the heap orders offers by fee, then by
         // hash so that ties break the same way on every run.
         let mut heap = BinaryHeap::new();
         for (sender, queue) in &self.senders {
             if let Some((nonce, entry)) = queue.iter().find(|(_, e)| e.proposed_at.is_none()) {
-                heap.push((entry.tx.tx().fee, std::cmp::Reverse(entry.tx.hash()), *sender, *nonce));
+                heap.push((
+                    entry.tx.tx().fee,
+                    std::cmp::Reverse(entry.tx.hash()),
+                    *sender,
+                    *nonce,
+                ));
             }
         }
         let mut chosen = Vec::new();
@@ -217,8 +249,13 @@ impl Pool {
             if chosen.len() >= max_txs {
                 break;
             }
-            let queue = self.senders.get_mut(&sender).expect("heap holds only present senders");
-            let entry = queue.get_mut(&nonce).expect("heap holds only present nonces");
+            let queue = self
+                .senders
+                .get_mut(&sender)
+                .expect("heap holds only present senders");
+            let entry = queue
+                .get_mut(&nonce)
+                .expect("heap holds only present nonces");
             if bytes + entry.tx.encoded_len() > max_bytes {
                 continue;
             }
@@ -226,7 +263,12 @@ impl Pool {
             entry.proposed_at = Some(height);
             chosen.push(entry.tx.clone());
             if let Some(next) = queue.get(&(nonce + 1)) {
-                heap.push((next.tx.tx().fee, std::cmp::Reverse(next.tx.hash()), sender, nonce + 1));
+                heap.push((
+                    next.tx.tx().fee,
+                    std::cmp::Reverse(next.tx.hash()),
+                    sender,
+                    nonce + 1,
+                ));
             }
         }
         chosen
@@ -259,7 +301,9 @@ impl Pool {
     /// Releases lost proposals, drops used nonces, and drops the tail the balance no longer covers.
     fn recheck_sender(&mut self, sender: &Address, height: u64, state: &Snapshot) {
         let account = account_of(state, sender).unwrap_or_default();
-        let Some(queue) = self.senders.get_mut(sender) else { return };
+        let Some(queue) = self.senders.get_mut(sender) else {
+            return;
+        };
         let mut drop = Vec::new();
         let mut expected = account.nonce;
         let mut spent: u128 = 0;
@@ -282,13 +326,21 @@ impl Pool {
 
 fn check_replacement(old: &Entry, new: &SignedTransaction) -> Result<(), Rejection> {
     if old.proposed_at.is_some() {
-        return Err(Rejection::NonceInFlight { nonce: new.tx().nonce });
+        return Err(Rejection::NonceInFlight {
+            nonce: new.tx().nonce,
+        });
     }
     let old_fee = old.tx.tx().fee;
-    let bump = old_fee.saturating_mul(REPLACE_BUMP_PERCENT).div_ceil(100).max(1);
+    let bump = old_fee
+        .saturating_mul(REPLACE_BUMP_PERCENT)
+        .div_ceil(100)
+        .max(1);
     let min = old_fee.saturating_add(bump);
     if new.tx().fee < min {
-        return Err(Rejection::ReplacementUnderpriced { min, got: new.tx().fee });
+        return Err(Rejection::ReplacementUnderpriced {
+            min,
+            got: new.tx().fee,
+        });
     }
     Ok(())
 }

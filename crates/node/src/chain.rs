@@ -6,11 +6,11 @@
 //! revision. Readers (the RPC) use snapshots: the last [`RETAINED_HEIGHTS`] finalized states stay
 //! readable by height, and reading never blocks execution.
 
+use crate::genesis::Genesis;
 use crate::metrics::Metrics;
 use crate::store::{BlockStore, StoreError};
 use parking_lot::{Mutex, RwLock};
 use peregrine_consensus::{Ledger, LedgerError};
-use crate::genesis::Genesis;
 use peregrine_execution::{BlockExecutor, BlockOutput, SerialExecutor};
 use peregrine_mempool::{Mempool, MempoolConfig, Rejection};
 use peregrine_rpc::HeaderView;
@@ -77,7 +77,11 @@ fn state_height(snapshot: &Snapshot) -> Option<u64> {
 impl Chain {
     /// Opens the chain in `datadir`, creating it from `genesis` on first start, and recovers
     /// whatever the block log finalized beyond the durable state.
-    pub fn open(datadir: &Path, genesis: &Genesis, metrics: Arc<Metrics>) -> Result<Self, ChainError> {
+    pub fn open(
+        datadir: &Path,
+        genesis: &Genesis,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ChainError> {
         let db = Db::open(&datadir.join("state"))?;
         let mut snapshot = db.snapshot(db.finalized())?;
         if state_height(&snapshot).is_none() {
@@ -97,9 +101,16 @@ impl Chain {
             }
         };
         if store.finalized(0).map(|f| f.hash) != Some(genesis_block.hash()) {
-            return Err(ChainError::Inconsistent("the block log does not start from this genesis".into()));
+            return Err(ChainError::Inconsistent(
+                "the block log does not start from this genesis".into(),
+            ));
         }
-        let head = Head { height: 0, hash: genesis_block.hash(), revision: db.finalized(), recent: VecDeque::new() };
+        let head = Head {
+            height: 0,
+            hash: genesis_block.hash(),
+            revision: db.finalized(),
+            recent: VecDeque::new(),
+        };
         let chain = Self {
             chain_id: genesis.chain_id,
             genesis: genesis_block,
@@ -120,20 +131,33 @@ impl Chain {
     fn recover(&self, state_height: u64) -> Result<(), ChainError> {
         let log_height = self.store.lock().finalized_height().unwrap_or(0);
         let entry = self.store.lock().finalized(state_height).ok_or_else(|| {
-            ChainError::Inconsistent(format!("state is at height {state_height} but the block log only at {log_height}"))
+            ChainError::Inconsistent(format!(
+                "state is at height {state_height} but the block log only at {log_height}"
+            ))
         })?;
         let revision = self.db.finalized();
-        *self.head.write() = Head { height: state_height, hash: entry.hash, revision, recent: VecDeque::new() };
+        *self.head.write() = Head {
+            height: state_height,
+            hash: entry.hash,
+            revision,
+            recent: VecDeque::new(),
+        };
         self.remember(state_height, self.db.snapshot(revision)?);
         for height in state_height + 1..=log_height {
-            let entry = self.store.lock().finalized(height).expect("height within the log");
+            let entry = self
+                .store
+                .lock()
+                .finalized(height)
+                .expect("height within the log");
             let block = self.store.lock().block(&entry.hash)?.ok_or_else(|| {
                 ChainError::Inconsistent(format!("finalized block at height {height} is missing"))
             })?;
             let started = Instant::now();
             let out = self.execute(&block)?;
             if out.state_root != entry.state_root {
-                return Err(ChainError::Inconsistent(format!("re-executing height {height} gives a different state")));
+                return Err(ChainError::Inconsistent(format!(
+                    "re-executing height {height} gives a different state"
+                )));
             }
             self.advance(&block, &out, started)?;
             info!(height, "recovered finalized block from the block log");
@@ -156,7 +180,12 @@ impl Chain {
     }
 
     /// Finalizes the executed block's state and makes it the head.
-    fn advance(&self, block: &Block, out: &BlockOutput, started: Instant) -> Result<Snapshot, ChainError> {
+    fn advance(
+        &self,
+        block: &Block,
+        out: &BlockOutput,
+        started: Instant,
+    ) -> Result<Snapshot, ChainError> {
         self.db.finalize(out.revision)?;
         let snapshot = self.db.snapshot(out.revision)?;
         {
@@ -166,7 +195,8 @@ impl Chain {
             head.revision = out.revision;
         }
         self.remember(block.header.height, snapshot.clone());
-        self.metrics.record_block(block.txs.len(), started.elapsed());
+        self.metrics
+            .record_block(block.txs.len(), started.elapsed());
         Ok(snapshot)
     }
 
@@ -185,10 +215,13 @@ impl Chain {
         let started = Instant::now();
         let out = self.execute(block)?;
         // The log records the finalization before the state moves (see the store's docs).
-        self.store.lock().put_finalized(block, out.state_root, &out.receipts)?;
+        self.store
+            .lock()
+            .put_finalized(block, out.state_root, &out.receipts)?;
         let snapshot = self.advance(block, &out, started)?;
         let included: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
-        self.mempool.on_executed(block.header.height, &included, &snapshot);
+        self.mempool
+            .on_executed(block.header.height, &included, &snapshot);
         let _ = self.heads.send(HeaderView::of(block, Some(out.state_root)));
         Ok(())
     }
@@ -227,18 +260,27 @@ impl Chain {
     /// The latest executed (here: finalized) height and its state.
     pub fn latest(&self) -> (u64, Snapshot) {
         let head = self.head.read();
-        let (height, snapshot) = head.recent.back().expect("the head state is always retained");
+        let (height, snapshot) = head
+            .recent
+            .back()
+            .expect("the head state is always retained");
         (*height, snapshot.clone())
     }
 
     /// The state after `height`, if retained.
     pub fn state_at(&self, height: u64) -> Option<Snapshot> {
         let head = self.head.read();
-        head.recent.iter().find(|(h, _)| *h == height).map(|(_, s)| s.clone())
+        head.recent
+            .iter()
+            .find(|(h, _)| *h == height)
+            .map(|(_, s)| s.clone())
     }
 
     /// An account at a state.
-    pub fn account(snapshot: &Snapshot, address: &peregrine_types::Address) -> Result<Account, ChainError> {
+    pub fn account(
+        snapshot: &Snapshot,
+        address: &peregrine_types::Address,
+    ) -> Result<Account, ChainError> {
         Account::from_record(snapshot.get(&peregrine_types::keys::account(address)))
             .map_err(|e| ChainError::Inconsistent(format!("account {address}: {e}")))
     }
@@ -256,13 +298,17 @@ impl Chain {
     /// A finalized block by height, with its post-state commitment.
     pub fn block_at(&self, height: u64) -> Result<Option<(Block, Hash)>, ChainError> {
         let store = self.store.lock();
-        let Some(entry) = store.finalized(height) else { return Ok(None) };
+        let Some(entry) = store.finalized(height) else {
+            return Ok(None);
+        };
         Ok(store.block(&entry.hash)?.map(|b| (b, entry.state_root)))
     }
 
     /// A finalized block by hash, with its post-state commitment.
     pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<(Block, Hash)>, ChainError> {
-        let Some(block) = self.store.lock().block(hash)? else { return Ok(None) };
+        let Some(block) = self.store.lock().block(hash)? else {
+            return Ok(None);
+        };
         match self.block_at(block.header.height)? {
             Some((finalized, root)) if finalized.hash() == *hash => Ok(Some((finalized, root))),
             _ => Ok(None),
@@ -270,9 +316,16 @@ impl Chain {
     }
 
     /// An included transaction with its receipt.
-    pub fn included_tx(&self, hash: &Hash) -> Result<Option<(SignedTransaction, Receipt)>, ChainError> {
-        let Some((height, index)) = self.store.lock().locate_tx(hash) else { return Ok(None) };
-        let Some((block, _)) = self.block_at(height)? else { return Ok(None) };
+    pub fn included_tx(
+        &self,
+        hash: &Hash,
+    ) -> Result<Option<(SignedTransaction, Receipt)>, ChainError> {
+        let Some((height, index)) = self.store.lock().locate_tx(hash) else {
+            return Ok(None);
+        };
+        let Some((block, _)) = self.block_at(height)? else {
+            return Ok(None);
+        };
         let receipts = self.store.lock().receipts(height)?;
         let tx = block.txs.get(index as usize).cloned();
         Ok(tx.zip(receipts.get(index as usize).cloned()))
@@ -301,7 +354,10 @@ impl Ledger for Chain {
     }
 
     fn store_block(&self, block: &Block) -> Result<(), LedgerError> {
-        self.store.lock().put_block(block).map_err(|e| LedgerError(e.to_string()))?;
+        self.store
+            .lock()
+            .put_block(block)
+            .map_err(|e| LedgerError(e.to_string()))?;
         let mut highest = self.highest_known.lock();
         *highest = (*highest).max(block.header.height);
         Ok(())
@@ -324,6 +380,7 @@ impl Ledger for Chain {
     }
 
     fn finalize(&self, block: &Block) -> Result<(), LedgerError> {
-        self.finalize_block(block).map_err(|e| LedgerError(e.to_string()))
+        self.finalize_block(block)
+            .map_err(|e| LedgerError(e.to_string()))
     }
 }

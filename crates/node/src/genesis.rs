@@ -59,7 +59,11 @@ impl Genesis {
         let accounts = (0..accounts)
             .map(|i| (dev_key(i).public_key().address(), balance.to_string()))
             .collect();
-        Self { chain_id: DEV_CHAIN_ID, timestamp_ms, accounts }
+        Self {
+            chain_id: DEV_CHAIN_ID,
+            timestamp_ms,
+            accounts,
+        }
     }
 
     /// The allocation, parsed.
@@ -67,15 +71,27 @@ impl Genesis {
         self.accounts
             .iter()
             .map(|(address, balance)| {
-                let balance = balance.parse().map_err(|_| format!("balance {balance:?} of {address}"))?;
-                Ok(GenesisAccount { address: *address, balance })
+                let balance = balance
+                    .parse()
+                    .map_err(|_| format!("balance {balance:?} of {address}"))?;
+                Ok(GenesisAccount {
+                    address: *address,
+                    balance,
+                })
             })
             .collect()
     }
 
     /// The genesis block, given the commitment of the genesis state.
     pub fn block(&self, state_root: Hash) -> Block {
-        Block::new(0, Hash::default(), self.timestamp_ms, PublicKey::default(), state_root, vec![])
+        Block::new(
+            0,
+            Hash::default(),
+            self.timestamp_ms,
+            PublicKey::default(),
+            state_root,
+            vec![],
+        )
     }
 
     /// Loads the genesis stored in `datadir`, if any.
@@ -84,13 +100,23 @@ impl Genesis {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(GenesisError::Io { path: path.display().to_string(), source }),
+            Err(source) => {
+                return Err(GenesisError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
         };
-        let genesis: Self = serde_json::from_str(&text)
-            .map_err(|e| GenesisError::Invalid { path: path.display().to_string(), reason: e.to_string() })?;
+        let genesis: Self = serde_json::from_str(&text).map_err(|e| GenesisError::Invalid {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         genesis
             .allocation()
-            .map_err(|reason| GenesisError::Invalid { path: path.display().to_string(), reason })?;
+            .map_err(|reason| GenesisError::Invalid {
+                path: path.display().to_string(),
+                reason,
+            })?;
         Ok(Some(genesis))
     }
 
@@ -98,6 +124,9 @@ impl Genesis {
     pub fn store(&self, datadir: &Path) -> Result<(), GenesisError> {
         let path = datadir.join(GENESIS_FILE);
         let text = serde_json::to_string_pretty(self).expect("genesis serializes");
-        std::fs::write(&path, text).map_err(|source| GenesisError::Io { path: path.display().to_string(), source })
+        std::fs::write(&path, text).map_err(|source| GenesisError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 }

@@ -73,7 +73,9 @@ impl NodeConfig {
     pub fn dev(datadir: PathBuf) -> Self {
         Self {
             datadir,
-            rpc_addr: peregrine_rpc::DEFAULT_RPC_ADDR.parse().expect("valid default"),
+            rpc_addr: peregrine_rpc::DEFAULT_RPC_ADDR
+                .parse()
+                .expect("valid default"),
             p2p_addr: DEFAULT_P2P_ADDR.parse().expect("valid default"),
             metrics_addr: None,
             block_time: DEFAULT_BLOCK_TIME,
@@ -128,16 +130,23 @@ pub enum NodeError {
 }
 
 fn datadir_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
-    move |source| NodeError::Datadir { path: path.to_path_buf(), source }
+    move |source| NodeError::Datadir {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Loads the validator key from the data directory, creating a fresh one on first start.
 fn validator_key(datadir: &Path) -> Result<SecretKey, NodeError> {
     let path = datadir.join("validator.key");
-    let invalid = |reason: String| NodeError::ValidatorKey { path: path.clone(), reason };
+    let invalid = |reason: String| NodeError::ValidatorKey {
+        path: path.clone(),
+        reason,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let seed = peregrine_types::crypto::parse_hex_array::<32>(text.trim()).map_err(|e| invalid(e.to_string()))?;
+            let seed = peregrine_types::crypto::parse_hex_array::<32>(text.trim())
+                .map_err(|e| invalid(e.to_string()))?;
             Ok(SecretKey::from_seed(seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -150,7 +159,10 @@ fn validator_key(datadir: &Path) -> Result<SecretKey, NodeError> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Loads the genesis of `datadir`, or writes a development genesis there on first start.
@@ -208,7 +220,9 @@ impl RunningNode {
 
     fn join(&mut self) -> Result<(), NodeError> {
         match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| NodeError::Thread("node thread panicked".into())),
+            Some(thread) => thread
+                .join()
+                .map_err(|_| NodeError::Thread("node thread panicked".into())),
             None => Ok(()),
         }
     }
@@ -239,7 +253,9 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .name("node".into())
         .spawn(move || run_runtime(config, consensus_dir, key, thread_chain, ready_tx, stop_rx))
         .map_err(|e| NodeError::Thread(e.to_string()))?;
-    let bound = ready_rx.recv().map_err(|_| NodeError::Thread("node thread exited during startup".into()))??;
+    let bound = ready_rx
+        .recv()
+        .map_err(|_| NodeError::Thread("node thread exited during startup".into()))??;
     Ok(RunningNode {
         rpc_addr: bound.rpc_addr,
         metrics_addr: bound.metrics_addr,
@@ -257,7 +273,9 @@ fn run_runtime(
     ready: std::sync::mpsc::Sender<Result<Bound, NodeError>>,
     stop: oneshot::Receiver<()>,
 ) {
-    let runtime = commonware_runtime::tokio::Config::new().with_storage_directory(consensus_dir).with_worker_threads(2);
+    let runtime = commonware_runtime::tokio::Config::new()
+        .with_storage_directory(consensus_dir)
+        .with_worker_threads(2);
     commonware_runtime::tokio::Runner::new(runtime).start(|context| async move {
         let services = match start_services(&config, &chain).await {
             Ok(services) => services,
@@ -266,15 +284,21 @@ fn run_runtime(
                 return;
             }
         };
-        let validator = match start_consensus(context.child("consensus"), &config, key, chain.clone()) {
-            Ok(validator) => validator,
-            Err(err) => {
-                let _ = ready.send(Err(err));
-                return;
-            }
-        };
-        let _ = ready.send(Ok(Bound { rpc_addr: services.rpc_addr, metrics_addr: services.metrics_addr }));
-        let status = config.status_interval.map(|every| tokio::spawn(status_line(chain.clone(), every)));
+        let validator =
+            match start_consensus(context.child("consensus"), &config, key, chain.clone()) {
+                Ok(validator) => validator,
+                Err(err) => {
+                    let _ = ready.send(Err(err));
+                    return;
+                }
+            };
+        let _ = ready.send(Ok(Bound {
+            rpc_addr: services.rpc_addr,
+            metrics_addr: services.metrics_addr,
+        }));
+        let status = config
+            .status_interval
+            .map(|every| tokio::spawn(status_line(chain.clone(), every)));
         let _ = stop.await;
         info!("shutting down");
         if let Some(status) = status {
@@ -313,14 +337,24 @@ async fn start_services(config: &NodeConfig, chain: &Arc<Chain>) -> Result<Servi
     let rpc = server.start(rpc::RpcServer::new(chain.clone()).into_rpc());
     let (metrics_addr, metrics) = match config.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind("metrics", addr))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind("metrics", addr))?;
             let bound = listener.local_addr().map_err(bind("metrics", addr))?;
-            (Some(bound), Some(tokio::spawn(metrics::serve(listener, chain.clone()))))
+            (
+                Some(bound),
+                Some(tokio::spawn(metrics::serve(listener, chain.clone()))),
+            )
         }
         None => (None, None),
     };
     info!(%rpc_addr, ?metrics_addr, "serving JSON-RPC (HTTP and WebSocket)");
-    Ok(Services { rpc_addr, rpc, metrics_addr, metrics })
+    Ok(Services {
+        rpc_addr,
+        rpc,
+        metrics_addr,
+        metrics,
+    })
 }
 
 fn start_consensus(
@@ -329,8 +363,12 @@ fn start_consensus(
     key: SecretKey,
     chain: Arc<Chain>,
 ) -> Result<peregrine_consensus::Validator, NodeError> {
-    let invalid = |reason: &str| NodeError::ValidatorKey { path: config.datadir.join("validator.key"), reason: reason.into() };
-    let signer = peregrine_consensus::private_key_from_seed(key.seed()).ok_or_else(|| invalid("not an ed25519 seed"))?;
+    let invalid = |reason: &str| NodeError::ValidatorKey {
+        path: config.datadir.join("validator.key"),
+        reason: reason.into(),
+    };
+    let signer = peregrine_consensus::private_key_from_seed(key.seed())
+        .ok_or_else(|| invalid("not an ed25519 seed"))?;
     use commonware_cryptography::Signer as _;
     let validator = peregrine_consensus::ValidatorConfig {
         chain_id: chain.chain_id(),
@@ -341,7 +379,9 @@ fn start_consensus(
         genesis: chain.genesis().hash(),
         proposer: key.public_key(),
     };
-    Ok(peregrine_consensus::start_validator(context, validator, chain)?)
+    Ok(peregrine_consensus::start_validator(
+        context, validator, chain,
+    )?)
 }
 
 async fn status_line(chain: Arc<Chain>, every: Duration) {

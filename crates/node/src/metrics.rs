@@ -40,7 +40,10 @@ impl Metrics {
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 /// Renders every metric of `chain` in the Prometheus text format.
@@ -48,33 +51,88 @@ pub fn render(chain: &Chain) -> String {
     let m = chain.metrics();
     let stats = chain.mempool().stats();
     let mut out = String::new();
-    metric(&mut out, "peregrine_head_height", "gauge", "Highest block seen, final or not.", chain.highest_known());
-    metric(&mut out, "peregrine_finalized_height", "gauge", "Highest finalized and executed block.", chain.finalized_height());
-    metric(&mut out, "peregrine_mempool_size", "gauge", "Transactions in the mempool.", chain.mempool().len());
-    metric(&mut out, "peregrine_txs_admitted_total", "counter", "Transactions admitted to the mempool.", stats.admitted());
+    metric(
+        &mut out,
+        "peregrine_head_height",
+        "gauge",
+        "Highest block seen, final or not.",
+        chain.highest_known(),
+    );
+    metric(
+        &mut out,
+        "peregrine_finalized_height",
+        "gauge",
+        "Highest finalized and executed block.",
+        chain.finalized_height(),
+    );
+    metric(
+        &mut out,
+        "peregrine_mempool_size",
+        "gauge",
+        "Transactions in the mempool.",
+        chain.mempool().len(),
+    );
+    metric(
+        &mut out,
+        "peregrine_txs_admitted_total",
+        "counter",
+        "Transactions admitted to the mempool.",
+        stats.admitted(),
+    );
     let _ = writeln!(out, "# HELP peregrine_txs_rejected_total Transactions refused, by reason.\n# TYPE peregrine_txs_rejected_total counter");
     for (reason, count) in stats.rejected() {
-        let _ = writeln!(out, "peregrine_txs_rejected_total{{reason=\"{reason}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "peregrine_txs_rejected_total{{reason=\"{reason}\"}} {count}"
+        );
     }
-    metric(&mut out, "peregrine_blocks_executed_total", "counter", "Blocks executed.", m.blocks_executed.load(Ordering::Relaxed));
-    metric(&mut out, "peregrine_txs_executed_total", "counter", "Transactions executed.", m.txs_executed());
+    metric(
+        &mut out,
+        "peregrine_blocks_executed_total",
+        "counter",
+        "Blocks executed.",
+        m.blocks_executed.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "peregrine_txs_executed_total",
+        "counter",
+        "Transactions executed.",
+        m.txs_executed(),
+    );
     let total = m.exec_micros_total.load(Ordering::Relaxed) as f64 / 1e6;
-    metric(&mut out, "peregrine_block_execution_seconds_total", "counter", "Time spent executing blocks.", total);
+    metric(
+        &mut out,
+        "peregrine_block_execution_seconds_total",
+        "counter",
+        "Time spent executing blocks.",
+        total,
+    );
     let last = m.exec_micros_last.load(Ordering::Relaxed) as f64 / 1e6;
-    metric(&mut out, "peregrine_block_execution_seconds_last", "gauge", "Execution time of the last block.", last);
+    metric(
+        &mut out,
+        "peregrine_block_execution_seconds_last",
+        "gauge",
+        "Execution time of the last block.",
+        last,
+    );
     out
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, chain: Arc<Chain>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let chain = chain.clone();
         tokio::spawn(async move {
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
             let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n")
+                    && head.len() < MAX_REQUEST_HEAD_BYTES
+                {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -88,7 +146,8 @@ pub async fn serve(listener: TcpListener, chain: Arc<Chain>) {
                 let body = render(&chain);
                 format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
             };
             if let Err(err) = stream.write_all(response.as_bytes()).await {
                 warn!(%err, "metrics response failed");

@@ -6,8 +6,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::PendingSubscriptionSink;
 use peregrine_mempool::Rejection;
 use peregrine_rpc::{
-    codes, error, AccountView, BlockTag, BlockView, ChainStatus, HeaderView, PeregrineApiServer, ReceiptView,
-    SubmitResult, TransactionView, TxLocation, TxLookup, MAX_BATCH_TXS,
+    codes, error, AccountView, BlockTag, BlockView, ChainStatus, HeaderView, PeregrineApiServer,
+    ReceiptView, SubmitResult, TransactionView, TxLocation, TxLookup, MAX_BATCH_TXS,
 };
 use peregrine_types::{Address, Block, Hash, SignedTransaction, MAX_TX_BYTES};
 use std::sync::Arc;
@@ -28,9 +28,19 @@ impl RpcServer {
         let raw = tx.strip_prefix("0x").unwrap_or(tx);
         // Hex doubles the size: refuse before decoding anything that cannot be a valid transaction.
         if raw.len() > 2 * MAX_TX_BYTES {
-            return Err(error(codes::TX_MALFORMED, format!("transaction exceeds {MAX_TX_BYTES} bytes"), "oversized"));
+            return Err(error(
+                codes::TX_MALFORMED,
+                format!("transaction exceeds {MAX_TX_BYTES} bytes"),
+                "oversized",
+            ));
         }
-        let bytes = hex::decode(raw).map_err(|e| error(codes::TX_MALFORMED, format!("invalid hex: {e}"), "invalid_hex"))?;
+        let bytes = hex::decode(raw).map_err(|e| {
+            error(
+                codes::TX_MALFORMED,
+                format!("invalid hex: {e}"),
+                "invalid_hex",
+            )
+        })?;
         self.chain.submit(&bytes).map_err(rejection_error)
     }
 }
@@ -62,17 +72,30 @@ impl PeregrineApiServer for RpcServer {
 
     async fn send_raw_transaction_batch(&self, txs: Vec<String>) -> RpcResult<Vec<SubmitResult>> {
         if txs.len() > MAX_BATCH_TXS {
-            let message = format!("batch of {} exceeds {MAX_BATCH_TXS} transactions", txs.len());
+            let message = format!(
+                "batch of {} exceeds {MAX_BATCH_TXS} transactions",
+                txs.len()
+            );
             return Err(error(codes::BATCH_TOO_LARGE, message, "batch_too_large"));
         }
         Ok(txs
             .iter()
             .map(|tx| match self.submit_hex(tx) {
-                Ok(hash) => SubmitResult { hash: Some(hash), error: None, message: None },
+                Ok(hash) => SubmitResult {
+                    hash: Some(hash),
+                    error: None,
+                    message: None,
+                },
                 Err(err) => {
-                    let reason = err.data().and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok());
+                    let reason = err
+                        .data()
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok());
                     let reason = reason.and_then(|v| v["reason"].as_str().map(str::to_string));
-                    SubmitResult { hash: None, error: reason, message: Some(err.message().to_string()) }
+                    SubmitResult {
+                        hash: None,
+                        error: reason,
+                        message: Some(err.message().to_string()),
+                    }
                 }
             })
             .collect())
@@ -83,14 +106,22 @@ impl PeregrineApiServer for RpcServer {
             BlockTag::Latest | BlockTag::Finalized => self.chain.latest(),
             BlockTag::Height(height) => {
                 let snapshot = self.chain.state_at(height).ok_or_else(|| {
-                    let message = format!("state at height {height} is not retained (finalized: {})", self.chain.finalized_height());
+                    let message = format!(
+                        "state at height {height} is not retained (finalized: {})",
+                        self.chain.finalized_height()
+                    );
                     error(codes::STATE_UNAVAILABLE, message, "height_not_retained")
                 })?;
                 (height, snapshot)
             }
         };
         let account = Chain::account(&snapshot, &address).map_err(internal)?;
-        Ok(AccountView { address, balance: account.balance.to_string(), nonce: account.nonce, height })
+        Ok(AccountView {
+            address,
+            balance: account.balance.to_string(),
+            nonce: account.nonce,
+            height,
+        })
     }
 
     async fn get_block_by_height(&self, height: u64) -> RpcResult<Option<BlockView>> {
@@ -127,7 +158,10 @@ impl PeregrineApiServer for RpcServer {
         Ok(ChainStatus {
             chain_id: self.chain.chain_id(),
             genesis: self.chain.genesis().hash(),
-            head_height: self.chain.highest_known().max(self.chain.finalized_height()),
+            head_height: self
+                .chain
+                .highest_known()
+                .max(self.chain.finalized_height()),
             finalized_height: self.chain.finalized_height(),
             finalized_hash: self.chain.finalized_hash(),
             state_root: self.chain.state_root(),

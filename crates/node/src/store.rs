@@ -69,9 +69,19 @@ impl BlockStore {
     /// Opens the log at `path` and replays it. A new log is empty: the caller records genesis as
     /// the finalization of height 0.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io("open"))?;
-        let mut store =
-            Self { file, len: 0, blocks: HashMap::new(), finalized: Vec::new(), txs: HashMap::new() };
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io("open"))?;
+        let mut store = Self {
+            file,
+            len: 0,
+            blocks: HashMap::new(),
+            finalized: Vec::new(),
+            txs: HashMap::new(),
+        };
         store.replay()?;
         Ok(store)
     }
@@ -84,7 +94,9 @@ impl BlockStore {
             offset += frame::FRAME_OVERHEAD + payload.len() as u64;
         }
         // Cut a torn tail: it was never acknowledged.
-        self.file.set_len(offset).map_err(io("truncate torn tail"))?;
+        self.file
+            .set_len(offset)
+            .map_err(io("truncate torn tail"))?;
         self.file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
         self.len = offset;
         Ok(())
@@ -93,13 +105,16 @@ impl BlockStore {
     fn index(&mut self, offset: u64, payload: &[u8]) -> Result<(), StoreError> {
         match payload.first() {
             Some(&TAG_BLOCK) => {
-                let block = Block::from_bytes(&payload[1..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let block = Block::from_bytes(&payload[1..])
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 self.blocks.insert(block.hash(), offset);
             }
             Some(&TAG_FINALIZED) => {
                 let (height, entry, _) = decode_finalized(&payload[1..])?;
                 if height != self.finalized.len() as u64 {
-                    return Err(StoreError::Corrupt(format!("finalization of height {height} out of order")));
+                    return Err(StoreError::Corrupt(format!(
+                        "finalization of height {height} out of order"
+                    )));
                 }
                 self.index_finalized(Finalized { offset, ..entry }, height)?;
             }
@@ -109,9 +124,9 @@ impl BlockStore {
     }
 
     fn index_finalized(&mut self, entry: Finalized, height: u64) -> Result<(), StoreError> {
-        let block = self
-            .block(&entry.hash)?
-            .ok_or_else(|| StoreError::Corrupt(format!("finalized block {} was never stored", entry.hash)))?;
+        let block = self.block(&entry.hash)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("finalized block {} was never stored", entry.hash))
+        })?;
         for (index, tx) in block.txs.iter().enumerate() {
             self.txs.insert(tx.hash(), (height, index as u32));
         }
@@ -130,12 +145,17 @@ impl BlockStore {
 
     fn read_payload(&self, offset: u64) -> Result<Vec<u8>, StoreError> {
         let mut head = [0u8; frame::FRAME_OVERHEAD as usize];
-        self.file.read_exact_at(&mut head, offset).map_err(io("read frame"))?;
+        self.file
+            .read_exact_at(&mut head, offset)
+            .map_err(io("read frame"))?;
         let mut framed = head.to_vec();
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         framed.resize(head.len() + len as usize, 0);
-        self.file.read_exact_at(&mut framed[head.len()..], offset + frame::FRAME_OVERHEAD).map_err(io("read frame"))?;
-        frame::read(&mut &framed[..], MAX_FRAME_BYTES).ok_or_else(|| StoreError::Corrupt(format!("frame at {offset} fails its checksum")))
+        self.file
+            .read_exact_at(&mut framed[head.len()..], offset + frame::FRAME_OVERHEAD)
+            .map_err(io("read frame"))?;
+        frame::read(&mut &framed[..], MAX_FRAME_BYTES)
+            .ok_or_else(|| StoreError::Corrupt(format!("frame at {offset} fails its checksum")))
     }
 
     /// Stores a block (idempotent) and syncs.
@@ -153,16 +173,27 @@ impl BlockStore {
 
     /// A stored block by hash.
     pub fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
-        let Some(&offset) = self.blocks.get(hash) else { return Ok(None) };
+        let Some(&offset) = self.blocks.get(hash) else {
+            return Ok(None);
+        };
         let payload = self.read_payload(offset)?;
-        Block::from_bytes(&payload[1..]).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Block::from_bytes(&payload[1..])
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     /// Records the finalization of the next height and syncs.
-    pub fn put_finalized(&mut self, block: &Block, state_root: Hash, receipts: &[Receipt]) -> Result<(), StoreError> {
+    pub fn put_finalized(
+        &mut self,
+        block: &Block,
+        state_root: Hash,
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
         let height = block.header.height;
         if height != self.finalized.len() as u64 {
-            return Err(StoreError::Corrupt(format!("finalizing height {height} out of order")));
+            return Err(StoreError::Corrupt(format!(
+                "finalizing height {height} out of order"
+            )));
         }
         self.put_block(block)?;
         let mut payload = vec![TAG_FINALIZED];
@@ -171,7 +202,14 @@ impl BlockStore {
         state_root.encode_to(&mut payload);
         put_list(&mut payload, receipts);
         let offset = self.append(&payload)?;
-        self.index_finalized(Finalized { hash: block.hash(), state_root, offset }, height)
+        self.index_finalized(
+            Finalized {
+                hash: block.hash(),
+                state_root,
+                offset,
+            },
+            height,
+        )
     }
 
     /// The highest finalized height, or `None` for a new log.
@@ -186,7 +224,9 @@ impl BlockStore {
 
     /// The receipts of the finalized block at `height`.
     pub fn receipts(&self, height: u64) -> Result<Vec<Receipt>, StoreError> {
-        let Some(entry) = self.finalized(height) else { return Ok(Vec::new()) };
+        let Some(entry) = self.finalized(height) else {
+            return Ok(Vec::new());
+        };
         let payload = self.read_payload(entry.offset)?;
         Ok(decode_finalized(&payload[1..])?.2)
     }
@@ -203,9 +243,19 @@ fn decode_finalized(bytes: &[u8]) -> Result<(u64, Finalized, Vec<Receipt>), Stor
     let height = reader.u64().map_err(corrupt)?;
     let hash = Hash::decode_from(&mut reader).map_err(corrupt)?;
     let state_root = Hash::decode_from(&mut reader).map_err(corrupt)?;
-    let receipts = reader.list("receipts", peregrine_types::MAX_BLOCK_TXS).map_err(corrupt)?;
+    let receipts = reader
+        .list("receipts", peregrine_types::MAX_BLOCK_TXS)
+        .map_err(corrupt)?;
     reader.finish().map_err(corrupt)?;
-    Ok((height, Finalized { hash, state_root, offset: 0 }, receipts))
+    Ok((
+        height,
+        Finalized {
+            hash,
+            state_root,
+            offset: 0,
+        },
+        receipts,
+    ))
 }
 
 #[cfg(test)]
@@ -214,7 +264,14 @@ mod tests {
     use peregrine_types::{PublicKey, TxStatus};
 
     fn block(height: u64, parent: Hash) -> Block {
-        Block::new(height, parent, height, PublicKey::default(), Hash::default(), vec![])
+        Block::new(
+            height,
+            parent,
+            height,
+            PublicKey::default(),
+            Hash::default(),
+            vec![],
+        )
     }
 
     #[test]
@@ -223,22 +280,50 @@ mod tests {
         let path = dir.path().join("blocks.log");
         let genesis = block(0, Hash::default());
         let one = block(1, genesis.hash());
-        let receipt = Receipt { tx_hash: Hash([5; 32]), height: 1, index: 0, status: TxStatus::Success, fee_paid: 1, gas_used: 2 };
+        let receipt = Receipt {
+            tx_hash: Hash([5; 32]),
+            height: 1,
+            index: 0,
+            status: TxStatus::Success,
+            fee_paid: 1,
+            gas_used: 2,
+        };
         {
             let mut store = BlockStore::open(&path).expect("open");
             assert_eq!(store.finalized_height(), None);
-            store.put_finalized(&genesis, Hash([1; 32]), &[]).expect("genesis");
-            store.put_finalized(&one, Hash([2; 32]), std::slice::from_ref(&receipt)).expect("one");
+            store
+                .put_finalized(&genesis, Hash([1; 32]), &[])
+                .expect("genesis");
+            store
+                .put_finalized(&one, Hash([2; 32]), std::slice::from_ref(&receipt))
+                .expect("one");
             store.put_block(&block(2, one.hash())).expect("pending");
-            assert!(matches!(store.put_finalized(&block(5, one.hash()), Hash::default(), &[]), Err(StoreError::Corrupt(_))));
+            assert!(matches!(
+                store.put_finalized(&block(5, one.hash()), Hash::default(), &[]),
+                Err(StoreError::Corrupt(_))
+            ));
         }
         let len = std::fs::metadata(&path).expect("stat").len();
-        OpenOptions::new().write(true).open(&path).expect("open").set_len(len - 1).expect("tear");
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(len - 1)
+            .expect("tear");
         let store = BlockStore::open(&path).expect("reopen");
         assert_eq!(store.finalized_height(), Some(1));
-        assert_eq!(store.finalized(1).map(|f| f.state_root), Some(Hash([2; 32])));
+        assert_eq!(
+            store.finalized(1).map(|f| f.state_root),
+            Some(Hash([2; 32]))
+        );
         assert_eq!(store.receipts(1).expect("receipts"), vec![receipt]);
         assert_eq!(store.block(&one.hash()).expect("read"), Some(one));
-        assert_eq!(store.block(&block(2, Hash::default()).hash()).expect("read"), None, "torn record is gone");
+        assert_eq!(
+            store
+                .block(&block(2, Hash::default()).hash())
+                .expect("read"),
+            None,
+            "torn record is gone"
+        );
     }
 }

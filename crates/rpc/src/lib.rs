@@ -50,7 +50,11 @@ pub mod codes {
 
 /// Builds an error with a code, a message and a machine-readable `reason`.
 pub fn error(code: i32, message: impl Into<String>, reason: &str) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned(code, message.into(), Some(serde_json::json!({ "reason": reason })))
+    ErrorObjectOwned::owned(
+        code,
+        message.into(),
+        Some(serde_json::json!({ "reason": reason })),
+    )
 }
 
 /// The Peregrine JSON-RPC API. Method names are prefixed `peregrine_`.
@@ -94,14 +98,18 @@ pub trait PeregrineApi {
 }
 
 /// An HTTP client for `url` with the request size bound of the server.
-pub fn http_client(url: &str) -> Result<jsonrpsee::http_client::HttpClient, jsonrpsee::core::ClientError> {
+pub fn http_client(
+    url: &str,
+) -> Result<jsonrpsee::http_client::HttpClient, jsonrpsee::core::ClientError> {
     jsonrpsee::http_client::HttpClientBuilder::default()
         .max_request_size(MAX_REQUEST_BYTES)
         .build(url)
 }
 
 /// A WebSocket client for `url` (`ws://...`), for subscriptions.
-pub async fn ws_client(url: &str) -> Result<jsonrpsee::ws_client::WsClient, jsonrpsee::core::ClientError> {
+pub async fn ws_client(
+    url: &str,
+) -> Result<jsonrpsee::ws_client::WsClient, jsonrpsee::core::ClientError> {
     jsonrpsee::ws_client::WsClientBuilder::default()
         .max_request_size(MAX_REQUEST_BYTES)
         .build(url)

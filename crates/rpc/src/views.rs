@@ -1,6 +1,8 @@
 //! JSON shapes of the API. Amounts are decimal strings (JSON numbers cannot hold a `u128`).
 
-use peregrine_types::{Address, Block, Hash, Payload, PublicKey, Receipt, SignedTransaction, TxStatus};
+use peregrine_types::{
+    Address, Block, Hash, Payload, PublicKey, Receipt, SignedTransaction, TxStatus,
+};
 use serde::{Deserialize, Serialize};
 
 /// Which state to read: the latest executed, the finalized one, or a retained height.

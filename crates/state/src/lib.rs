@@ -215,8 +215,13 @@ impl Inner {
         let mut cursor = rev;
         while cursor != self.finalized {
             path.push(cursor);
-            let revision = self.revisions.get(&cursor).ok_or(Error::UnknownRevision(cursor))?;
-            cursor = revision.parent.ok_or(Error::NotDescendant(rev, self.finalized))?;
+            let revision = self
+                .revisions
+                .get(&cursor)
+                .ok_or(Error::UnknownRevision(cursor))?;
+            cursor = revision
+                .parent
+                .ok_or(Error::NotDescendant(rev, self.finalized))?;
         }
         path.reverse();
         Ok(path)
@@ -230,10 +235,16 @@ impl Inner {
         for id in ids {
             self.descends(id, root, &mut keep);
         }
-        self.revisions.retain(|id, _| keep.get(id).copied().unwrap_or(false));
+        self.revisions
+            .retain(|id, _| keep.get(id).copied().unwrap_or(false));
     }
 
-    fn descends(&self, id: RevisionId, root: RevisionId, memo: &mut HashMap<RevisionId, bool>) -> bool {
+    fn descends(
+        &self,
+        id: RevisionId,
+        root: RevisionId,
+        memo: &mut HashMap<RevisionId, bool>,
+    ) -> bool {
         let mut chain = Vec::new();
         let mut cursor = Some(id);
         let answer = loop {
@@ -272,7 +283,11 @@ impl Db {
         }
         let id = RevisionId(recovered.revision);
         let root = Revision {
-            snapshot: Snapshot { id, map: recovered.map, lthash: Arc::new(lthash) },
+            snapshot: Snapshot {
+                id,
+                map: recovered.map,
+                lthash: Arc::new(lthash),
+            },
             parent: None,
             changes: Arc::new(Vec::new()),
         };
@@ -282,7 +297,10 @@ impl Db {
             next_id: recovered.revision + 1,
             poisoned: None,
         };
-        Ok(Self { inner: RwLock::new(inner), durable: Mutex::new(durable) })
+        Ok(Self {
+            inner: RwLock::new(inner),
+            durable: Mutex::new(durable),
+        })
     }
 
     /// The last finalized revision.
@@ -300,14 +318,20 @@ impl Db {
     /// A read-only view of `rev`.
     pub fn snapshot(&self, rev: RevisionId) -> Result<Snapshot, Error> {
         let inner = self.inner.read();
-        let revision = inner.revisions.get(&rev).ok_or(Error::UnknownRevision(rev))?;
+        let revision = inner
+            .revisions
+            .get(&rev)
+            .ok_or(Error::UnknownRevision(rev))?;
         Ok(revision.snapshot.clone())
     }
 
     /// Opens a write set on top of `parent`.
     pub fn begin(&self, parent: RevisionId) -> Result<WriteSet, Error> {
         self.inner.read().check_writable()?;
-        Ok(WriteSet { parent: self.snapshot(parent)?, writes: BTreeMap::new() })
+        Ok(WriteSet {
+            parent: self.snapshot(parent)?,
+            writes: BTreeMap::new(),
+        })
     }
 
     /// Freezes `ws` into a new revision and returns its id.
@@ -339,8 +363,16 @@ impl Db {
         }
         let id = RevisionId(inner.next_id);
         inner.next_id += 1;
-        let snapshot = Snapshot { id, map, lthash: Arc::new(lthash) };
-        let revision = Revision { snapshot, parent: Some(parent.id), changes: Arc::new(changes) };
+        let snapshot = Snapshot {
+            id,
+            map,
+            lthash: Arc::new(lthash),
+        };
+        let revision = Revision {
+            snapshot,
+            parent: Some(parent.id),
+            changes: Arc::new(changes),
+        };
         inner.revisions.insert(id, revision);
         Ok(id)
     }
@@ -361,8 +393,10 @@ impl Db {
             return Ok(());
         }
         let mut durable = self.durable.lock();
-        let records: Vec<(u64, &[Change])> =
-            batch.iter().map(|(id, changes)| (*id, changes.as_slice())).collect();
+        let records: Vec<(u64, &[Change])> = batch
+            .iter()
+            .map(|(id, changes)| (*id, changes.as_slice()))
+            .collect();
         if let Err(error) = durable.append(&records) {
             self.inner.write().poisoned = Some(error.to_string());
             return Err(error);

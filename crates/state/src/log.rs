@@ -91,7 +91,11 @@ fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Change>)> {
 fn read_record(reader: &mut impl Read) -> Option<(u64, Vec<Change>, u64)> {
     let payload = crate::frame::read(reader, MAX_RECORD_BYTES)?;
     let (revision, changes) = decode_payload(&payload)?;
-    Some((revision, changes, crate::frame::FRAME_OVERHEAD + payload.len() as u64))
+    Some((
+        revision,
+        changes,
+        crate::frame::FRAME_OVERHEAD + payload.len() as u64,
+    ))
 }
 
 fn apply(map: &mut Map, changes: Vec<Change>) {
@@ -108,7 +112,9 @@ fn apply(map: &mut Map, changes: Vec<Change>) {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("sync state directory"))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync state directory"))
 }
 
 impl Durable {
@@ -134,9 +140,15 @@ impl Durable {
             }
         }
         // Cut a torn tail so the next append starts on a record boundary.
-        log.set_len(good_bytes).map_err(io("truncate torn state log tail"))?;
+        log.set_len(good_bytes)
+            .map_err(io("truncate torn state log tail"))?;
         log.seek(SeekFrom::End(0)).map_err(io("seek state log"))?;
-        let durable = Self { dir: dir.to_path_buf(), log, log_bytes: good_bytes, checkpoint_bytes };
+        let durable = Self {
+            dir: dir.to_path_buf(),
+            log,
+            log_bytes: good_bytes,
+            checkpoint_bytes,
+        };
         Ok((durable, Recovered { map, revision }))
     }
 
@@ -145,7 +157,12 @@ impl Durable {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Map::new(), 0, 0)),
-            Err(e) => return Err(Error::Io { context: "open state checkpoint", source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: "open state checkpoint",
+                    source: e,
+                })
+            }
         };
         let size = file.metadata().map_err(io("stat state checkpoint"))?.len();
         let mut reader = BufReader::new(file);
@@ -179,11 +196,15 @@ impl Durable {
 
     /// Writes the whole finalized `map` at `revision` as the new checkpoint and resets the log.
     pub fn compact(&mut self, revision: u64, map: &Map) -> Result<(), Error> {
-        let changes: Vec<Change> = map.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+        let changes: Vec<Change> = map
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
         let record = encode_record(revision, &changes);
         let tmp = self.dir.join(CHECKPOINT_TMP);
         let mut file = File::create(&tmp).map_err(io("create state checkpoint"))?;
-        file.write_all(&record).map_err(io("write state checkpoint"))?;
+        file.write_all(&record)
+            .map_err(io("write state checkpoint"))?;
         file.sync_all().map_err(io("fsync state checkpoint"))?;
         fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE)).map_err(io("install state checkpoint"))?;
         sync_dir(&self.dir)?;
@@ -204,12 +225,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (mut durable, _) = Durable::open(dir.path()).expect("open");
-            durable.append(&[(1, &[(b"a".to_vec(), Some(b"1".to_vec()))][..])]).expect("append");
-            durable.append(&[(2, &[(b"b".to_vec(), Some(b"2".to_vec()))][..])]).expect("append");
+            durable
+                .append(&[(1, &[(b"a".to_vec(), Some(b"1".to_vec()))][..])])
+                .expect("append");
+            durable
+                .append(&[(2, &[(b"b".to_vec(), Some(b"2".to_vec()))][..])])
+                .expect("append");
         }
         let path = dir.path().join(LOG_FILE);
         let len = fs::metadata(&path).expect("stat").len();
-        OpenOptions::new().write(true).open(&path).expect("open").set_len(len - 3).expect("cut");
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open")
+            .set_len(len - 3)
+            .expect("cut");
         let (_, recovered) = Durable::open(dir.path()).expect("reopen");
         assert_eq!(recovered.revision, 1);
         assert_eq!(recovered.map.get(&b"a".to_vec()), Some(&b"1".to_vec()));
@@ -223,9 +253,13 @@ mod tests {
         map.insert(b"k".to_vec(), b"v".to_vec());
         {
             let (mut durable, _) = Durable::open(dir.path()).expect("open");
-            durable.append(&[(1, &[(b"k".to_vec(), Some(b"v".to_vec()))][..])]).expect("append");
+            durable
+                .append(&[(1, &[(b"k".to_vec(), Some(b"v".to_vec()))][..])])
+                .expect("append");
             durable.compact(1, &map).expect("compact");
-            durable.append(&[(2, &[(b"k".to_vec(), None)][..])]).expect("append");
+            durable
+                .append(&[(2, &[(b"k".to_vec(), None)][..])])
+                .expect("append");
         }
         let (_, recovered) = Durable::open(dir.path()).expect("reopen");
         assert_eq!(recovered.revision, 2);

@@ -9,16 +9,28 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn assert_matches(db: &Db, rev: RevisionId, model: &Model) {
     let snapshot = db.snapshot(rev).expect("retained");
-    let got: Model = snapshot.range(..).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let got: Model = snapshot
+        .range(..)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     assert_eq!(&got, model, "revision {rev:?} differs from the model");
     let mut lthash = LtHash::default();
     for (k, v) in model {
         lthash.insert(k, v);
     }
-    assert_eq!(snapshot.commitment(), lthash.digest(), "incremental commitment drifted");
+    assert_eq!(
+        snapshot.commitment(),
+        lthash.digest(),
+        "incremental commitment drifted"
+    );
 }
 
-fn random_writes(rng: &mut ChaCha8Rng, db: &Db, parent: RevisionId, model: &Model) -> (RevisionId, Model) {
+fn random_writes(
+    rng: &mut ChaCha8Rng,
+    db: &Db,
+    parent: RevisionId,
+    model: &Model,
+) -> (RevisionId, Model) {
     let mut ws = db.begin(parent).expect("begin");
     let mut next = model.clone();
     for _ in 0..rng.gen_range(0..20) {
@@ -48,7 +60,8 @@ fn random_forks_finalize_and_reopen_match_the_model() {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = Db::open(dir.path()).expect("open");
-        let mut models: BTreeMap<RevisionId, Model> = BTreeMap::from([(db.finalized(), Model::new())]);
+        let mut models: BTreeMap<RevisionId, Model> =
+            BTreeMap::from([(db.finalized(), Model::new())]);
         for _ in 0..iterations {
             let live: Vec<RevisionId> = db.retained();
             let parent = live[rng.gen_range(0..live.len())];
@@ -100,7 +113,8 @@ fn snapshots_are_immutable_and_readable_across_threads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Arc::new(Db::open(dir.path()).expect("open"));
     let mut ws = db.begin(db.finalized()).expect("begin");
-    ws.put(b"k".to_vec(), 1u64.to_le_bytes().to_vec()).expect("put");
+    ws.put(b"k".to_vec(), 1u64.to_le_bytes().to_vec())
+        .expect("put");
     let first = db.commit(ws).expect("commit");
     let snapshot = db.snapshot(first).expect("snapshot");
     let reader = std::thread::spawn(move || {
@@ -109,7 +123,8 @@ fn snapshots_are_immutable_and_readable_across_threads() {
     let mut head = first;
     for i in 2..200u64 {
         let mut ws = db.begin(head).expect("begin");
-        ws.put(b"k".to_vec(), i.to_le_bytes().to_vec()).expect("put");
+        ws.put(b"k".to_vec(), i.to_le_bytes().to_vec())
+            .expect("put");
         head = db.commit(ws).expect("commit");
         db.finalize(head).expect("finalize");
     }

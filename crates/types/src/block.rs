@@ -166,7 +166,10 @@ impl Block {
         }
         let expected = exec_height_for(self.header.height);
         if self.header.exec_height != expected {
-            return Err(BlockError::WrongExecHeight { got: self.header.exec_height, expected });
+            return Err(BlockError::WrongExecHeight {
+                got: self.header.exec_height,
+                expected,
+            });
         }
         Ok(())
     }
@@ -201,11 +204,21 @@ mod tests {
             sender: key.public_key(),
             nonce: 0,
             fee: 1,
-            payload: Payload::Transfer { to: Address([1; 20]), amount: 2 },
+            payload: Payload::Transfer {
+                to: Address([1; 20]),
+                amount: 2,
+            },
             access: vec![],
         }
         .sign(&key);
-        Block::new(5, Hash([4; 32]), 1_000, key.public_key(), Hash([6; 32]), vec![tx])
+        Block::new(
+            5,
+            Hash([4; 32]),
+            1_000,
+            key.public_key(),
+            Hash([6; 32]),
+            vec![tx],
+        )
     }
 
     #[test]
@@ -235,7 +248,10 @@ mod tests {
         block.header.exec_height = 4;
         assert_eq!(
             Block::from_bytes(&block.encode()),
-            Err(BlockError::WrongExecHeight { got: 4, expected: 3 })
+            Err(BlockError::WrongExecHeight {
+                got: 4,
+                expected: 3
+            })
         );
     }
 }

@@ -209,9 +209,18 @@ mod tests {
     #[test]
     fn truncated_and_trailing_are_errors() {
         let mut reader = Reader::new(&[1, 2, 3]);
-        assert!(matches!(reader.u64(), Err(DecodeError::Truncated { needed: 5, offset: 0 })));
+        assert!(matches!(
+            reader.u64(),
+            Err(DecodeError::Truncated {
+                needed: 5,
+                offset: 0
+            })
+        ));
         let reader = Reader::new(&[1]);
-        assert_eq!(reader.finish(), Err(DecodeError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            reader.finish(),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
     }
 
     #[test]
@@ -221,10 +230,17 @@ mod tests {
         let mut reader = Reader::new(&bytes);
         assert!(matches!(
             reader.bytes("payload", 1024),
-            Err(DecodeError::TooLong { len: 1_000_000, max: 1024, .. })
+            Err(DecodeError::TooLong {
+                len: 1_000_000,
+                max: 1024,
+                ..
+            })
         ));
         let mut reader = Reader::new(&bytes);
-        assert!(matches!(reader.bytes("payload", 2_000_000), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            reader.bytes("payload", 2_000_000),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]

@@ -31,10 +31,13 @@ pub enum ParseHexError {
 pub fn parse_hex_array<const N: usize>(text: &str) -> Result<[u8; N], ParseHexError> {
     let raw = text.strip_prefix("0x").unwrap_or(text);
     let bytes = hex::decode(raw).map_err(|e| ParseHexError::NotHex(e.to_string()))?;
-    bytes.as_slice().try_into().map_err(|_| ParseHexError::WrongLength {
-        expected: N,
-        got: bytes.len(),
-    })
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ParseHexError::WrongLength {
+            expected: N,
+            got: bytes.len(),
+        })
 }
 
 macro_rules! fixed_bytes {
@@ -178,7 +181,8 @@ impl PublicKey {
         let key = ed25519_consensus::VerificationKey::try_from(self.0)
             .map_err(|_| SignatureError::MalformedKey)?;
         let signature = ed25519_consensus::Signature::from(signature.0);
-        key.verify(&signature, message).map_err(|_| SignatureError::Invalid)
+        key.verify(&signature, message)
+            .map_err(|_| SignatureError::Invalid)
     }
 }
 
@@ -268,8 +272,14 @@ mod tests {
     fn hex_parsing_checks_length() {
         assert!(matches!(
             "0x0102".parse::<Address>(),
-            Err(ParseHexError::WrongLength { expected: 20, got: 2 })
+            Err(ParseHexError::WrongLength {
+                expected: 20,
+                got: 2
+            })
         ));
-        assert!(matches!("0xzz".parse::<Hash>(), Err(ParseHexError::NotHex(_))));
+        assert!(matches!(
+            "0xzz".parse::<Hash>(),
+            Err(ParseHexError::NotHex(_))
+        ));
     }
 }

@@ -88,9 +88,16 @@ impl Decode for Receipt {
             0 => TxStatus::Success,
             1 => TxStatus::FailedInsufficientBalance,
             2 => TxStatus::FailedUnsupported,
-            3 => TxStatus::SkippedBadNonce { expected: reader.u64()? },
+            3 => TxStatus::SkippedBadNonce {
+                expected: reader.u64()?,
+            },
             4 => TxStatus::SkippedFeeUnpayable,
-            tag => return Err(DecodeError::UnknownTag { what: "receipt status", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "receipt status",
+                    tag,
+                })
+            }
         };
         Ok(Self {
             tx_hash,
@@ -134,7 +141,10 @@ impl Encode for Account {
 
 impl Decode for Account {
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { balance: reader.u128()?, nonce: reader.u64()? })
+        Ok(Self {
+            balance: reader.u128()?,
+            nonce: reader.u64()?,
+        })
     }
 }
 
@@ -166,10 +176,16 @@ mod tests {
 
     #[test]
     fn account_conformance() {
-        let account = Account { balance: 1, nonce: 2 };
+        let account = Account {
+            balance: 1,
+            nonce: 2,
+        };
         let bytes = account.encode();
         assert_eq!(bytes.len(), Account::ENCODED_LEN);
-        assert_eq!(bytes, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            bytes,
+            [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(decode_exact::<Account>(&bytes), Ok(account));
     }
 }

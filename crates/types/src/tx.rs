@@ -75,7 +75,11 @@ impl Encode for Payload {
                 out.push(1);
                 put_bytes(out, code);
             }
-            Payload::Call { contract, method, args } => {
+            Payload::Call {
+                contract,
+                method,
+                args,
+            } => {
                 out.push(2);
                 contract.encode_to(out);
                 put_bytes(out, method);
@@ -100,7 +104,10 @@ impl Decode for Payload {
                 method: reader.bytes("call method", MAX_METHOD_BYTES)?,
                 args: reader.bytes("call args", MAX_ARGS_BYTES)?,
             }),
-            tag => Err(DecodeError::UnknownTag { what: "payload", tag }),
+            tag => Err(DecodeError::UnknownTag {
+                what: "payload",
+                tag,
+            }),
         }
     }
 }
@@ -144,9 +151,18 @@ impl Decode for AccessEntry {
         let mode = match reader.u8()? {
             0 => AccessMode::Read,
             1 => AccessMode::Write,
-            tag => return Err(DecodeError::UnknownTag { what: "access mode", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "access mode",
+                    tag,
+                })
+            }
         };
-        Ok(Self { address, prefix, mode })
+        Ok(Self {
+            address,
+            prefix,
+            mode,
+        })
     }
 }
 
@@ -182,7 +198,11 @@ impl Transaction {
 
     /// Signs the transaction with `key`. The key must match `self.sender`.
     pub fn sign(self, key: &SecretKey) -> SignedTransaction {
-        debug_assert_eq!(key.public_key(), self.sender, "signing key must match the sender");
+        debug_assert_eq!(
+            key.public_key(),
+            self.sender,
+            "signing key must match the sender"
+        );
         let signature = key.sign(&self.signing_message());
         SignedTransaction::new(self, signature)
     }
@@ -278,7 +298,9 @@ impl SignedTransaction {
 
     /// Verifies the signature against the sender key (ZIP215 rules).
     pub fn verify_signature(&self) -> Result<(), SignatureError> {
-        self.tx.sender.verify(&self.tx.signing_message(), &self.signature)
+        self.tx
+            .sender
+            .verify(&self.tx.signing_message(), &self.signature)
     }
 }
 
@@ -329,15 +351,27 @@ mod tests {
     }
 
     fn transfer() -> SignedTransaction {
-        sample(Payload::Transfer { to: Address([2; 20]), amount: 5 })
+        sample(Payload::Transfer {
+            to: Address([2; 20]),
+            amount: 5,
+        })
     }
 
     #[test]
     fn round_trips_every_payload() {
         for payload in [
-            Payload::Transfer { to: Address([2; 20]), amount: u128::MAX },
-            Payload::Deploy { code: vec![0, 97, 115, 109] },
-            Payload::Call { contract: Address([3; 20]), method: b"transfer".to_vec(), args: vec![1, 2] },
+            Payload::Transfer {
+                to: Address([2; 20]),
+                amount: u128::MAX,
+            },
+            Payload::Deploy {
+                code: vec![0, 97, 115, 109],
+            },
+            Payload::Call {
+                contract: Address([3; 20]),
+                method: b"transfer".to_vec(),
+                args: vec![1, 2],
+            },
         ] {
             let tx = sample(payload);
             let bytes = tx.encode();
@@ -383,7 +417,10 @@ mod tests {
         let bytes = vec![0u8; MAX_TX_BYTES + 1];
         assert!(matches!(
             SignedTransaction::from_bytes(&bytes),
-            Err(DecodeError::TooLong { what: "transaction", .. })
+            Err(DecodeError::TooLong {
+                what: "transaction",
+                ..
+            })
         ));
     }
 
@@ -393,7 +430,10 @@ mod tests {
         bytes[8 + 32 + 8 + 8] = 9;
         assert!(matches!(
             SignedTransaction::from_bytes(&bytes),
-            Err(DecodeError::UnknownTag { what: "payload", tag: 9 })
+            Err(DecodeError::UnknownTag {
+                what: "payload",
+                tag: 9
+            })
         ));
     }
 }
