@@ -3,16 +3,22 @@
 mod common;
 
 use common::{balance, hex_of, transfer, transfer_on, wait_included, CHAIN_ID};
-use jsonrpsee::core::client::{ClientT, SubscriptionClientT};
+use jsonrpsee::core::client::{ClientT, Subscription, SubscriptionClientT};
 use jsonrpsee::core::ClientError;
+use jsonrpsee::http_client::HttpClient;
 use jsonrpsee::rpc_params;
+use jsonrpsee::ws_client::WsClient;
 use peregrine_node::genesis::{dev_key, DEV_BALANCE, FEE_SINK};
 use peregrine_node::{NodeConfig, RunningNode};
 use peregrine_rpc::{codes, BlockTag, HeaderView, PeregrineApiClient};
-use peregrine_types::{Address, Encode, SecretKey};
+use peregrine_types::{Address, Encode, Hash, SecretKey, SignedTransaction};
 use std::time::Duration;
 
 const ACCOUNTS: u32 = 4;
+const SENDERS: u32 = 3;
+const PER_SENDER: u64 = 3;
+const FEE: u64 = 2;
+const FINALITY_LIMIT: Duration = Duration::from_secs(30);
 
 fn start(dir: &std::path::Path) -> RunningNode {
     let config = NodeConfig {
@@ -27,52 +33,60 @@ fn start(dir: &std::path::Path) -> RunningNode {
     peregrine_node::start(config).expect("node starts")
 }
 
+fn http(node: &RunningNode) -> HttpClient {
+    peregrine_rpc::http_client(&format!("http://{}", node.rpc_addr())).expect("client")
+}
+
 fn recipient(i: u8) -> Address {
     SecretKey::from_seed([100 + i; 32]).public_key().address()
 }
 
-#[tokio::test]
-async fn transfers_from_several_accounts_finalize_with_receipts_and_conserve_supply() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = start(dir.path());
-    let client =
-        peregrine_rpc::http_client(&format!("http://{}", node.rpc_addr())).expect("client");
-    let ws = peregrine_rpc::ws_client(&format!("ws://{}", node.rpc_addr()))
-        .await
-        .expect("ws client");
-    let mut heads = ws
-        .subscribe::<HeaderView, _>(
-            "peregrine_subscribeNewHeads",
-            rpc_params![],
-            "peregrine_unsubscribeNewHeads",
-        )
+fn supply(node: &RunningNode) -> u128 {
+    peregrine_execution::total_supply(&node.chain().latest().1)
+}
+
+/// A WebSocket client and its new-heads subscription; the client must outlive the subscription.
+async fn subscribe_heads(node: &RunningNode) -> (WsClient, Subscription<HeaderView>) {
+    let url = format!("ws://{}", node.rpc_addr());
+    let ws = peregrine_rpc::ws_client(&url).await.expect("ws client");
+    let (sub, unsub) = (
+        "peregrine_subscribeNewHeads",
+        "peregrine_unsubscribeNewHeads",
+    );
+    let heads = ws
+        .subscribe(sub, rpc_params![], unsub)
         .await
         .expect("subscribe");
+    (ws, heads)
+}
 
-    // Three transfers from each of three senders, submitted in one batch and singly.
+/// Transfers from each sender: sender 0's one by one, the others' in one batch.
+async fn submit_transfers(client: &HttpClient) -> Vec<Hash> {
+    let txs: Vec<(u32, SignedTransaction)> = (0..SENDERS)
+        .flat_map(|s| (0..PER_SENDER).map(move |n| (s, n)))
+        .map(|(s, n)| {
+            (
+                s,
+                transfer(
+                    &dev_key(s),
+                    n,
+                    FEE,
+                    recipient(s as u8),
+                    1_000 + u128::from(n),
+                ),
+            )
+        })
+        .collect();
     let mut batch = Vec::new();
-    let mut hashes = Vec::new();
-    for sender in 0..3u32 {
-        for nonce in 0..3u64 {
-            let tx = transfer(
-                &dev_key(sender),
-                nonce,
-                2,
-                recipient(sender as u8),
-                1_000 + u128::from(nonce),
-            );
-            hashes.push(tx.hash());
-            if sender == 0 {
-                assert_eq!(
-                    client
-                        .send_raw_transaction(hex_of(&tx))
-                        .await
-                        .expect("admitted"),
-                    tx.hash()
-                );
-            } else {
-                batch.push(hex_of(&tx));
-            }
+    for (sender, tx) in &txs {
+        if *sender == 0 {
+            let hash = client
+                .send_raw_transaction(hex_of(tx))
+                .await
+                .expect("admitted");
+            assert_eq!(hash, tx.hash());
+        } else {
+            batch.push(hex_of(tx));
         }
     }
     let results = client
@@ -85,66 +99,52 @@ async fn transfers_from_several_accounts_finalize_with_receipts_and_conserve_sup
             .all(|r| r.hash.is_some() && r.error.is_none()),
         "{results:?}"
     );
+    txs.iter().map(|(_, tx)| tx.hash()).collect()
+}
 
-    for hash in &hashes {
-        let receipt = wait_included(&client, *hash, Duration::from_secs(30)).await;
-        assert_eq!(receipt.status, "success");
-        assert_eq!(receipt.fee_paid, 2);
-    }
-    for sender in 0..3u32 {
+async fn check_balances(client: &HttpClient) {
+    let sent: u128 = (0..PER_SENDER).map(|n| 1_000 + u128::from(n)).sum();
+    for sender in 0..SENDERS {
         let account = client
             .get_account(dev_key(sender).public_key().address(), None)
-            .await
-            .expect("rpc");
-        assert_eq!(account.nonce, 3);
-        assert_eq!(account.balance, (DEV_BALANCE - 3 * 2 - 3_003).to_string());
-        assert_eq!(balance(&client, recipient(sender as u8)).await, 3_003);
+            .await;
+        let account = account.expect("rpc");
+        assert_eq!(account.nonce, PER_SENDER);
+        let spent = u128::from(PER_SENDER * FEE) + sent;
+        assert_eq!(account.balance, (DEV_BALANCE - spent).to_string());
+        assert_eq!(balance(client, recipient(sender as u8)).await, sent);
     }
-    assert_eq!(balance(&client, FEE_SINK).await, 18);
+    let fees = u128::from(u64::from(SENDERS) * PER_SENDER * FEE);
+    assert_eq!(balance(client, FEE_SINK).await, fees);
+}
 
-    // Supply: every account the chain knows, summed inside the node, equals the genesis supply.
-    let (_, state) = node.chain().latest();
-    assert_eq!(
-        peregrine_execution::total_supply(&state),
-        u128::from(ACCOUNTS) * DEV_BALANCE
-    );
-
-    // Blocks, finalized history and the head stream agree.
+async fn check_history(client: &HttpClient, heads: &mut Subscription<HeaderView>) {
     let status = client.status().await.expect("status");
     assert_eq!(status.chain_id, CHAIN_ID);
     let block = client
         .get_block_by_height(status.finalized_height)
         .await
-        .expect("rpc")
-        .expect("finalized block");
-    assert_eq!(
-        client
-            .get_block_by_hash(block.header.hash)
-            .await
-            .expect("rpc"),
-        Some(block.clone())
-    );
-    let head = tokio::time::timeout(Duration::from_secs(10), heads.next())
+        .expect("rpc");
+    let block = block.expect("finalized block");
+    let by_hash = client
+        .get_block_by_hash(block.header.hash)
         .await
-        .expect("a head arrives");
-    assert!(head.expect("stream open").expect("valid head").height >= 1);
+        .expect("rpc");
+    assert_eq!(by_hash, Some(block));
+    let head = tokio::time::timeout(Duration::from_secs(10), heads.next()).await;
+    let head = head
+        .expect("a head arrives")
+        .expect("stream open")
+        .expect("valid head");
+    assert!(head.height >= 1);
     let old = client
         .get_account(recipient(0), Some(BlockTag::Height(1)))
-        .await
-        .expect("height 1 retained");
-    assert_eq!(old.height, 1);
-
-    let metrics = reqwest_metrics(node.metrics_addr().expect("metrics bound")).await;
-    assert!(metrics.contains("peregrine_finalized_height "), "{metrics}");
-    assert!(
-        metrics.contains("peregrine_txs_admitted_total 9"),
-        "{metrics}"
-    );
-    node.stop().expect("clean stop");
+        .await;
+    assert_eq!(old.expect("height 1 retained").height, 1);
 }
 
 /// Fetches the metrics page with a bare HTTP/1.1 request.
-async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
+async fn fetch_metrics(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
@@ -156,100 +156,100 @@ async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
     body
 }
 
+#[tokio::test]
+async fn transfers_from_several_accounts_finalize_with_receipts_and_conserve_supply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let client = http(&node);
+    let (_ws, mut heads) = subscribe_heads(&node).await;
+    for hash in submit_transfers(&client).await {
+        let receipt = wait_included(&client, hash, FINALITY_LIMIT).await;
+        assert_eq!(
+            (receipt.status.as_str(), receipt.fee_paid),
+            ("success", FEE)
+        );
+    }
+    check_balances(&client).await;
+    // Supply: every account the chain knows, summed inside the node, equals the genesis supply.
+    assert_eq!(supply(&node), u128::from(ACCOUNTS) * DEV_BALANCE);
+    check_history(&client, &mut heads).await;
+    let metrics = fetch_metrics(node.metrics_addr().expect("metrics bound")).await;
+    assert!(metrics.contains("peregrine_finalized_height "), "{metrics}");
+    let admitted = format!(
+        "peregrine_txs_admitted_total {}",
+        u64::from(SENDERS) * PER_SENDER
+    );
+    assert!(metrics.contains(&admitted), "{metrics}");
+    node.stop().expect("clean stop");
+}
+
+/// The code and `data.reason` of a JSON-RPC error.
 fn error_of(result: Result<impl std::fmt::Debug, ClientError>) -> (i32, String) {
     match result {
         Err(ClientError::Call(err)) => {
-            let reason = err
+            let data = err
                 .data()
-                .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok())
-                .and_then(|v| v["reason"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            (err.code(), reason)
+                .and_then(|d| serde_json::from_str::<serde_json::Value>(d.get()).ok());
+            let reason = data.and_then(|v| v["reason"].as_str().map(str::to_string));
+            (err.code(), reason.unwrap_or_default())
         }
         other => panic!("expected a call error, got {other:?}"),
     }
 }
 
-#[tokio::test]
-async fn bad_input_gets_typed_errors_and_changes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = start(dir.path());
-    let client =
-        peregrine_rpc::http_client(&format!("http://{}", node.rpc_addr())).expect("client");
+/// Invalid submissions from dev account 0 (whose next nonce is 1), each with its expected error.
+fn bad_transactions() -> Vec<(String, i32, &'static str)> {
     let key = dev_key(0);
-    let me = key.public_key().address();
-    // One good transfer first, so there is a used nonce to replay.
-    let first = transfer(&key, 0, 1, recipient(9), 10);
-    client
-        .send_raw_transaction(hex_of(&first))
-        .await
-        .expect("admitted");
-    wait_included(&client, first.hash(), Duration::from_secs(30)).await;
-    let before = client.get_account(me, None).await.expect("rpc");
-
-    let send = |tx: String| {
-        let client = client.clone();
-        async move { client.send_raw_transaction(tx).await }
-    };
-    let good = transfer(&key, 1, 1, recipient(9), 10).encode();
+    let to = recipient(9);
+    let good = transfer(&key, 1, 1, to, 10).encode();
     let mut bad_sig = good.clone();
     let last = bad_sig.len() - 1;
     bad_sig[last] ^= 1;
     let mut trailing = good.clone();
     trailing.push(0);
     let pauper = SecretKey::from_seed([77; 32]);
-    let cases: Vec<(String, i32, &str)> = vec![
-        ("0xzz".into(), codes::TX_MALFORMED, "invalid_hex"),
-        (
-            hex::encode(&good[..good.len() - 3]),
-            codes::TX_MALFORMED,
-            "malformed",
-        ),
-        (hex::encode(&trailing), codes::TX_MALFORMED, "malformed"),
+    let (malformed, rejected) = (codes::TX_MALFORMED, codes::TX_REJECTED);
+    vec![
+        ("0xzz".into(), malformed, "invalid_hex"),
+        (hex::encode(&good[..good.len() - 3]), malformed, "malformed"),
+        (hex::encode(&trailing), malformed, "malformed"),
         (
             "00".repeat(peregrine_types::MAX_TX_BYTES + 1),
-            codes::TX_MALFORMED,
+            malformed,
             "oversized",
         ),
-        (hex::encode(&bad_sig), codes::TX_REJECTED, "bad_signature"),
+        (hex::encode(&bad_sig), rejected, "bad_signature"),
         (
-            hex_of(&transfer_on(CHAIN_ID + 1, &key, 1, 1, recipient(9), 10)),
-            codes::TX_REJECTED,
+            hex_of(&transfer_on(CHAIN_ID + 1, &key, 1, 1, to, 10)),
+            rejected,
             "wrong_chain",
         ),
         (
-            hex_of(&transfer(&key, 0, 1, recipient(9), 10)),
-            codes::TX_REJECTED,
+            hex_of(&transfer(&key, 0, 1, to, 10)),
+            rejected,
             "nonce_too_low",
         ),
+        (hex_of(&transfer(&key, 5, 1, to, 10)), rejected, "nonce_gap"),
         (
-            hex_of(&transfer(&key, 5, 1, recipient(9), 10)),
-            codes::TX_REJECTED,
-            "nonce_gap",
-        ),
-        (
-            hex_of(&transfer(&key, 1, 1, recipient(9), DEV_BALANCE)),
-            codes::TX_REJECTED,
+            hex_of(&transfer(&key, 1, 1, to, DEV_BALANCE)),
+            rejected,
             "insufficient_balance",
         ),
         (
-            hex_of(&transfer(&pauper, 0, 1, recipient(9), 0)),
-            codes::TX_REJECTED,
+            hex_of(&transfer(&pauper, 0, 1, to, 0)),
+            rejected,
             "insufficient_balance",
         ),
         (
-            hex_of(&transfer(&key, 1, 0, recipient(9), 1)),
-            codes::TX_REJECTED,
+            hex_of(&transfer(&key, 1, 0, to, 1)),
+            rejected,
             "fee_too_low",
         ),
-    ];
-    for (tx, code, reason) in cases {
-        assert_eq!(
-            error_of(send(tx).await),
-            (code, reason.to_string()),
-            "case {reason}"
-        );
-    }
+    ]
+}
+
+/// Protocol-level errors: unknown method, wrong params, oversized batch, unretained height.
+async fn check_protocol_errors(client: &HttpClient, any_tx: &SignedTransaction) {
     let unknown: Result<serde_json::Value, _> = client
         .request("peregrine_noSuchMethod", rpc_params![])
         .await;
@@ -258,11 +258,13 @@ async fn bad_input_gets_typed_errors_and_changes_nothing() {
         .request("peregrine_getAccount", rpc_params![42])
         .await;
     assert_eq!(error_of(wrong_params).0, -32602);
-    let too_many = vec![hex_of(&first); peregrine_rpc::MAX_BATCH_TXS + 1];
+    let too_many = vec![hex_of(any_tx); peregrine_rpc::MAX_BATCH_TXS + 1];
+    let batch = client.send_raw_transaction_batch(too_many).await;
     assert_eq!(
-        error_of(client.send_raw_transaction_batch(too_many).await),
+        error_of(batch),
         (codes::BATCH_TOO_LARGE, "batch_too_large".into())
     );
+    let me = any_tx.tx().sender_address();
     let unretained = client
         .get_account(me, Some(BlockTag::Height(1_000_000)))
         .await;
@@ -270,15 +272,37 @@ async fn bad_input_gets_typed_errors_and_changes_nothing() {
         error_of(unretained),
         (codes::STATE_UNAVAILABLE, "height_not_retained".into())
     );
+}
 
-    // Nothing changed: same account, empty mempool, and blocks kept coming.
-    let status = client.status().await.expect("status");
-    assert_eq!(status.mempool_size, 0);
+#[tokio::test]
+async fn bad_input_gets_typed_errors_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let client = http(&node);
+    // One good transfer first, so there is a used nonce to replay.
+    let first = transfer(&dev_key(0), 0, 1, recipient(9), 10);
+    client
+        .send_raw_transaction(hex_of(&first))
+        .await
+        .expect("admitted");
+    wait_included(&client, first.hash(), FINALITY_LIMIT).await;
+    let me = first.tx().sender_address();
+    let before = client.get_account(me, None).await.expect("rpc");
+
+    for (tx, code, reason) in bad_transactions() {
+        let result = client.send_raw_transaction(tx).await;
+        assert_eq!(
+            error_of(result),
+            (code, reason.to_string()),
+            "case {reason}"
+        );
+    }
+    check_protocol_errors(&client, &first).await;
+
+    // Nothing changed: same account, empty mempool, supply intact.
+    assert_eq!(client.status().await.expect("status").mempool_size, 0);
     let after = client.get_account(me, None).await.expect("rpc");
     assert_eq!((after.balance, after.nonce), (before.balance, before.nonce));
-    assert_eq!(
-        peregrine_execution::total_supply(&node.chain().latest().1),
-        u128::from(ACCOUNTS) * DEV_BALANCE
-    );
+    assert_eq!(supply(&node), u128::from(ACCOUNTS) * DEV_BALANCE);
     node.stop().expect("clean stop");
 }

@@ -33,9 +33,10 @@ use commonware_consensus::simplex::{
     Engine,
 };
 use commonware_consensus::types::{Epoch, ViewDelta};
-use commonware_cryptography::ChaCha20Poly1305;
+use commonware_cryptography::{ChaCha20Poly1305, Sha256};
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address, AddressableManager, Receiver};
+use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Handle, Quota, Spawner, Supervisor};
 use commonware_stream::{cups, sake};
@@ -207,15 +208,52 @@ pub fn start_validator<L: Ledger>(
         blocks_out,
         finalized: finalized_tx,
     };
-    let engine_config = EngineConfig {
+    let engine_config = engine_config(scheme, oracle, app, &config);
+    let engine = Engine::new(context.child("engine"), engine_config);
+    info!(validators = config.validators.len(), p2p = %config.p2p_listen, "consensus started");
+    let engine = engine.start(votes, certificates, resolver);
+    Ok(Validator {
+        engine,
+        stop,
+        finalizer: Some(finalizer),
+    })
+}
+
+/// The application as simplex's automaton, relay and reporter.
+type App<L> = Application<
+    commonware_runtime::tokio::Context,
+    L,
+    lookup::Sender<PublicKey, commonware_runtime::tokio::Context>,
+>;
+
+/// Simplex's configuration type for this node.
+type SimplexConfig<L> = EngineConfig<
+    Scheme,
+    RoundRobin<Sha256>,
+    lookup::Oracle<PublicKey>,
+    Digest,
+    App<L>,
+    App<L>,
+    App<L>,
+    Sequential,
+>;
+
+/// Simplex's configuration for this validator.
+fn engine_config<L: Ledger>(
+    scheme: Scheme,
+    oracle: lookup::Oracle<PublicKey>,
+    app: App<L>,
+    config: &ValidatorConfig,
+) -> SimplexConfig<L> {
+    EngineConfig {
         scheme,
-        elector: RoundRobin::<commonware_cryptography::Sha256>::default(),
+        elector: RoundRobin::<Sha256>::default(),
         blocker: oracle,
         automaton: app.clone(),
         relay: app.clone(),
         reporter: app,
         track_historical_votes: false,
-        strategy: commonware_parallel::Sequential,
+        strategy: Sequential,
         partition: "simplex".to_string(),
         mailbox_size: NZUsize!(MAILBOX),
         epoch: Epoch::new(0),
@@ -223,7 +261,7 @@ pub fn start_validator<L: Ledger>(
         replay_buffer: NZUsize!(1 << 20),
         write_buffer: NZUsize!(1 << 20),
         page_cache: CacheRef::new(NZU16!(4096), NZUsize!(256)),
-        // Leader timeout must exceed the block time plus the wait for an execution receipt.
+        // The leader timeout must exceed the block time plus the wait for an execution receipt.
         leader_timeout: config.block_time + Duration::from_secs(1),
         certification_timeout: config.block_time + Duration::from_secs(2),
         timeout_retry: Duration::from_secs(5),
@@ -235,15 +273,7 @@ pub fn start_validator<L: Ledger>(
         fetch_timeout: NZDuration!(Duration::from_secs(2)),
         fetch_retry_delay: Duration::from_millis(200),
         forward: ForwardPolicy::Disabled,
-    };
-    let engine = Engine::new(context.child("engine"), engine_config);
-    info!(validators = config.validators.len(), p2p = %config.p2p_listen, "consensus started");
-    let engine = engine.start(votes, certificates, resolver);
-    Ok(Validator {
-        engine,
-        stop,
-        finalizer: Some(finalizer),
-    })
+    }
 }
 
 /// The authenticated p2p network: lookup-based peer discovery with an encrypted handshake.

@@ -48,75 +48,95 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 
 /// Renders every metric of `chain` in the Prometheus text format.
 pub fn render(chain: &Chain) -> String {
-    let m = chain.metrics();
-    let stats = chain.mempool().stats();
     let mut out = String::new();
+    render_chain(&mut out, chain);
+    render_mempool(&mut out, chain);
+    render_execution(&mut out, chain.metrics());
+    out
+}
+
+fn render_chain(out: &mut String, chain: &Chain) {
+    let help = "Highest block seen, final or not.";
     metric(
-        &mut out,
+        out,
         "peregrine_head_height",
         "gauge",
-        "Highest block seen, final or not.",
+        help,
         chain.highest_known(),
     );
+    let help = "Highest finalized and executed block.";
     metric(
-        &mut out,
+        out,
         "peregrine_finalized_height",
         "gauge",
-        "Highest finalized and executed block.",
+        help,
         chain.finalized_height(),
     );
+}
+
+fn render_mempool(out: &mut String, chain: &Chain) {
+    let stats = chain.mempool().stats();
+    let help = "Transactions in the mempool.";
     metric(
-        &mut out,
+        out,
         "peregrine_mempool_size",
         "gauge",
-        "Transactions in the mempool.",
+        help,
         chain.mempool().len(),
     );
+    let help = "Transactions admitted to the mempool.";
     metric(
-        &mut out,
+        out,
         "peregrine_txs_admitted_total",
         "counter",
-        "Transactions admitted to the mempool.",
+        help,
         stats.admitted(),
     );
-    let _ = writeln!(out, "# HELP peregrine_txs_rejected_total Transactions refused, by reason.\n# TYPE peregrine_txs_rejected_total counter");
+    let name = "peregrine_txs_rejected_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Transactions refused, by reason.\n# TYPE {name} counter"
+    );
     for (reason, count) in stats.rejected() {
-        let _ = writeln!(
-            out,
-            "peregrine_txs_rejected_total{{reason=\"{reason}\"}} {count}"
-        );
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
     }
+}
+
+fn render_execution(out: &mut String, m: &Metrics) {
+    let blocks = m.blocks_executed.load(Ordering::Relaxed);
     metric(
-        &mut out,
+        out,
         "peregrine_blocks_executed_total",
         "counter",
         "Blocks executed.",
-        m.blocks_executed.load(Ordering::Relaxed),
+        blocks,
     );
+    let help = "Transactions executed.";
     metric(
-        &mut out,
+        out,
         "peregrine_txs_executed_total",
         "counter",
-        "Transactions executed.",
+        help,
         m.txs_executed(),
     );
     let total = m.exec_micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+    let help = "Time spent executing and finalizing blocks.";
     metric(
-        &mut out,
+        out,
         "peregrine_block_execution_seconds_total",
         "counter",
-        "Time spent executing blocks.",
+        help,
         total,
     );
     let last = m.exec_micros_last.load(Ordering::Relaxed) as f64 / 1e6;
+    let help = "Execution and finalization time of the last block.";
     metric(
-        &mut out,
+        out,
         "peregrine_block_execution_seconds_last",
         "gauge",
-        "Execution time of the last block.",
+        help,
         last,
     );
-    out
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
