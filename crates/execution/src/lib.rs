@@ -17,15 +17,26 @@
 //! Value only moves, it is never created or destroyed, so total supply is conserved by every block.
 //! Signatures are checked at admission and again by block verification in consensus; execution
 //! itself assumes every transaction in an ordered block is signed.
+//!
+//! # Parallel execution
+//! [`ParallelExecutor`] derives levels of non-conflicting transactions from their access sets
+//! ([`schedule`]), runs each level on a worker pool, and merges results in block order, crediting
+//! fees to the sink as ordered deltas. [`rules::apply_tx`] is the one definition of a
+//! transaction's effect, used by both executors.
 
 pub mod genesis;
+mod parallel;
+pub mod rules;
+pub mod schedule;
 mod serial;
 
 pub use genesis::{apply_genesis, GenesisAccount};
+pub use parallel::ParallelExecutor;
 pub use serial::SerialExecutor;
 
+use peregrine_state::WriteSet;
 use peregrine_state::{Db, RevisionId};
-use peregrine_types::{Account, Address, Block, Hash, Receipt};
+use peregrine_types::{Account, Address, Block, Hash, Receipt, SignedTransaction};
 use thiserror::Error;
 
 /// What one block's execution produced.
@@ -58,6 +69,33 @@ pub enum ExecError {
     /// bounding the supply here is what rules out balance overflow in every later block.
     #[error("genesis balances overflow the total supply")]
     SupplyOverflow,
+    /// The worker pool could not start.
+    #[error("cannot start execution threads: {0}")]
+    ThreadPool(String),
+}
+
+/// The receipt of transaction `index` of `block`.
+pub(crate) fn receipt(
+    block: &Block,
+    index: usize,
+    tx: &SignedTransaction,
+    outcome: &rules::Outcome,
+) -> Receipt {
+    Receipt {
+        tx_hash: tx.hash(),
+        height: block.header.height,
+        index: index as u32,
+        status: outcome.status,
+        fee_paid: outcome.fee,
+        gas_used: outcome.gas,
+    }
+}
+
+/// Writes what every executed block records besides its transactions' effects: its height.
+pub(crate) fn finish_block(ws: &mut WriteSet, block: &Block) -> Result<(), ExecError> {
+    let height = block.header.height.to_le_bytes().to_vec();
+    ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), height)?;
+    Ok(())
 }
 
 /// Executes ordered blocks on top of a parent revision.

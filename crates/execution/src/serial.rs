@@ -1,11 +1,9 @@
 //! The serial executor: the reference semantics every faster executor must reproduce exactly.
 
+use crate::rules::{apply_tx, credit_fee, Accounts};
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
 use peregrine_state::{Db, RevisionId, WriteSet};
-use peregrine_types::{
-    Account, Address, Block, Encode, Payload, Receipt, SignedTransaction, TxStatus,
-};
-use peregrine_vm::{GAS_NATIVE_TRANSFER, GAS_UNSUPPORTED};
+use peregrine_types::{Account, Address, Block, Encode};
 
 /// Executes a block's transactions one after another.
 #[derive(Debug, Clone)]
@@ -20,62 +18,26 @@ impl SerialExecutor {
     }
 }
 
-fn load(ws: &WriteSet, address: &Address) -> Result<Account, ExecError> {
-    read_account(|key| ws.get(key).map(<[u8]>::to_vec), address)
+/// Accounts read from and written to a write set directly.
+struct WriteSetAccounts {
+    ws: WriteSet,
+    error: Option<peregrine_state::Error>,
 }
 
-fn store(ws: &mut WriteSet, address: &Address, account: Account) -> Result<(), ExecError> {
-    ws.put(peregrine_types::keys::account(address), account.encode())?;
-    Ok(())
-}
+impl Accounts for WriteSetAccounts {
+    fn get(&mut self, address: &Address) -> Result<Account, ExecError> {
+        read_account(|key| self.ws.get(key).map(<[u8]>::to_vec), address)
+    }
 
-impl SerialExecutor {
-    fn apply(
-        &self,
-        ws: &mut WriteSet,
-        tx: &SignedTransaction,
-    ) -> Result<(TxStatus, u64, u64), ExecError> {
-        let body = tx.tx();
-        let sender = body.sender_address();
-        let mut account = load(ws, &sender)?;
-        if body.nonce != account.nonce {
-            return Ok((
-                TxStatus::SkippedBadNonce {
-                    expected: account.nonce,
-                },
-                0,
-                0,
-            ));
+    fn set(&mut self, address: Address, account: Account) {
+        // Account keys and records are far below the write set's size bounds; keep the first
+        // error anyway and report it after the transaction.
+        if let Err(error) = self
+            .ws
+            .put(peregrine_types::keys::account(&address), account.encode())
+        {
+            self.error.get_or_insert(error);
         }
-        let fee = u128::from(body.fee);
-        if account.balance < fee {
-            return Ok((TxStatus::SkippedFeeUnpayable, 0, 0));
-        }
-        account.balance -= fee;
-        account.nonce += 1;
-        let (status, gas) = match &body.payload {
-            Payload::Transfer { to, amount } if account.balance >= *amount => {
-                account.balance -= amount;
-                store(ws, &sender, account)?;
-                // Read the recipient after writing the sender, so a self-transfer sees its own debit.
-                let mut recipient = load(ws, to)?;
-                recipient.balance += amount;
-                store(ws, to, recipient)?;
-                (TxStatus::Success, GAS_NATIVE_TRANSFER)
-            }
-            Payload::Transfer { .. } => {
-                store(ws, &sender, account)?;
-                (TxStatus::FailedInsufficientBalance, GAS_NATIVE_TRANSFER)
-            }
-            Payload::Deploy { .. } | Payload::Call { .. } => {
-                store(ws, &sender, account)?;
-                (TxStatus::FailedUnsupported, GAS_UNSUPPORTED)
-            }
-        };
-        let mut sink = load(ws, &self.fee_sink)?;
-        sink.balance += fee;
-        store(ws, &self.fee_sink, sink)?;
-        Ok((status, body.fee, gas))
     }
 }
 
@@ -86,21 +48,21 @@ impl BlockExecutor for SerialExecutor {
         parent: RevisionId,
         block: &Block,
     ) -> Result<BlockOutput, ExecError> {
-        let mut ws = db.begin(parent)?;
+        let mut accounts = WriteSetAccounts {
+            ws: db.begin(parent)?,
+            error: None,
+        };
         let mut receipts = Vec::with_capacity(block.txs.len());
         for (index, tx) in block.txs.iter().enumerate() {
-            let (status, fee_paid, gas_used) = self.apply(&mut ws, tx)?;
-            receipts.push(Receipt {
-                tx_hash: tx.hash(),
-                height: block.header.height,
-                index: index as u32,
-                status,
-                fee_paid,
-                gas_used,
-            });
+            let outcome = apply_tx(&mut accounts, tx)?;
+            credit_fee(&mut accounts, &self.fee_sink, outcome.fee)?;
+            if let Some(error) = accounts.error.take() {
+                return Err(error.into());
+            }
+            receipts.push(crate::receipt(block, index, tx, &outcome));
         }
-        let height = block.header.height.to_le_bytes().to_vec();
-        ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), height)?;
+        let mut ws = accounts.ws;
+        crate::finish_block(&mut ws, block)?;
         let revision = db.commit(ws)?;
         let state_root = db.snapshot(revision)?.commitment();
         Ok(BlockOutput {
