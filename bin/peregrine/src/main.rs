@@ -1,5 +1,7 @@
-//! The command line: `dev` runs a local chain; `tx`, `query` and `keys` talk to a node's RPC.
+//! The command line: `dev` runs a local chain; `tx`, `query` and `keys` talk to a node's RPC;
+//! `bench` reproduces the benchmarks.
 
+mod bench;
 mod client;
 mod keys;
 
@@ -30,6 +32,9 @@ enum Command {
     /// Create and inspect key files.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Run a benchmark (see docs/BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Command::Tx(command) => client::runtime()?.block_on(command.run()),
         Command::Query(command) => client::runtime()?.block_on(command.run()),
         Command::Keys(command) => command.run(),
+        Command::Bench(command) => command.run(),
     }
 }
 

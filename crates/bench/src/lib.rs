@@ -2,8 +2,14 @@
 //!
 //! Load is signed before any clock starts, so a benchmark measures the system, not the client's
 //! signing speed. [`presign_transfers`] produces, for a set of senders, consecutive-nonce transfers
-//! in round-robin sender order: the shape an open-loop load generator replays. The benchmark
-//! commands (`peregrine bench ...`) and the load generator land with their issues on top of this.
+//! in round-robin sender order: the shape an open-loop load generator replays.
+//!
+//! Benchmarks: [`exec`] (`peregrine bench exec`). Every benchmark returns a [`report::Report`]
+//! that prints as a table and writes as JSON (`--json <file>`), one record per engine,
+//! scenario and metric, with units.
+
+pub mod exec;
+pub mod report;
 
 use peregrine_types::{Address, Payload, SecretKey, SignedTransaction, Transaction};
 

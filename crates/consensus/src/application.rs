@@ -142,7 +142,8 @@ where
             return false;
         };
         let now = unix_ms(self.context.current());
-        match crate::rules::validate(self.chain_id, &parent, &block, ours, now) {
+        let verified = |hash: &Hash| self.ledger.is_verified(hash);
+        match crate::rules::validate(self.chain_id, &parent, &block, ours, now, &verified) {
             Ok(()) => true,
             Err(error) => {
                 warn!(%hash, %error, "refusing invalid block");

@@ -92,6 +92,8 @@ pub trait Ledger: Send + Sync + 'static {
     fn exec_root(&self, height: u64) -> Option<Hash>;
     /// Transactions for a block at `height`, from the mempool.
     fn select_txs(&self, height: u64) -> Vec<SignedTransaction>;
+    /// Whether this node already verified the signature of transaction `hash` (at admission).
+    fn is_verified(&self, hash: &Hash) -> bool;
     /// The height of the last finalized block.
     fn finalized_height(&self) -> u64;
     /// Executes and durably records a finalized block. Called once per height, in order.

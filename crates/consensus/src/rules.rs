@@ -1,6 +1,7 @@
 //! The rules a block must follow relative to its parent, checked before voting for it.
 
-use peregrine_types::{block::exec_height_for, Block, BlockError, Hash};
+use peregrine_types::sigcheck::verify_batch;
+use peregrine_types::{block::exec_height_for, Block, BlockError, Hash, SignedTransaction};
 use thiserror::Error;
 
 /// How far into the future a proposed timestamp may be, relative to the verifier's clock.
@@ -60,13 +61,16 @@ pub enum InvalidBlock {
 }
 
 /// Checks `block` against its `parent`, this node's execution receipt `our_exec_root` for the
-/// block's execution height, and the verifier's clock `now_ms`.
+/// block's execution height, and the verifier's clock `now_ms`. Signatures of transactions for
+/// which `verified` answers true (checked at admission) are not checked again; the others are
+/// checked in one batch.
 pub fn validate(
     chain_id: u64,
     parent: &Block,
     block: &Block,
     our_exec_root: Hash,
     now_ms: u64,
+    verified: &dyn Fn(&Hash) -> bool,
 ) -> Result<(), InvalidBlock> {
     block.check_body()?;
     let header = &block.header;
@@ -98,19 +102,25 @@ pub fn validate(
             got: header.exec_root,
         });
     }
-    for (index, tx) in block.txs.iter().enumerate() {
-        if tx.tx().chain_id != chain_id {
-            return Err(InvalidBlock::BadTransaction {
-                index,
-                reason: "wrong chain id",
-            });
-        }
-        if tx.verify_signature().is_err() {
-            return Err(InvalidBlock::BadTransaction {
-                index,
-                reason: "invalid signature",
-            });
-        }
+    if let Some(index) = block.txs.iter().position(|tx| tx.tx().chain_id != chain_id) {
+        return Err(InvalidBlock::BadTransaction {
+            index,
+            reason: "wrong chain id",
+        });
+    }
+    let unverified: Vec<(usize, &SignedTransaction)> = block
+        .txs
+        .iter()
+        .enumerate()
+        .filter(|(_, tx)| !verified(&tx.hash()))
+        .collect();
+    let txs: Vec<&SignedTransaction> = unverified.iter().map(|(_, tx)| *tx).collect();
+    if let Err(position) = verify_batch(&txs) {
+        let index = unverified[position].0;
+        return Err(InvalidBlock::BadTransaction {
+            index,
+            reason: "invalid signature",
+        });
     }
     Ok(())
 }
@@ -118,7 +128,7 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peregrine_types::{Address, Payload, PublicKey, SecretKey, Transaction};
+    use peregrine_types::{Address, Encode, Payload, PublicKey, SecretKey, Transaction};
 
     fn child(
         parent: &Block,
@@ -147,29 +157,47 @@ mod tests {
         )
     }
 
+    fn none(_: &Hash) -> bool {
+        false
+    }
+
     #[test]
     fn accepts_a_good_child_and_names_each_fault() {
         let g = genesis();
         let root = Hash([1; 32]);
         assert_eq!(
-            validate(5, &g, &child(&g, 1_001, root, vec![]), root, 1_000),
+            validate(5, &g, &child(&g, 1_001, root, vec![]), root, 1_000, &none),
             Ok(())
         );
         assert!(matches!(
-            validate(5, &g, &child(&g, 1_000, root, vec![]), root, 1_000),
+            validate(5, &g, &child(&g, 1_000, root, vec![]), root, 1_000, &none),
             Err(InvalidBlock::BadTimestamp { .. })
         ));
         assert!(matches!(
-            validate(5, &g, &child(&g, 9_000, root, vec![]), root, 1_000),
+            validate(5, &g, &child(&g, 9_000, root, vec![]), root, 1_000, &none),
             Err(InvalidBlock::BadTimestamp { .. })
         ));
         assert!(matches!(
-            validate(5, &g, &child(&g, 1_001, Hash([2; 32]), vec![]), root, 1_000),
+            validate(
+                5,
+                &g,
+                &child(&g, 1_001, Hash([2; 32]), vec![]),
+                root,
+                1_000,
+                &none
+            ),
             Err(InvalidBlock::ExecutionMismatch { .. })
         ));
         let other = child(&g, 1_001, root, vec![]);
         assert!(matches!(
-            validate(5, &other, &child(&g, 1_002, root, vec![]), root, 1_000),
+            validate(
+                5,
+                &other,
+                &child(&g, 1_002, root, vec![]),
+                root,
+                1_000,
+                &none
+            ),
             Err(InvalidBlock::WrongParent { .. })
         ));
         let key = SecretKey::from_seed([4; 32]);
@@ -186,11 +214,49 @@ mod tests {
         }
         .sign(&key);
         assert_eq!(
-            validate(5, &g, &child(&g, 1_001, root, vec![tx]), root, 1_000),
+            validate(5, &g, &child(&g, 1_001, root, vec![tx]), root, 1_000, &none),
             Err(InvalidBlock::BadTransaction {
                 index: 0,
                 reason: "wrong chain id"
             })
         );
+    }
+
+    #[test]
+    fn signatures_verified_at_admission_are_skipped_and_others_are_batch_checked() {
+        let g = genesis();
+        let root = Hash([1; 32]);
+        let key = SecretKey::from_seed([4; 32]);
+        let sign = |nonce| {
+            let payload = Payload::Transfer {
+                to: Address::default(),
+                amount: 1,
+            };
+            Transaction {
+                chain_id: 5,
+                sender: key.public_key(),
+                nonce,
+                fee: 1,
+                payload,
+                access: vec![],
+            }
+            .sign(&key)
+        };
+        let good = sign(0);
+        let mut bytes = sign(1).encode();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let forged = peregrine_types::SignedTransaction::from_bytes(&bytes).expect("well-formed");
+        let block = child(&g, 1_001, root, vec![good, forged.clone()]);
+        assert_eq!(
+            validate(5, &g, &block, root, 1_000, &none),
+            Err(InvalidBlock::BadTransaction {
+                index: 1,
+                reason: "invalid signature"
+            })
+        );
+        // A hash the cache vouches for is not checked again (here, deliberately, a forged one).
+        let cached = |h: &Hash| *h == forged.hash();
+        assert_eq!(validate(5, &g, &block, root, 1_000, &cached), Ok(()));
     }
 }

@@ -157,7 +157,8 @@ impl BlockExecutor for ParallelExecutor {
             ws.put(peregrine_types::keys::account(&address), account.encode())?;
         }
         crate::finish_block(&mut ws, block)?;
-        let revision = db.commit(ws)?;
+        // The commitment update runs on this executor's pool, so its thread count holds throughout.
+        let revision = self.pool.install(|| db.commit(ws))?;
         let state_root = db.snapshot(revision)?.commitment();
         Ok(BlockOutput {
             revision,

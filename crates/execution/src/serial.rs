@@ -63,7 +63,7 @@ impl BlockExecutor for SerialExecutor {
         }
         let mut ws = accounts.ws;
         crate::finish_block(&mut ws, block)?;
-        let revision = db.commit(ws)?;
+        let revision = db.commit_sequential(ws)?;
         let state_root = db.snapshot(revision)?.commitment();
         Ok(BlockOutput {
             revision,

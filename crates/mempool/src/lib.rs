@@ -27,6 +27,7 @@ pub use pool::Rejection;
 
 use parking_lot::Mutex;
 use peregrine_state::Snapshot;
+use peregrine_types::sigcheck::VerifiedCache;
 use peregrine_types::{Hash, SignedTransaction};
 use pool::Pool;
 use std::collections::BTreeMap;
@@ -89,6 +90,7 @@ pub struct Mempool {
     config: MempoolConfig,
     pool: Mutex<Pool>,
     stats: Stats,
+    verified: VerifiedCache,
 }
 
 impl Mempool {
@@ -98,6 +100,7 @@ impl Mempool {
             pool: Mutex::new(Pool::default()),
             config,
             stats: Stats::default(),
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -126,6 +129,12 @@ impl Mempool {
         self.pool.lock().get(hash)
     }
 
+    /// Hashes of transactions whose signatures this pool verified (bounded), so block
+    /// verification need not check them again.
+    pub fn verified(&self) -> &VerifiedCache {
+        &self.verified
+    }
+
     /// The lowest fee admitted.
     pub fn min_fee(&self) -> u64 {
         self.config.min_fee
@@ -143,6 +152,7 @@ impl Mempool {
     pub fn submit(&self, tx: SignedTransaction, state: &Snapshot) -> Result<Hash, Rejection> {
         let result = self.check_stateless(&tx).and_then(|()| {
             tx.verify_signature().map_err(|_| Rejection::BadSignature)?;
+            self.verified.insert(tx.hash());
             self.pool.lock().insert(tx, state, &self.config)
         });
         self.count(result)

@@ -1,5 +1,8 @@
 //! The chain: block log, state database, executor and mempool behind consensus's [`Ledger`].
 //!
+//! Blocks execute on the parallel executor with one worker per core; its results are identical to
+//! the serial reference by construction and by test, so the thread count never affects state.
+//!
 //! Execution happens at finalization: consensus hands finalized blocks over in height order,
 //! the executor applies each on the previous finalized revision, the block log records the
 //! finalization (receipts and state commitment), and then the state database finalizes the new
@@ -11,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::store::{BlockStore, StoreError};
 use parking_lot::{Mutex, RwLock};
 use peregrine_consensus::{Ledger, LedgerError};
-use peregrine_execution::{BlockExecutor, BlockOutput, SerialExecutor};
+use peregrine_execution::{BlockExecutor, BlockOutput, ParallelExecutor};
 use peregrine_mempool::{Mempool, MempoolConfig, Rejection};
 use peregrine_rpc::HeaderView;
 use peregrine_state::{Db, RevisionId, Snapshot};
@@ -116,7 +119,7 @@ impl Chain {
             genesis: genesis_block,
             head: RwLock::new(head),
             db,
-            executor: Box::new(SerialExecutor::new(crate::genesis::FEE_SINK)),
+            executor: Box::new(ParallelExecutor::new(crate::genesis::FEE_SINK, 0)?),
             mempool: Mempool::new(MempoolConfig::new(genesis.chain_id)),
             store: Mutex::new(store),
             highest_known: Mutex::new(0),
@@ -373,6 +376,10 @@ impl Ledger for Chain {
     fn select_txs(&self, height: u64) -> Vec<SignedTransaction> {
         let max_bytes = peregrine_types::block::MAX_BLOCK_BYTES - 64 * 1024;
         self.mempool.select(height, MAX_TXS_PER_BLOCK, max_bytes)
+    }
+
+    fn is_verified(&self, hash: &Hash) -> bool {
+        self.mempool.verified().contains(hash)
     }
 
     fn finalized_height(&self) -> u64 {

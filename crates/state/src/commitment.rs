@@ -66,6 +66,13 @@ impl LtHash {
         }
     }
 
+    /// Adds every pair of `other` (lane-wise sum): the commitment of the union of two sets.
+    pub fn add(&mut self, other: &LtHash) {
+        for (acc, lane) in self.0.iter_mut().zip(other.0.iter()) {
+            *acc = acc.wrapping_add(*lane);
+        }
+    }
+
     /// The 32-byte commitment.
     pub fn digest(&self) -> Hash {
         let mut hasher = blake3::Hasher::new_derive_key(DIGEST_DOMAIN);

@@ -25,6 +25,7 @@ pub mod block;
 pub mod codec;
 pub mod crypto;
 pub mod receipt;
+pub mod sigcheck;
 pub mod tx;
 
 pub use block::{Block, BlockError, BlockHeader, EXECUTION_LAG, MAX_BLOCK_TXS};

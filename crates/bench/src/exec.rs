@@ -1,0 +1,258 @@
+//! `peregrine bench exec`: block execution throughput, serial against parallel, by contention.
+//!
+//! Each scenario builds one block of pre-signed native transfers on a genesis of `accounts`
+//! funded accounts, then executes it `repeats` times with each engine, every time from the same
+//! genesis revision (a fork per run), timing `execute` end to end: scheduling, running, merging
+//! and the state commit (which computes the new state commitment). All engines must produce the
+//! same state root, or the run fails.
+
+use crate::load_key;
+use crate::report::{median, percentile, Report};
+use peregrine_execution::{
+    apply_genesis, BlockExecutor, GenesisAccount, ParallelExecutor, SerialExecutor,
+};
+use peregrine_state::{Db, RevisionId};
+use peregrine_types::{
+    Address, Block, Hash, Payload, PublicKey, SecretKey, SignedTransaction, Transaction,
+};
+use std::time::Instant;
+use thiserror::Error;
+
+const FEE_SINK: Address = Address([0xfe; 20]);
+const CHAIN_ID: u64 = 1;
+
+/// Options of the execution benchmark.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Funded accounts in the genesis (recipients are drawn uniformly from them).
+    pub accounts: u32,
+    /// Transactions per block.
+    pub block_txs: u32,
+    /// Timed executions per engine and scenario.
+    pub repeats: u32,
+    /// Thread counts of the parallel engine to measure.
+    pub threads: Vec<usize>,
+}
+
+/// Why the benchmark failed.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// Execution failed.
+    #[error("execution: {0}")]
+    Exec(#[from] peregrine_execution::ExecError),
+    /// The state database failed.
+    #[error("state: {0}")]
+    State(#[from] peregrine_state::Error),
+    /// A temporary directory could not be made.
+    #[error("temporary directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// Two engines disagreed: a correctness bug, never a measurement.
+    #[error("{scenario}: engine {engine} produced a different state root than serial")]
+    Divergence {
+        /// The scenario.
+        scenario: String,
+        /// The engine that differed.
+        engine: String,
+    },
+}
+
+/// A recipient address for account index `i` (only senders need keys).
+fn account(i: u32) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[..4].copy_from_slice(&i.to_le_bytes());
+    bytes[4..8].copy_from_slice(b"acct");
+    Address(bytes)
+}
+
+/// A cheap deterministic sequence (splitmix64) for choosing recipients.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn transfer(key: &SecretKey, nonce: u64, to: Address) -> SignedTransaction {
+    let payload = Payload::Transfer { to, amount: 1 };
+    Transaction {
+        chain_id: CHAIN_ID,
+        sender: key.public_key(),
+        nonce,
+        fee: 1,
+        payload,
+        access: vec![],
+    }
+    .sign(key)
+}
+
+/// The scenarios: name, senders, and how recipients are chosen.
+fn scenario_txs(
+    name: &str,
+    options: &ExecOptions,
+    senders: &[SecretKey],
+) -> Vec<SignedTransaction> {
+    let n = options.block_txs as usize;
+    match name {
+        // Every transaction from its own sender to a uniformly random account.
+        "low-contention" => (0..n)
+            .map(|i| {
+                transfer(
+                    &senders[i],
+                    0,
+                    account((mix(i as u64) % u64::from(options.accounts)) as u32),
+                )
+            })
+            .collect(),
+        // Ten hot accounts send to each other.
+        "high-contention" => (0..n)
+            .map(|i| {
+                let to = senders[(mix(i as u64) % 10) as usize]
+                    .public_key()
+                    .address();
+                transfer(&senders[i % 10], (i / 10) as u64, to)
+            })
+            .collect(),
+        // One account sends everything.
+        _ => (0..n as u64)
+            .map(|nonce| transfer(&senders[0], nonce, account(nonce as u32)))
+            .collect(),
+    }
+}
+
+fn genesis(
+    db: &Db,
+    options: &ExecOptions,
+    senders: &[SecretKey],
+) -> Result<RevisionId, BenchError> {
+    let funded = senders
+        .iter()
+        .map(|k| k.public_key().address())
+        .chain((0..options.accounts).map(account));
+    let allocation: Vec<GenesisAccount> = funded
+        .map(|address| GenesisAccount {
+            address,
+            balance: 1_000_000_000,
+        })
+        .collect();
+    Ok(apply_genesis(db, &allocation)?)
+}
+
+/// Engines under test, by name.
+type Engines = Vec<(String, Box<dyn BlockExecutor>)>;
+
+fn engines(options: &ExecOptions) -> Result<Engines, BenchError> {
+    let mut engines: Engines = vec![("serial".into(), Box::new(SerialExecutor::new(FEE_SINK)))];
+    for &threads in &options.threads {
+        engines.push((
+            format!("parallel-{threads}"),
+            Box::new(ParallelExecutor::new(FEE_SINK, threads)?),
+        ));
+    }
+    Ok(engines)
+}
+
+/// Times `repeats` executions of `block` on `parent`; returns per-run tx/s and the state root.
+fn measure(
+    db: &Db,
+    parent: RevisionId,
+    block: &Block,
+    engine: &dyn BlockExecutor,
+    repeats: u32,
+) -> Result<(Vec<f64>, Hash), BenchError> {
+    let mut rates = Vec::new();
+    let mut root = Hash::default();
+    for _ in 0..repeats {
+        let started = Instant::now();
+        let out = engine.execute(db, parent, block)?;
+        rates.push(block.txs.len() as f64 / started.elapsed().as_secs_f64());
+        root = out.state_root;
+    }
+    Ok((rates, root))
+}
+
+/// Runs every scenario with every engine and returns the figures.
+pub fn run(
+    options: &ExecOptions,
+    command: String,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, BenchError> {
+    let mut report = Report::new(command);
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(dir.path())?;
+    progress(&format!(
+        "signing {} transfers and funding {} accounts",
+        options.block_txs, options.accounts
+    ));
+    let senders: Vec<SecretKey> = (0..options.block_txs).map(load_key).collect();
+    let parent = genesis(&db, options, &senders)?;
+    let engines = engines(options)?;
+    for scenario in ["low-contention", "high-contention", "full-contention"] {
+        let txs = scenario_txs(scenario, options, &senders);
+        let block = Block::new(
+            1,
+            Hash::default(),
+            1,
+            PublicKey::default(),
+            Hash::default(),
+            txs,
+        );
+        let mut reference = None;
+        for (name, engine) in &engines {
+            let (mut rates, root) = measure(&db, parent, &block, engine.as_ref(), options.repeats)?;
+            if *reference.get_or_insert(root) != root {
+                return Err(BenchError::Divergence {
+                    scenario: scenario.into(),
+                    engine: name.clone(),
+                });
+            }
+            let p50 = median(&mut rates);
+            report.push("exec", scenario, name, "tx_per_s_median", p50, "tx/s");
+            report.push(
+                "exec",
+                scenario,
+                name,
+                "tx_per_s_min",
+                percentile(&mut rates, 0.0),
+                "tx/s",
+            );
+            progress(&format!(
+                "{scenario:>16} {name:>12} {p50:>12.0} tx/s (median of {})",
+                options.repeats
+            ));
+        }
+        add_speedups(&mut report, scenario, options);
+    }
+    Ok(report)
+}
+
+fn add_speedups(report: &mut Report, scenario: &str, options: &ExecOptions) {
+    let metric = "tx_per_s_median";
+    let serial = report.value(scenario, "serial", metric);
+    let one = report.value(scenario, "parallel-1", metric);
+    for &threads in &options.threads {
+        let engine = format!("parallel-{threads}");
+        let Some(rate) = report.value(scenario, &engine, metric) else {
+            continue;
+        };
+        if let Some(serial) = serial {
+            report.push(
+                "exec",
+                scenario,
+                &engine,
+                "speedup_vs_serial",
+                rate / serial,
+                "x",
+            );
+        }
+        if let Some(one) = one {
+            report.push(
+                "exec",
+                scenario,
+                &engine,
+                "speedup_vs_1_thread",
+                rate / one,
+                "x",
+            );
+        }
+    }
+}
