@@ -119,10 +119,11 @@ pub fn read_account(
 
 /// Sums the balances of every account in a snapshot: the total supply.
 pub fn total_supply(snapshot: &peregrine_state::Snapshot) -> u128 {
-    let start = vec![peregrine_types::keys::ACCOUNT_PREFIX];
-    let end = vec![peregrine_types::keys::ACCOUNT_PREFIX + 1];
+    use std::ops::Bound;
+    let start = [peregrine_types::keys::ACCOUNT_PREFIX];
+    let end = [peregrine_types::keys::ACCOUNT_PREFIX + 1];
     snapshot
-        .range(start..end)
+        .range((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
         .filter_map(|(_, v)| peregrine_types::decode_exact::<Account>(v).ok())
         .map(|account| account.balance)
         .sum()

@@ -34,7 +34,7 @@ pub fn apply_tx(
     tx: &SignedTransaction,
 ) -> Result<Outcome, ExecError> {
     let body = tx.tx();
-    let sender = body.sender_address();
+    let sender = tx.sender();
     let mut account = accounts.get(&sender)?;
     if body.nonce != account.nonce {
         let status = TxStatus::SkippedBadNonce {

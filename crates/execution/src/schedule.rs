@@ -29,7 +29,7 @@ pub struct Schedule {
 /// The addresses a transaction touches, with whether it may write them.
 pub fn access_set(tx: &SignedTransaction) -> Vec<(Address, AccessMode)> {
     let body = tx.tx();
-    let mut set = vec![(body.sender_address(), AccessMode::Write)];
+    let mut set = vec![(tx.sender(), AccessMode::Write)];
     match &body.payload {
         Payload::Transfer { to, .. } => set.push((*to, AccessMode::Write)),
         Payload::Deploy { .. } | Payload::Call { .. } => {

@@ -100,8 +100,8 @@ fn genesis() -> (tempfile::TempDir, Db, RevisionId) {
 fn dump(db: &Db, rev: RevisionId) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let snapshot = db.snapshot(rev).expect("snapshot");
     snapshot
-        .range(..)
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .range::<std::ops::RangeFull>(..)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect()
 }
 

@@ -159,7 +159,7 @@ impl Pool {
         if self.by_hash.contains_key(&tx.hash()) {
             return Err(Rejection::Duplicate);
         }
-        let sender = tx.tx().sender_address();
+        let sender = tx.sender();
         let nonce = tx.tx().nonce;
         let account = account_of(state, &sender)?;
         if nonce < account.nonce {

@@ -152,7 +152,7 @@ impl TransactionView {
         Self {
             hash: tx.hash(),
             chain_id: body.chain_id,
-            from: body.sender_address(),
+            from: tx.sender(),
             nonce: body.nonce,
             fee: body.fee,
             kind: body.payload.kind().to_string(),

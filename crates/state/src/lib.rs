@@ -47,8 +47,12 @@ use std::path::Path;
 use std::sync::Arc;
 use thiserror::Error;
 
+/// A stored key or value. Up to 32 bytes live inline (account keys are 21 bytes, account records
+/// 24), so copying a tree node on write is a memcpy rather than one allocation per entry.
+pub type Bytes = smallvec::SmallVec<[u8; 32]>;
+
 /// The persistent map each revision holds.
-pub type Map = imbl::OrdMap<Vec<u8>, Vec<u8>>;
+pub type Map = imbl::OrdMap<Bytes, Bytes>;
 
 /// The identity of a revision; ids increase with every commit and survive reopening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,15 +113,17 @@ impl Snapshot {
 
     /// The value under `key`.
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Vec::as_slice)
+        self.map.get(key).map(Bytes::as_slice)
     }
 
     /// Pairs with keys in `range`, in key order.
-    pub fn range<R: RangeBounds<Vec<u8>>>(
-        &self,
+    pub fn range<'a, R: RangeBounds<[u8]> + 'a>(
+        &'a self,
         range: R,
-    ) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> + '_ {
-        self.map.range(range)
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.map
+            .range::<R, [u8]>(range)
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     /// Number of keys.
@@ -187,9 +193,9 @@ impl WriteSet {
 const COMMITMENT_CHUNK: usize = 512;
 
 /// The commitment change from replacing each `replaced` value by the matching `changes` value.
-fn commitment_delta(changes: &[Change], replaced: &[Option<Vec<u8>>], parallel: bool) -> LtHash {
-    let pairs: Vec<(&Change, &Option<Vec<u8>>)> = changes.iter().zip(replaced).collect();
-    let chunk_delta = |chunk: &[(&Change, &Option<Vec<u8>>)]| {
+fn commitment_delta(changes: &[Change], replaced: &[Option<Bytes>], parallel: bool) -> LtHash {
+    let pairs: Vec<(&Change, &Option<Bytes>)> = changes.iter().zip(replaced).collect();
+    let chunk_delta = |chunk: &[(&Change, &Option<Bytes>)]| {
         let mut delta = LtHash::default();
         for ((key, new), old) in chunk {
             if let Some(old) = old {
@@ -392,10 +398,10 @@ impl Db {
         let mut changes = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             let old = match &value {
-                Some(value) => map.insert(key.clone(), value.clone()),
-                None => map.remove(&key),
+                Some(value) => map.insert(Bytes::from_slice(&key), Bytes::from_slice(value)),
+                None => map.remove(key.as_slice()),
             };
-            if old.as_ref() != value.as_ref() {
+            if old.as_deref() != value.as_deref() {
                 replaced.push(old);
                 changes.push((key, value));
             }

@@ -10,7 +10,7 @@
 //! between the rename and the log reset leaves records the checkpoint already covers: replay skips
 //! every record whose revision is not newer than the checkpoint's.
 
-use crate::{Error, Map};
+use crate::{Bytes, Error, Map};
 use peregrine_types::codec::{put_bytes, Reader};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -102,10 +102,10 @@ fn apply(map: &mut Map, changes: Vec<Change>) {
     for (key, value) in changes {
         match value {
             Some(value) => {
-                map.insert(key, value);
+                map.insert(Bytes::from_vec(key), Bytes::from_vec(value));
             }
             None => {
-                map.remove(&key);
+                map.remove(key.as_slice());
             }
         }
     }
@@ -198,7 +198,7 @@ impl Durable {
     pub fn compact(&mut self, revision: u64, map: &Map) -> Result<(), Error> {
         let changes: Vec<Change> = map
             .iter()
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
             .collect();
         let record = encode_record(revision, &changes);
         let tmp = self.dir.join(CHECKPOINT_TMP);
@@ -242,15 +242,18 @@ mod tests {
             .expect("cut");
         let (_, recovered) = Durable::open(dir.path()).expect("reopen");
         assert_eq!(recovered.revision, 1);
-        assert_eq!(recovered.map.get(&b"a".to_vec()), Some(&b"1".to_vec()));
-        assert_eq!(recovered.map.get(&b"b".to_vec()), None);
+        assert_eq!(
+            recovered.map.get(&b"a"[..]).map(|v| v.as_slice()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(recovered.map.get(&b"b"[..]), None);
     }
 
     #[test]
     fn checkpoint_then_replay_skips_covered_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut map = Map::new();
-        map.insert(b"k".to_vec(), b"v".to_vec());
+        map.insert(Bytes::from_slice(b"k"), Bytes::from_slice(b"v"));
         {
             let (mut durable, _) = Durable::open(dir.path()).expect("open");
             durable

@@ -10,8 +10,8 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 fn assert_matches(db: &Db, rev: RevisionId, model: &Model) {
     let snapshot = db.snapshot(rev).expect("retained");
     let got: Model = snapshot
-        .range(..)
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .range::<std::ops::RangeFull>(..)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     assert_eq!(&got, model, "revision {rev:?} differs from the model");
     let mut lthash = LtHash::default();

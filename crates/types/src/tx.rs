@@ -238,6 +238,7 @@ pub struct SignedTransaction {
     tx: Transaction,
     signature: Signature,
     hash: Hash,
+    sender: Address,
     encoded_len: u32,
 }
 
@@ -254,6 +255,7 @@ impl SignedTransaction {
         let encoded_len = u32::try_from(encoded.len()).expect("transactions are bounded in size");
         Self {
             hash: hash_tagged(TX_HASH_DOMAIN, &[encoded]),
+            sender: tx.sender_address(),
             tx,
             signature,
             encoded_len,
@@ -284,6 +286,11 @@ impl SignedTransaction {
     /// The signature.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// The sender's address, derived once when the transaction was built or decoded.
+    pub fn sender(&self) -> Address {
+        self.sender
     }
 
     /// The transaction hash (over the signed encoding).
