@@ -109,6 +109,21 @@ fn run_tx(base: &Overlay<'_>, tx: &SignedTransaction) -> TxResult {
 }
 
 impl ParallelExecutor {
+    /// The block's account writes as sorted state key/value pairs, encoded on the pool.
+    fn encode_sorted(&self, written: HashMap<Address, Account>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut accounts: Vec<(Address, Account)> = written.into_iter().collect();
+        self.pool.install(|| {
+            // Account keys are a fixed prefix then the address, so address order is key order.
+            accounts.par_sort_unstable_by_key(|(address, _)| *address);
+            accounts
+                .par_iter()
+                .map(|(address, account)| {
+                    (peregrine_types::keys::account(address), account.encode())
+                })
+                .collect()
+        })
+    }
+
     fn run_level(&self, overlay: &Overlay<'_>, block: &Block, level: &[u32]) -> Vec<TxResult> {
         let run = |&i: &u32| run_tx(overlay, &block.txs[i as usize]);
         if level.len() < MIN_PARALLEL_LEVEL || self.threads() == 1 {
@@ -153,9 +168,7 @@ impl BlockExecutor for ParallelExecutor {
             })
             .collect();
         let mut ws = db.begin(parent)?;
-        for (address, account) in overlay.written {
-            ws.put(peregrine_types::keys::account(&address), account.encode())?;
-        }
+        ws.put_sorted(self.encode_sorted(overlay.written))?;
         crate::finish_block(&mut ws, block)?;
         // The commitment update runs on this executor's pool, so its thread count holds throughout.
         let revision = self.pool.install(|| db.commit(ws))?;
