@@ -1,8 +1,8 @@
 //! `peregrine bench exec`: block execution throughput, serial against parallel, by contention.
 //!
 //! Each scenario builds one block of pre-signed native transfers on a genesis of `accounts`
-//! funded accounts, then executes it `repeats` times with each engine, every time from the same
-//! genesis revision (a fork per run), timing `execute` end to end: scheduling, running, merging
+//! funded accounts, then executes it `repeats` times with each engine (engines interleaved within
+//! each repeat), every time from the same genesis revision (a fork per run), timing `execute` end to end: scheduling, running, merging
 //! and the state commit (which computes the new state commitment). All engines must produce the
 //! same state root, or the run fails.
 
@@ -151,23 +151,33 @@ fn engines(options: &ExecOptions) -> Result<Engines, BenchError> {
     Ok(engines)
 }
 
-/// Times `repeats` executions of `block` on `parent`; returns per-run tx/s and the state root.
+/// Executes `block` on `parent` `repeats` times with every engine, interleaving engines within
+/// each repeat so that a noisy moment on a shared machine hits all of them alike. Returns each
+/// engine's per-run tx/s, and fails if any engine's state root differs from the first engine's.
 fn measure(
     db: &Db,
     parent: RevisionId,
     block: &Block,
-    engine: &dyn BlockExecutor,
+    engines: &Engines,
     repeats: u32,
-) -> Result<(Vec<f64>, Hash), BenchError> {
-    let mut rates = Vec::new();
-    let mut root = Hash::default();
+    scenario: &str,
+) -> Result<Vec<Vec<f64>>, BenchError> {
+    let mut rates = vec![Vec::new(); engines.len()];
+    let mut reference = None;
     for _ in 0..repeats {
-        let started = Instant::now();
-        let out = engine.execute(db, parent, block)?;
-        rates.push(block.txs.len() as f64 / started.elapsed().as_secs_f64());
-        root = out.state_root;
+        for (i, (name, engine)) in engines.iter().enumerate() {
+            let started = Instant::now();
+            let out = engine.execute(db, parent, block)?;
+            rates[i].push(block.txs.len() as f64 / started.elapsed().as_secs_f64());
+            if *reference.get_or_insert(out.state_root) != out.state_root {
+                return Err(BenchError::Divergence {
+                    scenario: scenario.into(),
+                    engine: name.clone(),
+                });
+            }
+        }
     }
-    Ok((rates, root))
+    Ok(rates)
 }
 
 /// Runs every scenario with every engine and returns the figures.
@@ -196,15 +206,8 @@ pub fn run(
             Hash::default(),
             txs,
         );
-        let mut reference = None;
-        for (name, engine) in &engines {
-            let (mut rates, root) = measure(&db, parent, &block, engine.as_ref(), options.repeats)?;
-            if *reference.get_or_insert(root) != root {
-                return Err(BenchError::Divergence {
-                    scenario: scenario.into(),
-                    engine: name.clone(),
-                });
-            }
+        let rates = measure(&db, parent, &block, &engines, options.repeats, scenario)?;
+        for ((name, _), mut rates) in engines.iter().zip(rates) {
             let p50 = median(&mut rates);
             report.push("exec", scenario, name, "tx_per_s_median", p50, "tx/s");
             report.push(
