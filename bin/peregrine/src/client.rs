@@ -68,7 +68,7 @@ pub enum TxCommand {
         /// The fee (default: the node's minimum).
         #[arg(long)]
         fee: Option<u64>,
-        /// The nonce (default: the account's next nonce in the latest state).
+        /// The nonce (default: the next one, counting this sender's transactions in the mempool).
         #[arg(long)]
         nonce: Option<u64>,
         /// Wait until the transaction is finalized and print its receipt.
@@ -148,7 +148,7 @@ pub enum QueryCommand {
     Account {
         /// The address.
         address: Address,
-        /// `latest`, `finalized` or a height.
+        /// `latest`, `finalized`, `pending` or a height.
         #[arg(long, default_value = "latest")]
         at: String,
         #[command(flatten)]

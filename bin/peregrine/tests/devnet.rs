@@ -306,3 +306,43 @@ async fn bad_input_gets_typed_errors_and_changes_nothing() {
     assert_eq!(supply(&node), u128::from(ACCOUNTS) * DEV_BALANCE);
     node.stop().expect("clean stop");
 }
+
+#[tokio::test]
+async fn pending_nonce_lets_a_sender_submit_back_to_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let client = http(&node);
+    let key = dev_key(2);
+    let me = key.public_key().address();
+    let mut hashes = Vec::new();
+    for _ in 0..3 {
+        // What `peregrine tx transfer` does without --nonce: ask for the pending nonce, sign, send.
+        let nonce = client
+            .get_account(me, Some(BlockTag::Pending))
+            .await
+            .expect("rpc")
+            .nonce;
+        let tx = transfer(&key, nonce, 1, recipient(2), 5);
+        hashes.push(
+            client
+                .send_raw_transaction(hex_of(&tx))
+                .await
+                .expect("admitted"),
+        );
+        let next = client
+            .get_account(me, Some(BlockTag::Pending))
+            .await
+            .expect("rpc")
+            .nonce;
+        assert_eq!(
+            next,
+            nonce + 1,
+            "the pending nonce counts what was just admitted"
+        );
+    }
+    for hash in hashes {
+        wait_included(&client, hash, FINALITY_LIMIT).await;
+    }
+    assert_eq!(client.get_account(me, None).await.expect("rpc").nonce, 3);
+    node.stop().expect("clean stop");
+}

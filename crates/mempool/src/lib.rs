@@ -124,6 +124,12 @@ impl Mempool {
         self.pool.lock().contains(hash)
     }
 
+    /// The next nonce `sender` can use, given its nonce `state_nonce` in the latest state: one past
+    /// its highest pending transaction, or `state_nonce` when it has none pending.
+    pub fn next_nonce(&self, sender: &peregrine_types::Address, state_nonce: u64) -> u64 {
+        self.pool.lock().next_nonce(sender, state_nonce)
+    }
+
     /// A pending transaction by hash.
     pub fn get(&self, hash: &Hash) -> Option<SignedTransaction> {
         self.pool.lock().get(hash)

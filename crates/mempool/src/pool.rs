@@ -138,6 +138,14 @@ impl Pool {
         self.by_hash.len()
     }
 
+    pub(crate) fn next_nonce(&self, sender: &Address, state_nonce: u64) -> u64 {
+        let highest = self
+            .senders
+            .get(sender)
+            .and_then(|queue| queue.keys().next_back());
+        highest.map_or(state_nonce, |nonce| state_nonce.max(nonce + 1))
+    }
+
     pub(crate) fn get(&self, hash: &Hash) -> Option<SignedTransaction> {
         let (sender, nonce) = self.by_hash.get(hash)?;
         self.senders

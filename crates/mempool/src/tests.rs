@@ -117,6 +117,19 @@ fn bad_input_gets_typed_rejections_and_leaves_the_pool_alone() {
 }
 
 #[test]
+fn next_nonce_counts_pending_transactions() {
+    let (_d, snap) = state(&[1_000], &[4]);
+    let pool = pool();
+    let me = key(0).public_key().address();
+    assert_eq!(pool.next_nonce(&me, 4), 4);
+    pool.submit(tx(0, 4, 1, 1), &snap).expect("first");
+    pool.submit(tx(0, 5, 1, 1), &snap).expect("second");
+    assert_eq!(pool.next_nonce(&me, 4), 6);
+    // A state that already moved past the pending ones wins.
+    assert_eq!(pool.next_nonce(&me, 9), 9);
+}
+
+#[test]
 fn pending_costs_accumulate_and_duplicates_are_refused() {
     let (_d, snap) = state(&[30], &[0]);
     let pool = pool();

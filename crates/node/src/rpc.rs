@@ -103,7 +103,7 @@ impl PeregrineApiServer for RpcServer {
 
     async fn get_account(&self, address: Address, at: Option<BlockTag>) -> RpcResult<AccountView> {
         let (height, snapshot) = match at.unwrap_or_default() {
-            BlockTag::Latest | BlockTag::Finalized => self.chain.latest(),
+            BlockTag::Latest | BlockTag::Finalized | BlockTag::Pending => self.chain.latest(),
             BlockTag::Height(height) => {
                 let snapshot = self.chain.state_at(height).ok_or_else(|| {
                     let message = format!(
@@ -115,7 +115,10 @@ impl PeregrineApiServer for RpcServer {
                 (height, snapshot)
             }
         };
-        let account = Chain::account(&snapshot, &address).map_err(internal)?;
+        let mut account = Chain::account(&snapshot, &address).map_err(internal)?;
+        if at == Some(BlockTag::Pending) {
+            account.nonce = self.chain.mempool().next_nonce(&address, account.nonce);
+        }
         Ok(AccountView {
             address,
             balance: account.balance.to_string(),

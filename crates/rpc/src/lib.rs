@@ -68,7 +68,8 @@ pub trait PeregrineApi {
     #[method(name = "sendRawTransactionBatch")]
     async fn send_raw_transaction_batch(&self, txs: Vec<String>) -> RpcResult<Vec<SubmitResult>>;
 
-    /// An account's balance and nonce at `at` (default `"latest"`).
+    /// An account's balance and nonce at `at` (default `"latest"`). With `"pending"`, the nonce
+    /// also counts the sender's transactions waiting in this node's mempool.
     #[method(name = "getAccount")]
     async fn get_account(&self, address: Address, at: Option<BlockTag>) -> RpcResult<AccountView>;
 
@@ -125,6 +126,7 @@ mod tests {
         let parse = |s: &str| serde_json::from_str::<BlockTag>(s);
         assert_eq!(parse("\"latest\"").ok(), Some(BlockTag::Latest));
         assert_eq!(parse("\"finalized\"").ok(), Some(BlockTag::Finalized));
+        assert_eq!(parse("\"pending\"").ok(), Some(BlockTag::Pending));
         assert_eq!(parse("12").ok(), Some(BlockTag::Height(12)));
         assert_eq!(parse("\"12\"").ok(), Some(BlockTag::Height(12)));
         assert!(parse("\"earliest\"").is_err());

@@ -5,9 +5,9 @@ use peregrine_types::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Which state to read: the latest executed, the finalized one, or a retained height.
+/// Which state to read: the latest executed, the finalized one, the pending one, or a height.
 ///
-/// In JSON: `"latest"`, `"finalized"`, or a height as a number.
+/// In JSON: `"latest"`, `"finalized"`, `"pending"`, or a height as a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BlockTag {
     /// The latest executed state.
@@ -15,6 +15,8 @@ pub enum BlockTag {
     Latest,
     /// The finalized state.
     Finalized,
+    /// The latest state plus this node's mempool: the nonce is the next one the sender can use.
+    Pending,
     /// The state after the block at this height.
     Height(u64),
 }
@@ -31,6 +33,7 @@ impl Serialize for BlockTag {
         match self {
             BlockTag::Latest => BlockTagJson::Name("latest".into()),
             BlockTag::Finalized => BlockTagJson::Name("finalized".into()),
+            BlockTag::Pending => BlockTagJson::Name("pending".into()),
             BlockTag::Height(h) => BlockTagJson::Height(*h),
         }
         .serialize(serializer)
@@ -44,6 +47,7 @@ impl<'de> Deserialize<'de> for BlockTag {
             BlockTagJson::Name(name) => match name.as_str() {
                 "latest" => Ok(BlockTag::Latest),
                 "finalized" => Ok(BlockTag::Finalized),
+                "pending" => Ok(BlockTag::Pending),
                 other => other
                     .parse()
                     .map(BlockTag::Height)
