@@ -125,6 +125,15 @@ fn every_outcome_has_its_receipt_and_effect() {
         }
     );
     assert_eq!(out.receipts[1].fee_paid, 0);
+    let gas: Vec<u64> = out.receipts.iter().map(|r| r.gas_used).collect();
+    let (transfer, unsupported) = (
+        peregrine_vm::GAS_NATIVE_TRANSFER,
+        peregrine_vm::GAS_UNSUPPORTED,
+    );
+    assert_eq!(
+        gas,
+        vec![transfer, 0, 0, transfer, 0, transfer, unsupported]
+    );
     assert_eq!(
         total_supply(&db.snapshot(out.revision).expect("snapshot")),
         105
