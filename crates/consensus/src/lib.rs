@@ -38,7 +38,7 @@ use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address, AddressableManager, Receiver};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
-use commonware_runtime::{Handle, Quota, Spawner, Supervisor};
+use commonware_runtime::{Quota, Spawner, Supervisor};
 use commonware_stream::{cups, sake};
 use commonware_utils::{ordered, NZDuration, NZUsize, TryFromIterator, NZU16, NZU32};
 use peregrine_types::{Block, Hash, SignedTransaction};
@@ -140,18 +140,11 @@ fn namespace(chain_id: u64) -> Vec<u8> {
     ns
 }
 
-/// A running validator: the engine task and the finalizer thread.
+/// A running validator's finalizer thread. The engine, p2p and relay tasks belong to the runtime
+/// context they were started on, and stop with it.
 pub struct Validator {
-    engine: Handle<()>,
     stop: Arc<AtomicBool>,
     finalizer: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Validator {
-    /// The engine task's handle.
-    pub fn engine(&self) -> &Handle<()> {
-        &self.engine
-    }
 }
 
 impl Drop for Validator {
@@ -213,9 +206,8 @@ pub fn start_validator<L: Ledger>(
     let engine_config = engine_config(scheme, oracle, app, &config);
     let engine = Engine::new(context.child("engine"), engine_config);
     info!(validators = config.validators.len(), p2p = %config.p2p_listen, "consensus started");
-    let engine = engine.start(votes, certificates, resolver);
+    engine.start(votes, certificates, resolver);
     Ok(Validator {
-        engine,
         stop,
         finalizer: Some(finalizer),
     })

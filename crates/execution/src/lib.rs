@@ -91,11 +91,24 @@ pub(crate) fn receipt(
     }
 }
 
-/// Writes what every executed block records besides its transactions' effects: its height.
-pub(crate) fn finish_block(ws: &mut WriteSet, block: &Block) -> Result<(), ExecError> {
+/// Finishes a block's write set: records the block's height (so a restarted node knows which
+/// blocks its durable state includes), commits it with `commit`, and assembles the output.
+pub(crate) fn seal(
+    db: &Db,
+    mut ws: WriteSet,
+    block: &Block,
+    receipts: Vec<Receipt>,
+    commit: impl FnOnce(WriteSet) -> Result<RevisionId, peregrine_state::Error>,
+) -> Result<BlockOutput, ExecError> {
     let height = block.header.height.to_le_bytes().to_vec();
     ws.put(peregrine_types::keys::META_HEIGHT.to_vec(), height)?;
-    Ok(())
+    let revision = commit(ws)?;
+    let state_root = db.snapshot(revision)?.commitment();
+    Ok(BlockOutput {
+        revision,
+        receipts,
+        state_root,
+    })
 }
 
 /// Executes ordered blocks on top of a parent revision.

@@ -169,19 +169,14 @@ impl BlockExecutor for ParallelExecutor {
             .collect();
         let mut ws = db.begin(parent)?;
         ws.put_sorted(self.encode_sorted(overlay.written))?;
-        crate::finish_block(&mut ws, block)?;
         // The commit runs on this executor's pool, so its thread count holds throughout; on one
         // thread the sequential commit avoids the extra parent lookups that overlapping needs.
-        let revision = if self.threads() == 1 {
-            db.commit_sequential(ws)?
-        } else {
-            self.pool.install(|| db.commit(ws))?
-        };
-        let state_root = db.snapshot(revision)?.commitment();
-        Ok(BlockOutput {
-            revision,
-            receipts,
-            state_root,
+        crate::seal(db, ws, block, receipts, |ws| {
+            if self.threads() == 1 {
+                db.commit_sequential(ws)
+            } else {
+                self.pool.install(|| db.commit(ws))
+            }
         })
     }
 }

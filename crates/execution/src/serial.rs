@@ -61,14 +61,8 @@ impl BlockExecutor for SerialExecutor {
             }
             receipts.push(crate::receipt(block, index, tx, &outcome));
         }
-        let mut ws = accounts.ws;
-        crate::finish_block(&mut ws, block)?;
-        let revision = db.commit_sequential(ws)?;
-        let state_root = db.snapshot(revision)?.commitment();
-        Ok(BlockOutput {
-            revision,
-            receipts,
-            state_root,
+        crate::seal(db, accounts.ws, block, receipts, |ws| {
+            db.commit_sequential(ws)
         })
     }
 }

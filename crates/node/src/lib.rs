@@ -206,11 +206,6 @@ impl RunningNode {
         self.shutdown()
     }
 
-    /// Waits until the node stops on its own (it does not, unless it fails).
-    pub fn wait(mut self) -> Result<(), NodeError> {
-        self.join()
-    }
-
     fn shutdown(&mut self) -> Result<(), NodeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
