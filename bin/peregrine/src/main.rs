@@ -57,6 +57,9 @@ struct DevArgs {
     /// p2p listen address of the validator.
     #[arg(long = "p2p.addr", default_value = peregrine_node::DEFAULT_P2P_ADDR)]
     p2p_addr: SocketAddr,
+    /// Binary transaction submission listen address (length-prefixed raw transactions over TCP).
+    #[arg(long = "ingest.addr", default_value = peregrine_rpc::ingest::DEFAULT_INGEST_ADDR)]
+    ingest_addr: SocketAddr,
     /// Serve Prometheus metrics at this address.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -120,6 +123,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         rpc_addr: args.rpc_addr,
         p2p_addr: args.p2p_addr,
         metrics_addr: args.metrics,
+        ingest_addr: Some(args.ingest_addr),
         block_time: args.block_time,
         dev_accounts: args.accounts,
         dev_balance: args.balance,
@@ -140,6 +144,9 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         node.rpc_addr(),
         node.rpc_addr()
     );
+    if let Some(ingest) = node.ingest_addr() {
+        println!("binary transaction submission on {ingest}");
+    }
     if let Some(metrics) = node.metrics_addr() {
         println!("metrics on http://{metrics}/metrics");
     }

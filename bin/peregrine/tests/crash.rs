@@ -21,6 +21,8 @@ fn spawn_dev(datadir: &Path) -> (Child, String) {
             "127.0.0.1:0",
             "--p2p.addr",
             "127.0.0.1:0",
+            "--ingest.addr",
+            "127.0.0.1:0",
             "--block-time",
             "50ms",
         ])

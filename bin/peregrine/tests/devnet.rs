@@ -25,6 +25,7 @@ fn start(dir: &std::path::Path) -> RunningNode {
         rpc_addr: "127.0.0.1:0".parse().expect("addr"),
         p2p_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        ingest_addr: Some("127.0.0.1:0".parse().expect("addr")),
         block_time: Duration::from_millis(50),
         dev_accounts: ACCOUNTS,
         status_interval: None,
@@ -224,12 +225,18 @@ fn bad_transactions() -> Vec<(String, i32, &'static str)> {
             rejected,
             "wrong_chain",
         ),
+        // The first transfer again: a replay, caught by the seen filter.
+        (hex_of(&transfer(&key, 0, 1, to, 10)), rejected, "duplicate"),
         (
-            hex_of(&transfer(&key, 0, 1, to, 10)),
+            hex_of(&transfer(&key, 0, 1, to, 11)),
             rejected,
             "nonce_too_low",
         ),
-        (hex_of(&transfer(&key, 5, 1, to, 10)), rejected, "nonce_gap"),
+        (
+            hex_of(&transfer(&key, 1 + 4_096, 1, to, 10)),
+            rejected,
+            "nonce_too_far",
+        ),
         (
             hex_of(&transfer(&key, 1, 1, to, DEV_BALANCE)),
             rejected,
@@ -344,5 +351,53 @@ async fn pending_nonce_lets_a_sender_submit_back_to_back() {
         wait_included(&client, hash, FINALITY_LIMIT).await;
     }
     assert_eq!(client.get_account(me, None).await.expect("rpc").nonce, 3);
+    node.stop().expect("clean stop");
+}
+
+#[tokio::test]
+async fn the_binary_path_admits_answers_in_order_and_refuses_bad_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let client = http(&node);
+    let addr = node.ingest_addr().expect("ingest bound");
+    let (mut tx_half, mut rx_half) = peregrine_rpc::ingest::connect(addr).expect("connect");
+    // Nonces out of order: 1 is held until 0 arrives, then both are admitted.
+    let key = dev_key(1);
+    let good: Vec<SignedTransaction> = [1, 0, 2]
+        .iter()
+        .map(|&n| transfer(&key, n, 1, recipient(3), 5))
+        .collect();
+    let mut bad_sig = good[2].encode();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    for tx in &good {
+        tx_half.send(&tx.encode()).expect("send");
+    }
+    tx_half.send(&bad_sig).expect("send");
+    tx_half.send(&[0xde, 0xad]).expect("send");
+    tx_half.send(&good[0].encode()).expect("send a duplicate");
+    tx_half.flush().expect("flush");
+    let answers: Vec<_> = (0..6).map(|_| rx_half.recv().expect("answer")).collect();
+    let hashes: Vec<_> = good.iter().map(|t| Ok(t.hash())).collect();
+    assert_eq!(answers[..3], hashes[..]);
+    let reasons: Vec<_> = answers[3..]
+        .iter()
+        .map(|a| a.clone().expect_err("refused"))
+        .collect();
+    assert_eq!(reasons, ["bad_signature", "malformed", "duplicate"]);
+    for tx in &good {
+        wait_included(&client, tx.hash(), FINALITY_LIMIT).await;
+    }
+    // A frame longer than any transaction breaks the framing: answered, then disconnected.
+    let oversized = (peregrine_types::MAX_TX_BYTES as u32 + 1).to_le_bytes();
+    use std::io::Write as _;
+    let mut raw = std::net::TcpStream::connect(addr).expect("connect");
+    raw.write_all(&oversized).expect("write");
+    let mut reader = std::io::BufReader::new(raw);
+    let answer = peregrine_rpc::ingest::read_answer(&mut reader).expect("answer");
+    assert_eq!(answer, Err("oversized".to_string()));
+    let mut rest = Vec::new();
+    use std::io::Read as _;
+    assert_eq!(reader.read_to_end(&mut rest).expect("closed"), 0);
     node.stop().expect("clean stop");
 }

@@ -1,6 +1,8 @@
 use super::*;
 use peregrine_state::Db;
 use peregrine_types::{Account, Address, Encode, Payload, SecretKey, Transaction};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 
 fn key(i: u8) -> SecretKey {
     SecretKey::from_seed([i; 32])
@@ -39,27 +41,40 @@ fn state(balances: &[u128], nonces: &[u64]) -> (tempfile::TempDir, Snapshot) {
     (dir, db.snapshot(rev).expect("snapshot"))
 }
 
-fn pool() -> Mempool {
-    Mempool::new(MempoolConfig {
+fn config() -> MempoolConfig {
+    MempoolConfig {
         max_txs: 8,
         max_per_sender: 4,
+        max_nonce_ahead: 6,
         ..MempoolConfig::new(9)
-    })
+    }
+}
+
+fn pool(snap: &Snapshot) -> Mempool {
+    Mempool::new(config(), snap.clone())
+}
+
+fn sender_of(tx: &SignedTransaction) -> u8 {
+    (0..=255u8)
+        .find(|i| key(*i).public_key() == tx.tx().sender)
+        .expect("a test key")
+}
+
+fn flip_last_byte(tx: &SignedTransaction) -> Vec<u8> {
+    let mut bytes = tx.encode();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    bytes
 }
 
 #[test]
 fn bad_input_gets_typed_rejections_and_leaves_the_pool_alone() {
     let (_d, snap) = state(&[100, 0], &[3, 0]);
-    let pool = pool();
-    let mut bad_sig = tx(0, 3, 1, 1).encode();
-    let last = bad_sig.len() - 1;
-    bad_sig[last] ^= 1;
-    assert_eq!(
-        pool.submit_bytes(&bad_sig, &snap),
-        Err(Rejection::BadSignature)
-    );
+    let pool = pool(&snap);
+    let bad_sig = flip_last_byte(&tx(0, 3, 1, 1));
+    assert_eq!(pool.submit_bytes(&bad_sig), Err(Rejection::BadSignature));
     assert!(matches!(
-        pool.submit_bytes(&[1, 2, 3], &snap),
+        pool.submit_bytes(&[1, 2, 3]),
         Err(Rejection::Malformed(_))
     ));
     let k = key(0);
@@ -73,138 +88,163 @@ fn bad_input_gets_typed_rejections_and_leaves_the_pool_alone() {
     }
     .sign(&k);
     assert_eq!(
-        pool.submit(other_chain, &snap),
+        pool.submit(other_chain),
         Err(Rejection::WrongChain {
             expected: 9,
             got: 8
         })
     );
-    assert_eq!(
-        pool.submit(tx(0, 3, 0, 1), &snap),
-        Err(Rejection::FeeTooLow { min: 1, got: 0 })
-    );
-    assert_eq!(
-        pool.submit(tx(0, 2, 1, 1), &snap),
-        Err(Rejection::NonceTooLow {
-            expected: 3,
-            got: 2
-        })
-    );
-    assert_eq!(
-        pool.submit(tx(0, 5, 1, 1), &snap),
-        Err(Rejection::NonceGap {
-            expected: 3,
-            got: 5
-        })
-    );
-    assert_eq!(
-        pool.submit(tx(0, 3, 1, 100), &snap),
-        Err(Rejection::InsufficientBalance {
-            needed: 101,
-            available: 100
-        })
-    );
-    assert_eq!(
-        pool.submit(tx(1, 0, 1, 0), &snap),
-        Err(Rejection::InsufficientBalance {
-            needed: 1,
-            available: 0
-        })
-    );
+    let cases = [
+        (tx(0, 3, 0, 1), Rejection::FeeTooLow { min: 1, got: 0 }),
+        (
+            tx(0, 2, 1, 1),
+            Rejection::NonceTooLow {
+                expected: 3,
+                got: 2,
+            },
+        ),
+        (tx(0, 9, 1, 1), Rejection::NonceTooFar { limit: 9, got: 9 }),
+        (
+            tx(0, 3, 1, 100),
+            Rejection::InsufficientBalance {
+                needed: 101,
+                available: 100,
+            },
+        ),
+        (
+            tx(1, 0, 1, 0),
+            Rejection::InsufficientBalance {
+                needed: 1,
+                available: 0,
+            },
+        ),
+    ];
+    for (tx, rejection) in cases {
+        assert_eq!(pool.submit(tx), Err(rejection));
+    }
     assert!(pool.is_empty());
     assert_eq!(pool.stats().admitted(), 0);
     assert_eq!(pool.stats().rejected().values().sum::<u64>(), 8);
+    assert_eq!(pool.stats().rejected()["bad_signature"], 1);
+    pool.check_invariants();
 }
 
 #[test]
-fn next_nonce_counts_pending_transactions() {
+fn nonce_gaps_are_held_then_released() {
     let (_d, snap) = state(&[1_000], &[4]);
-    let pool = pool();
+    let pool = pool(&snap);
     let me = key(0).public_key().address();
-    assert_eq!(pool.next_nonce(&me, 4), 4);
-    pool.submit(tx(0, 4, 1, 1), &snap).expect("first");
-    pool.submit(tx(0, 5, 1, 1), &snap).expect("second");
-    assert_eq!(pool.next_nonce(&me, 4), 6);
+    pool.submit(tx(0, 6, 1, 1)).expect("held behind a gap");
+    assert_eq!(pool.next_nonce(&me, 4), 4, "a gap is not a usable run");
+    assert!(pool.select(1, 10, 1 << 20).is_empty(), "held, not offered");
+    pool.submit(tx(0, 4, 1, 1)).expect("first");
+    assert_eq!(pool.select(2, 10, 1 << 20).len(), 1, "only the run from 4");
+    pool.submit(tx(0, 5, 1, 1)).expect("fills the gap");
+    assert_eq!(pool.next_nonce(&me, 4), 7);
+    let nonces: Vec<u64> = pool
+        .select(3, 10, 1 << 20)
+        .iter()
+        .map(|t| t.tx().nonce)
+        .collect();
+    assert_eq!(nonces, vec![5, 6], "the gap filled releases what was held");
     // A state that already moved past the pending ones wins.
     assert_eq!(pool.next_nonce(&me, 9), 9);
+    pool.check_invariants();
 }
 
 #[test]
 fn pending_costs_accumulate_and_duplicates_are_refused() {
     let (_d, snap) = state(&[30], &[0]);
-    let pool = pool();
-    pool.submit(tx(0, 0, 5, 5), &snap).expect("first");
+    let pool = pool(&snap);
+    pool.submit(tx(0, 0, 5, 5)).expect("first");
+    assert_eq!(pool.submit(tx(0, 0, 5, 5)), Err(Rejection::Duplicate));
+    pool.submit(tx(0, 1, 5, 5)).expect("second");
     assert_eq!(
-        pool.submit(tx(0, 0, 5, 5), &snap),
-        Err(Rejection::Duplicate)
-    );
-    pool.submit(tx(0, 1, 5, 5), &snap).expect("second");
-    assert_eq!(
-        pool.submit(tx(0, 2, 5, 6), &snap),
+        pool.submit(tx(0, 2, 5, 6)),
         Err(Rejection::InsufficientBalance {
             needed: 31,
             available: 30
         })
     );
+    pool.check_invariants();
 }
 
 #[test]
 fn replacement_needs_a_fee_bump_and_not_yet_proposed() {
     let (_d, snap) = state(&[1_000], &[0]);
-    let pool = pool();
-    pool.submit(tx(0, 0, 100, 1), &snap).expect("original");
+    let pool = pool(&snap);
+    let original = pool.submit(tx(0, 0, 100, 1)).expect("original");
     assert_eq!(
-        pool.submit(tx(0, 0, 109, 1), &snap),
+        pool.submit(tx(0, 0, 109, 1)),
         Err(Rejection::ReplacementUnderpriced { min: 110, got: 109 })
     );
-    let replacement = pool.submit(tx(0, 0, 110, 1), &snap).expect("replacement");
+    let replacement = pool.submit(tx(0, 0, 110, 1)).expect("replacement");
     assert_eq!(pool.len(), 1);
-    assert!(pool.contains(&replacement));
+    assert!(pool.contains(&replacement) && !pool.contains(&original));
     assert_eq!(pool.select(1, 10, 1 << 20).len(), 1);
     assert_eq!(
-        pool.submit(tx(0, 0, 500, 1), &snap),
+        pool.submit(tx(0, 0, 500, 1)),
         Err(Rejection::NonceInFlight { nonce: 0 })
     );
+    pool.check_invariants();
 }
 
 #[test]
-fn caps_bound_the_pool() {
+fn sender_cap_and_pool_cap_bound_the_pool() {
     let (_d, snap) = state(&[1_000, 1_000, 1_000], &[0, 0, 0]);
-    let pool = pool();
+    let pool = pool(&snap);
     for n in 0..4 {
-        pool.submit(tx(0, n, 1, 1), &snap)
-            .expect("within sender cap");
+        pool.submit(tx(0, n, 1, 1)).expect("within sender cap");
     }
     assert_eq!(
-        pool.submit(tx(0, 4, 1, 1), &snap),
+        pool.submit(tx(0, 4, 1, 1)),
         Err(Rejection::SenderFull { cap: 4 })
     );
+    assert_eq!(
+        pool.submit(tx(0, 6, 1, 1)),
+        Err(Rejection::NonceTooFar { limit: 6, got: 6 })
+    );
     for n in 0..4 {
-        pool.submit(tx(1, n, 1, 1), &snap).expect("within pool cap");
+        pool.submit(tx(1, n, 1, 1)).expect("within pool cap");
     }
-    assert_eq!(pool.submit(tx(2, 0, 1, 1), &snap), Err(Rejection::PoolFull));
+    assert_eq!(pool.submit(tx(2, 0, 1, 1)), Err(Rejection::PoolFull));
+    assert_eq!(pool.len(), 8);
+    pool.check_invariants();
+}
+
+#[test]
+fn a_full_pool_evicts_the_cheapest_for_a_better_fee() {
+    let (_d, snap) = state(&[1_000, 1_000, 1_000], &[0, 0, 0]);
+    let pool = pool(&snap);
+    for n in 0..4 {
+        pool.submit(tx(0, n, 3, 1)).expect("sender 0");
+        pool.submit(tx(1, n, 2 + n, 1)).expect("sender 1");
+    }
+    // The cheapest is sender 1's nonce 0 (fee 2): evicting it also evicts its later nonces,
+    // which could no longer run, and frees four places.
+    let rich = pool.submit(tx(2, 0, 10, 1)).expect("evicts");
+    assert!(pool.contains(&rich));
+    assert_eq!(pool.len(), 5);
+    assert_eq!(pool.pool_stats().evicted, 4);
+    assert_eq!(
+        pool.submit(tx(1, 0, 2, 1)),
+        Ok(tx(1, 0, 2, 1).hash()),
+        "evicted may return"
+    );
+    pool.check_invariants();
 }
 
 #[test]
 fn selection_is_fee_ordered_and_nonce_consecutive() {
     let (_d, snap) = state(&[1_000, 1_000], &[0, 0]);
-    let pool = pool();
-    pool.submit(tx(0, 0, 1, 1), &snap).expect("a0");
-    pool.submit(tx(0, 1, 50, 1), &snap).expect("a1");
-    pool.submit(tx(1, 0, 10, 1), &snap).expect("b0");
+    let pool = pool(&snap);
+    pool.submit(tx(0, 0, 1, 1)).expect("a0");
+    pool.submit(tx(0, 1, 50, 1)).expect("a1");
+    pool.submit(tx(1, 0, 10, 1)).expect("b0");
     let picked: Vec<(u8, u64)> = pool
         .select(1, 10, 1 << 20)
         .iter()
-        .map(|t| {
-            (
-                if t.tx().sender == key(0).public_key() {
-                    0
-                } else {
-                    1
-                },
-                t.tx().nonce,
-            )
-        })
+        .map(|t| (sender_of(t), t.tx().nonce))
         .collect();
     // b0 (fee 10) beats a0 (fee 1); a1 (fee 50) can only follow a0.
     assert_eq!(picked, vec![(1, 0), (0, 0), (0, 1)]);
@@ -215,21 +255,157 @@ fn selection_is_fee_ordered_and_nonce_consecutive() {
 }
 
 #[test]
-fn execution_removes_included_and_releases_lost_proposals() {
+fn execution_removes_included_and_returns_a_discarded_fork() {
     let (_d, snap) = state(&[1_000, 1_000], &[0, 0]);
-    let pool = pool();
-    let a0 = pool.submit(tx(0, 0, 1, 1), &snap).expect("a0");
-    pool.submit(tx(1, 0, 1, 1), &snap).expect("b0");
+    let pool = pool(&snap);
+    let a0 = tx(0, 0, 1, 1);
+    pool.submit(a0.clone()).expect("a0");
+    pool.submit(tx(1, 0, 1, 1)).expect("b0");
     assert_eq!(pool.select(1, 10, 1 << 20).len(), 2);
-    // Block 1 as finalized included only a0 (the proposal holding b0 was lost).
+    // Block 1 as finalized included only a0: the fork whose block held b0 was discarded.
     let (_d2, after) = state(&[998, 1_000], &[1, 0]);
-    pool.on_executed(1, &[a0], &after);
+    pool.on_executed(1, std::slice::from_ref(&a0), &after);
     assert_eq!(pool.len(), 1);
+    assert!(!pool.contains(&a0.hash()), "removed after inclusion");
     let again = pool.select(2, 10, 1 << 20);
+    assert_eq!(again.len(), 1, "b0 returns to the pool");
+    assert_eq!(sender_of(&again[0]), 1);
     assert_eq!(
-        again.len(),
-        1,
-        "b0 returns to the pool after its proposal was lost"
+        pool.submit(a0),
+        Err(Rejection::Duplicate),
+        "a replay is cheap"
     );
-    assert_eq!(again[0].tx().sender, key(1).public_key());
+    pool.check_invariants();
+}
+
+#[test]
+fn a_block_from_elsewhere_drops_stale_and_unaffordable_transactions() {
+    let (_d, snap) = state(&[100], &[0]);
+    let pool = pool(&snap);
+    pool.submit(tx(0, 0, 1, 10)).expect("n0");
+    pool.submit(tx(0, 1, 1, 10)).expect("n1");
+    pool.submit(tx(0, 2, 1, 10)).expect("n2");
+    // Another proposer's block spent nonce 0 differently and most of the balance.
+    let (_d2, after) = state(&[15], &[1]);
+    pool.on_executed(1, &[tx(0, 0, 2, 83)], &after);
+    let nonces: Vec<u64> = pool
+        .select(2, 10, 1 << 20)
+        .iter()
+        .map(|t| t.tx().nonce)
+        .collect();
+    assert_eq!(nonces, vec![1], "nonce 0 is used and 15 pays for one more");
+    assert_eq!(pool.pool_stats().dropped, 2);
+    pool.submit(tx(0, 2, 1, 1))
+        .expect("a dropped nonce can be used again");
+    pool.check_invariants();
+}
+
+fn pipeline(snap: &Snapshot, config: MempoolConfig, workers: usize) -> Admission {
+    let mempool = Arc::new(Mempool::new(config, snap.clone()));
+    let config = AdmissionConfig {
+        workers,
+        ..AdmissionConfig::default()
+    };
+    Admission::start(mempool, config)
+}
+
+#[test]
+fn a_double_spend_in_one_batch_admits_one() {
+    let (_d, snap) = state(&[1_000], &[0]);
+    let admission = pipeline(&snap, config(), 2);
+    let same_fee = admission
+        .submit(vec![tx(0, 0, 5, 1).encode(), tx(0, 0, 5, 2).encode()])
+        .wait();
+    assert!(same_fee[0].is_ok());
+    assert_eq!(
+        same_fee[1],
+        Err(Rejection::ReplacementUnderpriced { min: 6, got: 5 })
+    );
+    let bumped = admission
+        .submit(vec![tx(0, 1, 5, 1).encode(), tx(0, 1, 9, 2).encode()])
+        .wait();
+    assert!(bumped.iter().all(Result::is_ok), "{bumped:?}");
+    let held: Vec<u64> = admission
+        .mempool()
+        .select(1, 10, 1 << 20)
+        .iter()
+        .map(|t| t.tx().fee)
+        .collect();
+    assert_eq!(held, vec![5, 9], "the higher fee replaced nonce 1");
+    admission.mempool().check_invariants();
+}
+
+#[test]
+fn garbage_does_not_stop_valid_transactions() {
+    let senders = 20u8;
+    let (_d, snap) = state(
+        &vec![1_000_000; senders as usize],
+        &vec![0; senders as usize],
+    );
+    let config = MempoolConfig {
+        max_per_sender: 64,
+        max_nonce_ahead: 64,
+        ..MempoolConfig::new(9)
+    };
+    let admission = pipeline(&snap, config, 2);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut batch = Vec::new();
+    let mut valid = Vec::new();
+    for nonce in 0..16 {
+        for s in 0..senders {
+            let good = tx(s, nonce, 1, 1);
+            valid.push(good.hash());
+            batch.push(good.encode());
+            batch.push(flip_last_byte(&good));
+            batch.push(vec![0xff; 40]);
+            batch.push(tx(s, nonce, 1, 1).encode());
+        }
+    }
+    batch.shuffle(&mut rng);
+    let results = admission.submit(batch).wait();
+    let admitted: std::collections::HashSet<Hash> = results.iter().flatten().copied().collect();
+    assert_eq!(admitted.len(), valid.len());
+    assert!(valid.iter().all(|h| admitted.contains(h)));
+    let rejected = admission.mempool().stats().rejected();
+    assert_eq!(rejected["bad_signature"], valid.len() as u64);
+    assert_eq!(rejected["malformed"], valid.len() as u64);
+    assert_eq!(rejected["duplicate"], valid.len() as u64);
+    let selected = admission.mempool().select(1, 100_000, 1 << 30);
+    assert_eq!(selected.len(), valid.len(), "every nonce run is complete");
+    admission.mempool().check_invariants();
+}
+
+#[test]
+fn the_pipeline_sheds_what_does_not_fit_and_says_so() {
+    let (_d, snap) = state(&[1_000], &[0]);
+    let mempool = Arc::new(Mempool::new(config(), snap.clone()));
+    let admission = Admission::start(
+        mempool,
+        AdmissionConfig {
+            workers: 1,
+            max_in_flight: 2,
+        },
+    );
+    let results = admission
+        .submit((0..3).map(|n| tx(0, n, 1, 1).encode()).collect())
+        .wait();
+    assert_eq!(results, vec![Err(Rejection::Overloaded); 3]);
+    assert_eq!(admission.stats().shed, 3);
+    assert_eq!(admission.in_flight(), 0);
+    let ok = admission.submit(vec![tx(0, 0, 1, 1).encode()]).wait();
+    assert!(
+        ok[0].is_ok(),
+        "a later submission within bounds is admitted"
+    );
+}
+
+#[test]
+fn readmitted_transactions_of_a_discarded_block_return() {
+    let (_d, snap) = state(&[1_000, 1_000], &[0, 0]);
+    let admission = pipeline(&snap, config(), 1);
+    let block = vec![tx(0, 0, 1, 1), tx(1, 0, 1, 1), tx(0, 1, 1, 1)];
+    let results = admission.submit_txs(block.clone()).wait();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let back = admission.mempool().select(1, 10, 1 << 20);
+    assert_eq!(back.len(), 3);
 }

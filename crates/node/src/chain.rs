@@ -15,7 +15,7 @@ use crate::store::{BlockStore, StoreError};
 use parking_lot::{Mutex, RwLock};
 use peregrine_consensus::{Ledger, LedgerError};
 use peregrine_execution::{BlockExecutor, BlockOutput, ParallelExecutor};
-use peregrine_mempool::{Mempool, MempoolConfig, Rejection};
+use peregrine_mempool::{Admission, AdmissionConfig, Mempool, MempoolConfig};
 use peregrine_rpc::HeaderView;
 use peregrine_state::{Db, RevisionId, Snapshot};
 use peregrine_types::{Account, Block, Hash, Receipt, SignedTransaction};
@@ -64,7 +64,8 @@ pub struct Chain {
     genesis: Block,
     db: Db,
     executor: Box<dyn BlockExecutor>,
-    mempool: Mempool,
+    mempool: Arc<Mempool>,
+    admission: Admission,
     store: Mutex<BlockStore>,
     head: RwLock<Head>,
     highest_known: Mutex<u64>,
@@ -114,13 +115,18 @@ impl Chain {
             revision: db.finalized(),
             recent: VecDeque::new(),
         };
+        let mempool = Arc::new(Mempool::new(
+            MempoolConfig::new(genesis.chain_id),
+            snapshot.clone(),
+        ));
         let chain = Self {
             chain_id: genesis.chain_id,
             genesis: genesis_block,
             head: RwLock::new(head),
             db,
             executor: Box::new(ParallelExecutor::new(crate::genesis::FEE_SINK, 0)?),
-            mempool: Mempool::new(MempoolConfig::new(genesis.chain_id)),
+            mempool: mempool.clone(),
+            admission: Admission::start(mempool, AdmissionConfig::default()),
             store: Mutex::new(store),
             highest_known: Mutex::new(0),
             heads: broadcast::channel(HEADS_CHANNEL).0,
@@ -222,9 +228,8 @@ impl Chain {
             .lock()
             .put_finalized(block, out.state_root, &out.receipts)?;
         let snapshot = self.advance(block, &out, started)?;
-        let included: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
         self.mempool
-            .on_executed(block.header.height, &included, &snapshot);
+            .on_executed(block.header.height, &block.txs, &snapshot);
         let _ = self.heads.send(HeaderView::of(block, Some(out.state_root)));
         Ok(())
     }
@@ -254,10 +259,9 @@ impl Chain {
         self.heads.subscribe()
     }
 
-    /// Admits raw transaction bytes against the latest state.
-    pub fn submit(&self, bytes: &[u8]) -> Result<Hash, Rejection> {
-        let snapshot = self.latest().1;
-        self.mempool.submit_bytes(bytes, &snapshot)
+    /// The admission pipeline every submission path (RPC, binary ingest) goes through.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// The latest executed (here: finalized) height and its state.

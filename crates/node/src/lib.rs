@@ -15,6 +15,8 @@
 //! # Threads
 //! A commonware tokio runtime runs consensus, p2p, the JSON-RPC server (HTTP and WebSocket on one
 //! port) and the metrics endpoint; block execution runs on the consensus finalizer's own thread.
+//! Admission runs on its own pipeline threads (one validation worker per core and a committer),
+//! fed by the RPC and by the binary submission listener ([`ingest`]).
 //!
 //! ```no_run
 //! let node = peregrine_node::start(peregrine_node::NodeConfig::dev("/tmp/peregrine".into())).unwrap();
@@ -24,6 +26,7 @@
 
 pub mod chain;
 pub mod genesis;
+pub mod ingest;
 pub mod metrics;
 pub mod rpc;
 pub mod store;
@@ -58,6 +61,8 @@ pub struct NodeConfig {
     pub p2p_addr: SocketAddr,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the binary transaction submission listener binds, if anywhere.
+    pub ingest_addr: Option<SocketAddr>,
     /// The least time between blocks.
     pub block_time: Duration,
     /// Development accounts in a new genesis.
@@ -78,6 +83,11 @@ impl NodeConfig {
                 .expect("valid default"),
             p2p_addr: DEFAULT_P2P_ADDR.parse().expect("valid default"),
             metrics_addr: None,
+            ingest_addr: Some(
+                peregrine_rpc::ingest::DEFAULT_INGEST_ADDR
+                    .parse()
+                    .expect("valid default"),
+            ),
             block_time: DEFAULT_BLOCK_TIME,
             dev_accounts: 10,
             dev_balance: genesis::DEV_BALANCE,
@@ -179,6 +189,7 @@ pub fn load_or_create_genesis(config: &NodeConfig) -> Result<Genesis, NodeError>
 /// A node running on its own threads.
 pub struct RunningNode {
     rpc_addr: SocketAddr,
+    ingest: Option<ingest::IngestServer>,
     metrics_addr: Option<SocketAddr>,
     chain: Arc<Chain>,
     stop: Option<oneshot::Sender<()>>,
@@ -189,6 +200,11 @@ impl RunningNode {
     /// The bound RPC address.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.rpc_addr
+    }
+
+    /// The bound binary submission address, if serving it.
+    pub fn ingest_addr(&self) -> Option<SocketAddr> {
+        self.ingest.as_ref().map(ingest::IngestServer::local_addr)
     }
 
     /// The bound metrics address, if serving metrics.
@@ -207,6 +223,7 @@ impl RunningNode {
     }
 
     fn shutdown(&mut self) -> Result<(), NodeError> {
+        self.ingest = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -239,6 +256,16 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let genesis = load_or_create_genesis(&config)?;
     let key = validator_key(&config.datadir)?;
     let chain = Arc::new(Chain::open(&config.datadir, &genesis, Arc::default())?);
+    let ingest = match config.ingest_addr {
+        Some(addr) => Some(
+            ingest::IngestServer::start(addr, chain.clone()).map_err(|source| NodeError::Bind {
+                what: "binary ingest",
+                addr,
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let consensus_dir = config.datadir.join("consensus");
     std::fs::create_dir_all(&consensus_dir).map_err(datadir_error(&consensus_dir))?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Bound, NodeError>>();
@@ -251,8 +278,12 @@ pub fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let bound = ready_rx
         .recv()
         .map_err(|_| NodeError::Thread("node thread exited during startup".into()))??;
+    if let Some(ingest) = &ingest {
+        info!(addr = %ingest.local_addr(), "serving binary transaction submission");
+    }
     Ok(RunningNode {
         rpc_addr: bound.rpc_addr,
+        ingest,
         metrics_addr: bound.metrics_addr,
         chain,
         stop: Some(stop_tx),

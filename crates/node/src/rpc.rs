@@ -24,30 +24,49 @@ impl RpcServer {
         Self { chain }
     }
 
-    fn submit_hex(&self, tx: &str) -> Result<Hash, ErrorObjectOwned> {
-        let raw = tx.strip_prefix("0x").unwrap_or(tx);
-        // Hex doubles the size: refuse before decoding anything that cannot be a valid transaction.
-        if raw.len() > 2 * MAX_TX_BYTES {
-            return Err(error(
-                codes::TX_MALFORMED,
-                format!("transaction exceeds {MAX_TX_BYTES} bytes"),
-                "oversized",
-            ));
-        }
-        let bytes = hex::decode(raw).map_err(|e| {
-            error(
-                codes::TX_MALFORMED,
-                format!("invalid hex: {e}"),
-                "invalid_hex",
-            )
-        })?;
-        self.chain.submit(&bytes).map_err(rejection_error)
+    /// Admits hex-encoded transactions through the pipeline, answering each in order.
+    async fn submit_hex(&self, txs: &[String]) -> Vec<Result<Hash, ErrorObjectOwned>> {
+        let decoded: Vec<Result<Vec<u8>, ErrorObjectOwned>> =
+            txs.iter().map(|tx| decode_hex(tx)).collect();
+        let raw: Vec<Vec<u8>> = decoded.iter().flatten().cloned().collect();
+        let mut admitted = self.chain.admission().submit(raw).await.into_iter();
+        decoded
+            .into_iter()
+            .map(|d| {
+                d.and_then(|_| {
+                    admitted
+                        .next()
+                        .unwrap_or(Err(Rejection::Overloaded))
+                        .map_err(rejection_error)
+                })
+            })
+            .collect()
     }
+}
+
+fn decode_hex(tx: &str) -> Result<Vec<u8>, ErrorObjectOwned> {
+    let raw = tx.strip_prefix("0x").unwrap_or(tx);
+    // Hex doubles the size: refuse before decoding anything that cannot be a valid transaction.
+    if raw.len() > 2 * MAX_TX_BYTES {
+        return Err(error(
+            codes::TX_MALFORMED,
+            format!("transaction exceeds {MAX_TX_BYTES} bytes"),
+            "oversized",
+        ));
+    }
+    hex::decode(raw).map_err(|e| {
+        error(
+            codes::TX_MALFORMED,
+            format!("invalid hex: {e}"),
+            "invalid_hex",
+        )
+    })
 }
 
 fn rejection_error(rejection: Rejection) -> ErrorObjectOwned {
     let code = match rejection {
         Rejection::Malformed(_) => codes::TX_MALFORMED,
+        Rejection::Overloaded => codes::OVERLOADED,
         _ => codes::TX_REJECTED,
     };
     error(code, rejection.to_string(), rejection.code())
@@ -67,7 +86,10 @@ fn block_view(block: &Block, state_root: Hash) -> BlockView {
 #[async_trait]
 impl PeregrineApiServer for RpcServer {
     async fn send_raw_transaction(&self, tx: String) -> RpcResult<Hash> {
-        self.submit_hex(&tx)
+        let mut results = self.submit_hex(&[tx]).await;
+        results
+            .pop()
+            .unwrap_or(Err(rejection_error(Rejection::Overloaded)))
     }
 
     async fn send_raw_transaction_batch(&self, txs: Vec<String>) -> RpcResult<Vec<SubmitResult>> {
@@ -78,9 +100,11 @@ impl PeregrineApiServer for RpcServer {
             );
             return Err(error(codes::BATCH_TOO_LARGE, message, "batch_too_large"));
         }
-        Ok(txs
-            .iter()
-            .map(|tx| match self.submit_hex(tx) {
+        Ok(self
+            .submit_hex(&txs)
+            .await
+            .into_iter()
+            .map(|result| match result {
                 Ok(hash) => SubmitResult {
                     hash: Some(hash),
                     error: None,

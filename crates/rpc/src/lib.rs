@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ingest;
 pub mod views;
 
 use jsonrpsee::core::{RpcResult, SubscriptionResult};
@@ -46,6 +47,8 @@ pub mod codes {
     pub const STATE_UNAVAILABLE: i32 = -32012;
     /// A batch exceeds [`super::MAX_BATCH_TXS`].
     pub const BATCH_TOO_LARGE: i32 = -32013;
+    /// Admission is saturated and shed the transaction before checking it; retry later.
+    pub const OVERLOADED: i32 = -32014;
 }
 
 /// Builds an error with a code, a message and a machine-readable `reason`.
