@@ -6,8 +6,8 @@
 //! and the state commit (which computes the new state commitment). All engines must produce the
 //! same state root, or the run fails.
 
-use crate::load_key;
 use crate::report::{median, percentile, Report};
+use crate::{load_key, BenchError};
 use peregrine_execution::{
     apply_genesis, BlockExecutor, GenesisAccount, ParallelExecutor, SerialExecutor,
 };
@@ -16,7 +16,6 @@ use peregrine_types::{
     Address, Block, Hash, Payload, PublicKey, SecretKey, SignedTransaction, Transaction,
 };
 use std::time::Instant;
-use thiserror::Error;
 
 const FEE_SINK: Address = Address([0xfe; 20]);
 const CHAIN_ID: u64 = 1;
@@ -32,28 +31,6 @@ pub struct ExecOptions {
     pub repeats: u32,
     /// Thread counts of the parallel engine to measure.
     pub threads: Vec<usize>,
-}
-
-/// Why the benchmark failed.
-#[derive(Debug, Error)]
-pub enum BenchError {
-    /// Execution failed.
-    #[error("execution: {0}")]
-    Exec(#[from] peregrine_execution::ExecError),
-    /// The state database failed.
-    #[error("state: {0}")]
-    State(#[from] peregrine_state::Error),
-    /// A temporary directory could not be made.
-    #[error("temporary directory: {0}")]
-    Io(#[from] std::io::Error),
-    /// Two engines disagreed: a correctness bug, never a measurement.
-    #[error("{scenario}: engine {engine} produced a different state root than serial")]
-    Divergence {
-        /// The scenario.
-        scenario: String,
-        /// The engine that differed.
-        engine: String,
-    },
 }
 
 /// A recipient address for account index `i` (only senders need keys).

@@ -3,14 +3,41 @@
 //! Load is signed before any clock starts, so a benchmark measures the system, not the client's
 //! signing speed; [`load_key`] gives the deterministic sender keys the load is signed with.
 //!
-//! Benchmarks: [`exec`] (`peregrine bench exec`). Every benchmark returns a [`report::Report`]
+//! Benchmarks: [`exec`] (`peregrine bench exec`), [`mempool`] (`peregrine bench mempool`). Every benchmark returns a [`report::Report`]
 //! that prints as a table and writes as JSON (`--json <file>`), one record per engine,
 //! scenario and metric, with units.
 
 pub mod exec;
+pub mod mempool;
 pub mod report;
 
 use peregrine_types::SecretKey;
+use thiserror::Error;
+
+/// Why the benchmark failed.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// Execution failed.
+    #[error("execution: {0}")]
+    Exec(#[from] peregrine_execution::ExecError),
+    /// The state database failed.
+    #[error("state: {0}")]
+    State(#[from] peregrine_state::Error),
+    /// A temporary directory could not be made.
+    #[error("temporary directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node under load misbehaved or could not be reached.
+    #[error("load: {0}")]
+    Load(String),
+    /// Two engines disagreed: a correctness bug, never a measurement.
+    #[error("{scenario}: engine {engine} produced a different state root than serial")]
+    Divergence {
+        /// The scenario.
+        scenario: String,
+        /// The engine that differed.
+        engine: String,
+    },
+}
 
 /// Deterministic sender keys for load generation, distinct from the devnet's dev accounts.
 pub fn load_key(index: u32) -> SecretKey {

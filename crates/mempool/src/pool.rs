@@ -15,6 +15,7 @@
 
 use crate::filter::{PendingIndex, SeenFilter, Summary};
 use crate::{MempoolConfig, Rejection, REPLACE_BUMP_PERCENT};
+use ahash::RandomState;
 use peregrine_state::Snapshot;
 use peregrine_types::{Account, Address, Hash, Payload, SignedTransaction};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -59,8 +60,8 @@ pub(crate) struct PoolCounters {
 }
 
 pub(crate) struct Pool {
-    senders: HashMap<Address, Queue>,
-    by_hash: HashMap<Hash, (Address, u64)>,
+    senders: HashMap<Address, Queue, RandomState>,
+    by_hash: HashMap<Hash, (Address, u64), RandomState>,
     by_fee: BTreeSet<(u64, Hash)>,
     /// Heights of open proposals and the senders they took from.
     proposed: BTreeMap<u64, Vec<Address>>,
@@ -74,8 +75,8 @@ pub(crate) struct Pool {
 impl Pool {
     pub(crate) fn new(state: Snapshot, index: Arc<PendingIndex>, seen: Arc<SeenFilter>) -> Self {
         Self {
-            senders: HashMap::new(),
-            by_hash: HashMap::new(),
+            senders: HashMap::default(),
+            by_hash: HashMap::default(),
             by_fee: BTreeSet::new(),
             proposed: BTreeMap::new(),
             bytes: 0,
