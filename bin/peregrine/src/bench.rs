@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use peregrine_bench::exec::ExecOptions;
+use peregrine_bench::load::{LoadOptions, Schedule};
 use peregrine_bench::mempool::MempoolOptions;
 use peregrine_bench::report::Report;
 use std::path::PathBuf;
@@ -14,6 +15,101 @@ pub enum BenchCommand {
     Exec(ExecArgs),
     /// Admission alone, in process: 1 and 2 workers against the signature-verification ceiling.
     Mempool(MempoolArgs),
+    /// Open-loop load against a running node (constant rate or exponential ramp), with a CSV
+    /// and an SVG plot of offered, accepted and finalized load and of latency.
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// The node's JSON-RPC URL.
+    #[arg(long, default_value = concat!("http://", "127.0.0.1:8645"))]
+    rpc: String,
+    /// The node's binary submission address.
+    #[arg(long, default_value = peregrine_rpc::ingest::DEFAULT_INGEST_ADDR)]
+    ingest: std::net::SocketAddr,
+    /// Pay for the load accounts from development account N of `peregrine dev`.
+    #[arg(long = "dev-account", default_value_t = 0)]
+    dev_account: u32,
+    /// Pay for the load accounts from the key in this file instead.
+    #[arg(long = "key-file")]
+    key_file: Option<PathBuf>,
+    /// Load accounts (senders), funded before the clock starts.
+    #[arg(long, default_value_t = 2_000)]
+    accounts: u32,
+    /// Offer a constant rate, in transactions per second.
+    #[arg(long, conflicts_with = "ramp")]
+    rate: Option<f64>,
+    /// Offer an exponential ramp FROM:TO transactions per second over the duration.
+    #[arg(long, value_parser = parse_ramp)]
+    ramp: Option<(f64, f64)>,
+    /// Seconds of offered load.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Most seconds to wait afterwards for accepted transactions to finalize.
+    #[arg(long, default_value_t = 30)]
+    drain: u64,
+    /// Directory for the CSV and SVG.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Seed of the load accounts (default: the current time, so each run uses fresh accounts).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A quick run: 10 seconds at 2,000 transactions per second from 200 accounts.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_ramp(text: &str) -> Result<(f64, f64), String> {
+    let (from, to) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected FROM:TO, got {text:?}"))?;
+    let parse = |v: &str| match v.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("invalid rate {v:?}")),
+    };
+    Ok((parse(from)?, parse(to)?))
+}
+
+impl LoadArgs {
+    fn options(self) -> anyhow::Result<LoadOptions> {
+        let funder = match &self.key_file {
+            Some(path) => crate::keys::load(path)?,
+            None => peregrine_node::genesis::dev_key(self.dev_account),
+        };
+        let (accounts, seconds) = if self.quick {
+            (200, 10.0)
+        } else {
+            (self.accounts, self.duration)
+        };
+        let schedule = match (self.quick, self.rate, self.ramp) {
+            (true, _, _) => Schedule::Constant {
+                rate: 2_000.0,
+                seconds,
+            },
+            (false, _, Some((from, to))) => Schedule::Ramp { from, to, seconds },
+            (false, Some(rate), None) if rate > 0.0 => Schedule::Constant { rate, seconds },
+            _ => anyhow::bail!("pass --rate R, --ramp FROM:TO or --quick"),
+        };
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        Ok(LoadOptions {
+            rpc: self.rpc,
+            ingest: self.ingest,
+            funder,
+            accounts,
+            schedule,
+            drain_s: self.drain,
+            out: self.out,
+            seed,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -95,6 +191,14 @@ impl BenchCommand {
                 };
                 let report = peregrine_bench::mempool::run(&options, command, progress)?;
                 (report, args.json)
+            }
+            BenchCommand::Load(args) => {
+                let json = args.json.clone();
+                let options = args.options()?;
+                (
+                    peregrine_bench::load::run(&options, command, progress)?,
+                    json,
+                )
             }
         };
         print_table(&report);

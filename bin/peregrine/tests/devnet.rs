@@ -181,6 +181,14 @@ async fn transfers_from_several_accounts_finalize_with_receipts_and_conserve_sup
         u64::from(SENDERS) * PER_SENDER
     );
     assert!(metrics.contains(&admitted), "{metrics}");
+    assert!(
+        metrics.contains("peregrine_admission_shed_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("peregrine_txs_rejected_total{reason=\"overloaded\"} 0"),
+        "every reason is listed, even at zero: {metrics}"
+    );
     node.stop().expect("clean stop");
 }
 
@@ -399,5 +407,48 @@ async fn the_binary_path_admits_answers_in_order_and_refuses_bad_frames() {
     let mut rest = Vec::new();
     use std::io::Read as _;
     assert_eq!(reader.read_to_end(&mut rest).expect("closed"), 0);
+    node.stop().expect("clean stop");
+}
+
+#[test]
+fn the_load_generator_runs_against_the_devnet_and_writes_its_csv_and_plot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let out = dir.path().join("bench-out");
+    let options = peregrine_bench::load::LoadOptions {
+        rpc: format!("http://{}", node.rpc_addr()),
+        ingest: node.ingest_addr().expect("ingest bound"),
+        funder: dev_key(2),
+        accounts: 20,
+        schedule: peregrine_bench::load::Schedule::Constant {
+            rate: 200.0,
+            seconds: 1.5,
+        },
+        drain_s: 30,
+        out: out.clone(),
+        seed: 7,
+    };
+    let report =
+        peregrine_bench::load::run(&options, "test".into(), &mut |_| {}).expect("load runs");
+    let value = |metric: &str| report.value("constant", "devnet", metric);
+    assert_eq!(value("offered_total"), Some(300.0));
+    assert_eq!(value("accepted_total"), Some(300.0));
+    assert_eq!(value("finalized_total"), Some(300.0));
+    let csv = std::fs::read_to_string(out.join("load-constant.csv")).expect("csv written");
+    assert!(csv.starts_with("second,offered,accepted"));
+    let offered: u64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .nth(1)
+                .expect("offered column")
+                .parse::<u64>()
+                .expect("count")
+        })
+        .sum();
+    assert_eq!(offered, 300);
+    let svg = std::fs::read_to_string(out.join("load-constant.svg")).expect("svg written");
+    assert_eq!(svg.matches("<polyline").count(), 6);
     node.stop().expect("clean stop");
 }

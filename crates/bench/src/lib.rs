@@ -3,13 +3,17 @@
 //! Load is signed before any clock starts, so a benchmark measures the system, not the client's
 //! signing speed; [`load_key`] gives the deterministic sender keys the load is signed with.
 //!
-//! Benchmarks: [`exec`] (`peregrine bench exec`), [`mempool`] (`peregrine bench mempool`). Every benchmark returns a [`report::Report`]
+//! Benchmarks: [`exec`] (`peregrine bench exec`), [`mempool`] (`peregrine bench mempool`), [`load`]
+//! (`peregrine bench load`, with [`timeline`] and [`plot`] for its CSV and SVG). Every benchmark returns a [`report::Report`]
 //! that prints as a table and writes as JSON (`--json <file>`), one record per engine,
 //! scenario and metric, with units.
 
 pub mod exec;
+pub mod load;
 pub mod mempool;
+pub mod plot;
 pub mod report;
+pub mod timeline;
 
 use peregrine_types::SecretKey;
 use thiserror::Error;
@@ -45,6 +49,22 @@ pub fn load_key(index: u32) -> SecretKey {
     seed[..4].copy_from_slice(&index.to_le_bytes());
     seed[4..12].copy_from_slice(b"pg-load!");
     SecretKey::from_seed(seed)
+}
+
+/// Maps `f` over `items` on every core, keeping order.
+pub(crate) fn parallel_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<U>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("signing thread"))
+            .collect()
+    })
 }
 
 #[cfg(test)]

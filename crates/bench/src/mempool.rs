@@ -59,23 +59,7 @@ fn sign_all(options: &MempoolOptions) -> Vec<SignedTransaction> {
     let work: Vec<(usize, u64)> = (0..u64::from(options.per_sender))
         .flat_map(|n| (0..keys.len()).map(move |k| (k, n)))
         .collect();
-    parallel_map(&work, |&(k, n)| sign(&keys[k], n))
-}
-
-/// Maps `f` over `items` on every core, keeping order.
-fn parallel_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = items.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<U>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signing thread"))
-            .collect()
-    })
+    crate::parallel_map(&work, |&(k, n)| sign(&keys[k], n))
 }
 
 fn genesis(options: &MempoolOptions) -> Result<(tempfile::TempDir, Snapshot), BenchError> {

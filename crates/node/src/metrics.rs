@@ -100,6 +100,53 @@ fn render_mempool(out: &mut String, chain: &Chain) {
     for (reason, count) in stats.rejected() {
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
     }
+    render_admission(out, chain);
+}
+
+fn render_admission(out: &mut String, chain: &Chain) {
+    let pipeline = chain.admission().stats();
+    let pool = chain.mempool().pool_stats();
+    let figures = [
+        (
+            "peregrine_admission_in_flight",
+            "gauge",
+            "Transactions inside the admission pipeline.",
+            chain.admission().in_flight() as u64,
+        ),
+        (
+            "peregrine_admission_deferred_total",
+            "counter",
+            "Transactions sent to the try-later queue by the conflict pre-filter.",
+            pipeline.deferred,
+        ),
+        (
+            "peregrine_admission_shed_total",
+            "counter",
+            "Transactions shed unchecked because admission was saturated.",
+            pipeline.shed,
+        ),
+        (
+            "peregrine_mempool_bytes",
+            "gauge",
+            "Encoded bytes held by the mempool.",
+            pool.bytes as u64,
+        ),
+        (
+            "peregrine_mempool_evicted_total",
+            "counter",
+            "Transactions evicted for better-paying ones.",
+            pool.evicted,
+        ),
+        (
+            "peregrine_mempool_dropped_total",
+            "counter",
+            "Transactions dropped after a block made them invalid.",
+            pool.dropped,
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        metric(out, name, kind, help, value);
+    }
 }
 
 fn render_execution(out: &mut String, m: &Metrics) {
