@@ -147,14 +147,15 @@ pub fn csv(rows: &[Row]) -> String {
 pub fn knee(rows: &[Row], window: usize, lag: usize, done: impl Fn(&Row) -> u64) -> Option<f64> {
     let window = window.max(1);
     let last = rows.iter().rposition(|r| r.offered > 0)?;
-    (0..=last).find_map(|start| {
-        let offered: u64 = rows[start..(start + window).min(rows.len())]
+    // Only windows whose completions lie inside the run are judged: past its end there is
+    // nothing left to complete, which is not falling behind.
+    let starts = (0..=last).take_while(|s| s + lag + window <= rows.len());
+    starts.into_iter().find_map(|start| {
+        let offered: u64 = rows[start..start + window].iter().map(|r| r.offered).sum();
+        let completed: u64 = rows[start + lag..start + lag + window]
             .iter()
-            .map(|r| r.offered)
+            .map(&done)
             .sum();
-        let from = (start + lag).min(rows.len());
-        let until = (start + lag + window).min(rows.len());
-        let completed: u64 = rows[from..until].iter().map(&done).sum();
         (offered > 0 && (completed as f64) < 0.9 * offered as f64)
             .then(|| rows[start].offered as f64)
     })
@@ -265,5 +266,13 @@ mod tests {
         let late = vec![row(0, 100, 0), row(1, 200, 100), row(2, 0, 200)];
         assert_eq!(knee(&late, 1, 1, finalized), None);
         assert_eq!(knee(&late, 1, 0, finalized), Some(100.0));
+        // The run's last, partial second is not a knee.
+        let tail = vec![
+            row(0, 100, 0),
+            row(1, 100, 100),
+            row(2, 3, 100),
+            row(3, 0, 3),
+        ];
+        assert_eq!(knee(&tail, 2, 1, finalized), None);
     }
 }

@@ -435,22 +435,24 @@ impl Shared {
     /// One batch verification over the transactions not verified before.
     fn verify(&self, ready: Vec<(Item, SignedTransaction)>) -> Vec<(Item, SignedTransaction)> {
         let verified = &self.mempool.verified;
-        let unknown: Vec<usize> = (0..ready.len())
-            .filter(|&i| !verified.contains(&ready[i].1.hash()))
-            .collect();
+        let known = verified.contains_many(ready.iter().map(|(_, tx)| tx.hash()));
+        let unknown: Vec<usize> = (0..ready.len()).filter(|&i| !known[i]).collect();
         let refs: Vec<&SignedTransaction> = unknown.iter().map(|&i| &ready[i].1).collect();
-        let bad: Vec<usize> = invalid_signatures(&refs)
-            .into_iter()
-            .map(|i| unknown[i])
+        let mut bad: Vec<bool> = vec![false; ready.len()];
+        for i in invalid_signatures(&refs) {
+            bad[unknown[i]] = true;
+        }
+        let fresh: Vec<Hash> = unknown
+            .iter()
+            .filter(|&&i| !bad[i])
+            .map(|&i| ready[i].1.hash())
             .collect();
+        verified.insert_many(&fresh);
         let mut out = Vec::with_capacity(ready.len());
         for (i, (item, tx)) in ready.into_iter().enumerate() {
-            if bad.binary_search(&i).is_ok() {
+            if bad[i] {
                 self.finish(&item, Err(Rejection::BadSignature));
             } else {
-                if unknown.binary_search(&i).is_ok() {
-                    verified.insert(tx.hash());
-                }
                 out.push((item, tx));
             }
         }

@@ -409,3 +409,33 @@ fn readmitted_transactions_of_a_discarded_block_return() {
     let back = admission.mempool().select(1, 10, 1 << 20);
     assert_eq!(back.len(), 3);
 }
+
+#[test]
+fn one_sender_spread_over_many_concurrent_units_is_admitted_whole() {
+    // Every transaction is its own submission, so the two workers validate units of the same
+    // sender at once: the conflict pre-filter defers one of each pair to the try-later queue, and
+    // whatever the interleaving, every nonce ends up admitted exactly once.
+    let (_d, snap) = state(&[1_000_000], &[0]);
+    let config = MempoolConfig {
+        max_per_sender: 256,
+        max_nonce_ahead: 256,
+        ..MempoolConfig::new(9)
+    };
+    let admission = pipeline(&snap, config, 2);
+    let mut nonces: Vec<u64> = (0..200).collect();
+    nonces.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+    let pending: Vec<Pending> = nonces
+        .iter()
+        .map(|&n| admission.submit(vec![tx(0, n, 1, 1).encode()]))
+        .collect();
+    for answer in pending.into_iter().map(Pending::wait) {
+        assert!(answer[0].is_ok(), "{answer:?}");
+    }
+    let stats = admission.stats();
+    assert_eq!(stats.shed, 0);
+    assert!(stats.fallback <= stats.deferred);
+    let selected = admission.mempool().select(1, 1_000, 1 << 30);
+    let got: Vec<u64> = selected.iter().map(|t| t.tx().nonce).collect();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+    admission.mempool().check_invariants();
+}

@@ -23,16 +23,29 @@ pub struct VerifiedCache {
 impl VerifiedCache {
     /// Remembers that `hash` verified, forgetting the oldest entry when full.
     pub fn insert(&self, hash: Hash) {
+        self.insert_many(&[hash]);
+    }
+
+    /// Remembers that every hash in `hashes` verified, under one acquisition of the lock.
+    pub fn insert_many(&self, hashes: &[Hash]) {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (set, order) = &mut *guard;
-        if set.insert(hash) {
-            order.push_back(hash);
-            if order.len() > VERIFIED_CACHE_CAPACITY {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
+        for &hash in hashes {
+            if set.insert(hash) {
+                order.push_back(hash);
+                if order.len() > VERIFIED_CACHE_CAPACITY {
+                    if let Some(old) = order.pop_front() {
+                        set.remove(&old);
+                    }
                 }
             }
         }
+    }
+
+    /// For each hash, whether it is known to have verified, under one acquisition of the lock.
+    pub fn contains_many(&self, hashes: impl IntoIterator<Item = Hash>) -> Vec<bool> {
+        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        hashes.into_iter().map(|h| guard.0.contains(&h)).collect()
     }
 
     /// Whether `hash` is known to have verified.
