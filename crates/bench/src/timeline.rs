@@ -143,13 +143,15 @@ pub fn csv(rows: &[Row]) -> String {
 /// where `done` (accepted, or finalized) summed over seconds `s + lag .. s + lag + window` falls
 /// below 90% of what was offered over `s .. s + window`. `lag` allows for work that completes a
 /// little later than it was offered (finality follows submission by about a block).
-/// `None` if the node kept up throughout.
+/// `None` if the node kept up throughout the judged windows.
 pub fn knee(rows: &[Row], window: usize, lag: usize, done: impl Fn(&Row) -> u64) -> Option<f64> {
     let window = window.max(1);
     let last = rows.iter().rposition(|r| r.offered > 0)?;
-    // Only windows whose completions lie inside the run are judged: past its end there is
-    // nothing left to complete, which is not falling behind.
-    let starts = (0..=last).take_while(|s| s + lag + window <= rows.len());
+    // Only windows whose completions end before the last second of offered load are judged: the
+    // seconds after it hold only the tail of the run, whose completions a one-second bucket
+    // cannot line up with what was offered. A node that falls behind only in its last few
+    // seconds of load is therefore not reported.
+    let starts = (0..=last).take_while(|s| s + lag + window <= last);
     starts.into_iter().find_map(|start| {
         let offered: u64 = rows[start..start + window].iter().map(|r| r.offered).sum();
         let completed: u64 = rows[start + lag..start + lag + window]
@@ -253,26 +255,38 @@ mod tests {
             ..Row::default()
         };
         let finalized = |r: &Row| r.finalized;
-        let kept_up = vec![row(0, 100, 100), row(1, 200, 200), row(2, 400, 390)];
+        let kept_up = vec![
+            row(0, 100, 100),
+            row(1, 200, 200),
+            row(2, 400, 390),
+            row(3, 1, 11),
+        ];
         assert_eq!(knee(&kept_up, 2, 0, finalized), None);
         let fell_behind = vec![
             row(0, 100, 100),
             row(1, 200, 200),
             row(2, 400, 250),
             row(3, 800, 260),
+            row(4, 1, 300),
         ];
         assert_eq!(knee(&fell_behind, 1, 0, finalized), Some(400.0));
         // One second late but complete is keeping up when a lag of one second is allowed.
-        let late = vec![row(0, 100, 0), row(1, 200, 100), row(2, 0, 200)];
+        let late = vec![
+            row(0, 100, 0),
+            row(1, 200, 100),
+            row(2, 50, 200),
+            row(3, 1, 50),
+        ];
         assert_eq!(knee(&late, 1, 1, finalized), None);
         assert_eq!(knee(&late, 1, 0, finalized), Some(100.0));
-        // The run's last, partial second is not a knee.
+        // The tail after the last full second of load is not judged: there, a lag of a whole
+        // second finds only the little that was left to finalize.
         let tail = vec![
-            row(0, 100, 0),
+            row(0, 100, 80),
             row(1, 100, 100),
-            row(2, 3, 100),
-            row(3, 0, 3),
+            row(2, 100, 100),
+            row(3, 1, 21),
         ];
-        assert_eq!(knee(&tail, 2, 1, finalized), None);
+        assert_eq!(knee(&tail, 1, 1, finalized), None);
     }
 }
