@@ -74,6 +74,38 @@ fn parse_ramp(text: &str) -> Result<(f64, f64), String> {
     Ok((parse(from)?, parse(to)?))
 }
 
+impl ExecArgs {
+    fn options(self) -> ExecOptions {
+        let (accounts, repeats) = if self.quick {
+            (100_000, 3)
+        } else {
+            (self.accounts, self.repeats)
+        };
+        ExecOptions {
+            accounts,
+            block_txs: self.block_txs,
+            repeats,
+            threads: self.threads,
+        }
+    }
+}
+
+impl MempoolArgs {
+    fn options(self) -> MempoolOptions {
+        let (senders, repeats) = if self.quick {
+            (4_096, 2)
+        } else {
+            (self.senders, self.repeats)
+        };
+        MempoolOptions {
+            senders,
+            per_sender: self.per_sender,
+            repeats,
+            workers: self.workers,
+        }
+    }
+}
+
 impl LoadArgs {
     fn options(self) -> anyhow::Result<LoadOptions> {
         let funder = match &self.key_file {
@@ -163,42 +195,19 @@ impl BenchCommand {
         let progress = &mut |line: &str| eprintln!("{line}");
         let (report, json) = match self {
             BenchCommand::Exec(args) => {
-                let (accounts, repeats) = if args.quick {
-                    (100_000, 3)
-                } else {
-                    (args.accounts, args.repeats)
-                };
-                let options = ExecOptions {
-                    accounts,
-                    block_txs: args.block_txs,
-                    repeats,
-                    threads: args.threads,
-                };
-                let report = peregrine_bench::exec::run(&options, command, progress)?;
-                (report, args.json)
+                let json = args.json.clone();
+                let report = peregrine_bench::exec::run(&args.options(), command, progress)?;
+                (report, json)
             }
             BenchCommand::Mempool(args) => {
-                let (senders, repeats) = if args.quick {
-                    (4_096, 2)
-                } else {
-                    (args.senders, args.repeats)
-                };
-                let options = MempoolOptions {
-                    senders,
-                    per_sender: args.per_sender,
-                    repeats,
-                    workers: args.workers,
-                };
-                let report = peregrine_bench::mempool::run(&options, command, progress)?;
-                (report, args.json)
+                let json = args.json.clone();
+                let report = peregrine_bench::mempool::run(&args.options(), command, progress)?;
+                (report, json)
             }
             BenchCommand::Load(args) => {
                 let json = args.json.clone();
-                let options = args.options()?;
-                (
-                    peregrine_bench::load::run(&options, command, progress)?,
-                    json,
-                )
+                let report = peregrine_bench::load::run(&args.options()?, command, progress)?;
+                (report, json)
             }
         };
         print_table(&report);

@@ -64,53 +64,68 @@ fn label(value: f64) -> String {
     }
 }
 
-fn axes(out: &mut String, chart: &Chart, (x_min, x_max, y_max): (f64, f64, f64), top: f64) {
-    let (left, bottom) = (MARGIN_LEFT, top + HEIGHT - MARGIN_BOTTOM);
-    let (right, plot_top) = (WIDTH - MARGIN_RIGHT, top + MARGIN_TOP);
+/// The plotting area of the chart whose top edge is at `top`.
+struct Frame {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+impl Frame {
+    fn at(top: f64) -> Self {
+        Self {
+            left: MARGIN_LEFT,
+            right: WIDTH - MARGIN_RIGHT,
+            top: top + MARGIN_TOP,
+            bottom: top + HEIGHT - MARGIN_BOTTOM,
+        }
+    }
+
+    /// The point of data coordinates (`x`, `y`) within `bounds`.
+    fn point(&self, (x_min, x_max, y_max): (f64, f64, f64), x: f64, y: f64) -> (f64, f64) {
+        let px = self.left + (x - x_min) / (x_max - x_min) * (self.right - self.left);
+        let py = self.bottom - y / y_max * (self.bottom - self.top);
+        (px, py)
+    }
+}
+
+fn text(out: &mut String, (x, y): (f64, f64), size: u32, anchor: &str, content: &str) {
     let _ = writeln!(
         out,
-        r#"<text x="{:.0}" y="{:.0}" font-size="16" text-anchor="middle">{}</text>"#,
-        (left + right) / 2.0,
-        top + 24.0,
-        escape(&chart.title)
+        r#"<text x="{x:.0}" y="{y:.0}" font-size="{size}" text-anchor="{anchor}">{}</text>"#,
+        escape(content)
     );
+}
+
+fn axes(out: &mut String, chart: &Chart, bounds: (f64, f64, f64), top: f64) {
+    let f = Frame::at(top);
+    let middle = (f.left + f.right) / 2.0;
+    text(out, (middle, top + 24.0), 16, "middle", &chart.title);
+    let (l, t, b, r) = (f.left, f.top, f.bottom, f.right);
     let _ = writeln!(
         out,
-        r##"<path d="M{left} {plot_top} V{bottom} H{right}" stroke="#333" fill="none"/>"##
+        r##"<path d="M{l} {t} V{b} H{r}" stroke="#333" fill="none"/>"##
     );
     for i in 0..=4 {
-        let f = f64::from(i) / 4.0;
-        let (x, y) = (left + f * (right - left), bottom - f * (bottom - plot_top));
-        let (xv, yv) = (x_min + f * (x_max - x_min), f * y_max);
-        let _ = writeln!(
-            out,
-            r##"<text x="{x:.0}" y="{:.0}" font-size="11" text-anchor="middle">{}</text><text x="{:.0}" y="{:.0}" font-size="11" text-anchor="end">{}</text><path d="M{left} {y:.1} H{right}" stroke="#eee"/>"##,
-            bottom + 16.0,
-            label(xv),
-            left - 6.0,
-            y + 4.0,
-            label(yv)
-        );
+        let share = f64::from(i) / 4.0;
+        let (x_value, y_value) = (bounds.0 + share * (bounds.1 - bounds.0), share * bounds.2);
+        let (x, y) = f.point(bounds, x_value, y_value);
+        text(out, (x, f.bottom + 16.0), 11, "middle", &label(x_value));
+        text(out, (f.left - 6.0, y + 4.0), 11, "end", &label(y_value));
+        let _ = writeln!(out, r##"<path d="M{l} {y:.1} H{r}" stroke="#eee"/>"##);
     }
+    text(out, (middle, f.bottom + 36.0), 12, "middle", &chart.x_label);
+    let y = (f.bottom + f.top) / 2.0;
     let _ = writeln!(
         out,
-        r#"<text x="{:.0}" y="{:.0}" font-size="12" text-anchor="middle">{}</text>"#,
-        (left + right) / 2.0,
-        bottom + 36.0,
-        escape(&chart.x_label)
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="18" y="{:.0}" font-size="12" text-anchor="middle" transform="rotate(-90 18 {:.0})">{}</text>"#,
-        (bottom + plot_top) / 2.0,
-        (bottom + plot_top) / 2.0,
+        r#"<text x="18" y="{y:.0}" font-size="12" text-anchor="middle" transform="rotate(-90 18 {y:.0})">{}</text>"#,
         escape(&chart.y_label)
     );
 }
 
-fn lines(out: &mut String, chart: &Chart, (x_min, x_max, y_max): (f64, f64, f64), top: f64) {
-    let (left, bottom) = (MARGIN_LEFT, top + HEIGHT - MARGIN_BOTTOM);
-    let (right, plot_top) = (WIDTH - MARGIN_RIGHT, top + MARGIN_TOP);
+fn lines(out: &mut String, chart: &Chart, bounds: (f64, f64, f64), top: f64) {
+    let f = Frame::at(top);
     for (i, series) in chart.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let mut path = String::new();
@@ -119,22 +134,25 @@ fn lines(out: &mut String, chart: &Chart, (x_min, x_max, y_max): (f64, f64, f64)
             .iter()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
         {
-            let px = left + (x - x_min) / (x_max - x_min) * (right - left);
-            let py = bottom - y / y_max * (bottom - plot_top);
+            let (px, py) = f.point(bounds, x, y);
             let _ = write!(path, "{px:.1},{py:.1} ");
         }
         let _ = writeln!(
             out,
             r#"<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>"#
         );
-        let ly = plot_top + 10.0 + 18.0 * i as f64;
+        let legend_y = f.top + 10.0 + 18.0 * i as f64;
+        let legend_x = f.right + 12.0;
         let _ = writeln!(
             out,
-            r#"<path d="M{:.0} {ly:.0} h20" stroke="{colour}" stroke-width="3"/><text x="{:.0}" y="{:.0}" font-size="12">{}</text>"#,
-            right + 12.0,
-            right + 38.0,
-            ly + 4.0,
-            escape(&series.name)
+            r#"<path d="M{legend_x:.0} {legend_y:.0} h20" stroke="{colour}" stroke-width="3"/>"#
+        );
+        text(
+            out,
+            (legend_x + 26.0, legend_y + 4.0),
+            12,
+            "start",
+            &series.name,
         );
     }
 }
