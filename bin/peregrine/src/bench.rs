@@ -6,6 +6,7 @@ use peregrine_bench::exec::ExecOptions;
 use peregrine_bench::load::{LoadOptions, Schedule};
 use peregrine_bench::mempool::MempoolOptions;
 use peregrine_bench::report::Report;
+use peregrine_bench::state::StateOptions;
 use std::path::PathBuf;
 
 /// Benchmarks (measurements, never tests).
@@ -15,9 +16,62 @@ pub enum BenchCommand {
     Exec(ExecArgs),
     /// Admission alone, in process: 1 and 2 workers against the signature-verification ceiling.
     Mempool(MempoolArgs),
+    /// The state database against BTreeMap, redb, LMDB and fjall: random inserts, transfers,
+    /// transfers with a concurrent reader, and operation latencies.
+    State(StateArgs),
     /// Open-loop load against a running node (constant rate or exponential ramp), with a CSV
     /// and an SVG plot of offered, accepted and finalized load and of latency.
     Load(LoadArgs),
+}
+
+#[derive(Args)]
+pub struct StateArgs {
+    /// Engines, comma-separated (btreemap, peregrine, redb, lmdb, fjall).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "btreemap,peregrine,redb,lmdb,fjall"
+    )]
+    engines: Vec<String>,
+    /// Key counts of the random-insert workload, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    keys: Vec<u64>,
+    /// Random reads after each load.
+    #[arg(long, default_value_t = 1_000_000)]
+    reads: u64,
+    /// Accounts of the transfer workloads.
+    #[arg(long, default_value_t = 25_000_000)]
+    accounts: u64,
+    /// Timed blocks of 10,000 transfers.
+    #[arg(long, default_value_t = 20)]
+    blocks: u32,
+    /// A quick run (100,000 keys, 1,000,000 accounts, 5 blocks) that finishes in about a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Write an SVG plot of insert throughput against key count here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn options(self) -> StateOptions {
+        let (keys, reads, accounts, blocks) = if self.quick {
+            (vec![100_000], 100_000, 1_000_000, 5)
+        } else {
+            (self.keys, self.reads, self.accounts, self.blocks)
+        };
+        StateOptions {
+            engines: self.engines,
+            keys,
+            reads,
+            accounts,
+            blocks,
+            plot: self.plot,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -202,6 +256,11 @@ impl BenchCommand {
             BenchCommand::Mempool(args) => {
                 let json = args.json.clone();
                 let report = peregrine_bench::mempool::run(&args.options(), command, progress)?;
+                (report, json)
+            }
+            BenchCommand::State(args) => {
+                let json = args.json.clone();
+                let report = peregrine_bench::state::run(&args.options(), command, progress)?;
                 (report, json)
             }
             BenchCommand::Load(args) => {

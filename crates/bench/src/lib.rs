@@ -3,7 +3,8 @@
 //! Load is signed before any clock starts, so a benchmark measures the system, not the client's
 //! signing speed; [`load_key`] gives the deterministic sender keys the load is signed with.
 //!
-//! Benchmarks: [`exec`] (`peregrine bench exec`), [`mempool`] (`peregrine bench mempool`), [`load`]
+//! Benchmarks: [`exec`] (`peregrine bench exec`), [`mempool`] (`peregrine bench mempool`), [`state`]
+//! (`peregrine bench state`), [`load`]
 //! (`peregrine bench load`, with [`timeline`] and [`plot`] for its CSV and SVG). Every benchmark returns a [`report::Report`]
 //! that prints as a table and writes as JSON (`--json <file>`), one record per engine,
 //! scenario and metric, with units.
@@ -13,6 +14,7 @@ pub mod load;
 pub mod mempool;
 pub mod plot;
 pub mod report;
+pub mod state;
 pub mod timeline;
 
 use peregrine_types::SecretKey;

@@ -1,0 +1,387 @@
+//! `peregrine bench state`: the state database against its peers, in one harness and one run.
+//!
+//! Every engine ([`engines`]) gets a fresh directory and the same operations, generated from the
+//! same seeds; durable engines make every block durable with one fsync (Peregrine: `commit` then
+//! `finalize`). Workloads:
+//! 1. random 8-byte keys and values inserted in blocks of 10,000, at each requested key count:
+//!    inserts/s over the whole load, then random reads of existing keys from the latest state;
+//! 2. transfers: `accounts` balances loaded first (not timed), then blocks of 10,000 transfers,
+//!    each reading two random balances and writing both;
+//! 3. workload 2 while a reader thread reads random balances (Peregrine: four blocks behind the
+//!    head; peers: their latest committed state): both throughputs;
+//! 5. Peregrine's latencies: snapshot open, fork (begin on an old revision), commit, finalize.
+//!
+//! Workload 4 (a dataset beyond a memory cap) needs an engine that spills to disk: Peregrine's
+//! current engine keeps the whole state in memory, so it is not run yet.
+
+pub mod engines;
+
+use crate::plot::{Chart, Series};
+use crate::report::{median, percentile, Report};
+use crate::BenchError;
+use engines::Engine;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Operations per block.
+pub const BLOCK_OPS: usize = 10_000;
+/// Accounts written per loading block of workload 2 (not timed).
+const LOAD_BLOCK: usize = 100_000;
+
+/// Options of the state benchmark.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// Engines to run, by name.
+    pub engines: Vec<String>,
+    /// Key counts of workload 1.
+    pub keys: Vec<u64>,
+    /// Random reads measured after each load of workload 1.
+    pub reads: u64,
+    /// Accounts of workloads 2 and 3.
+    pub accounts: u64,
+    /// Timed blocks of workloads 2 and 3.
+    pub blocks: u32,
+    /// Where the SVG plot goes.
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// splitmix64: the same key sequence for every engine.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn fresh(name: &str) -> Result<(tempfile::TempDir, Box<dyn Engine>), BenchError> {
+    let dir = tempfile::tempdir_in(std::env::temp_dir())?;
+    let engine = engines::open(name, dir.path())?;
+    Ok((dir, engine))
+}
+
+/// Workload 1 at `n` keys: (inserts/s, reads/s).
+fn random_inserts(engine: &mut dyn Engine, n: u64, reads: u64) -> Result<(f64, f64), BenchError> {
+    let started = Instant::now();
+    let mut next = 0u64;
+    while next < n {
+        let end = (next + BLOCK_OPS as u64).min(n);
+        engine.block(&mut |block| {
+            for i in next..end {
+                let key = mix(i).to_be_bytes();
+                block.put(&key, &i.to_le_bytes())?;
+            }
+            Ok(())
+        })?;
+        next = end;
+    }
+    let inserts = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for r in 0..reads {
+        let i = mix(r ^ 0x5eed) % n;
+        let found = engine.get(&mix(i).to_be_bytes())?;
+        if found != Some(i.to_le_bytes()) {
+            return Err(BenchError::Load(format!("{}: key {i} lost", engine.name())));
+        }
+    }
+    Ok((inserts, reads as f64 / started.elapsed().as_secs_f64()))
+}
+
+fn account_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+/// Loads `accounts` balances of 1,000,000 each (not timed).
+fn load_accounts(engine: &mut dyn Engine, accounts: u64) -> Result<(), BenchError> {
+    let mut next = 0u64;
+    while next < accounts {
+        let end = (next + LOAD_BLOCK as u64).min(accounts);
+        engine.block(&mut |block| {
+            for i in next..end {
+                block.put(&account_key(i), &1_000_000u64.to_le_bytes())?;
+            }
+            Ok(())
+        })?;
+        next = end;
+    }
+    Ok(())
+}
+
+/// Workload 2: `blocks` blocks of transfers; returns transfers/s per block.
+fn transfers(
+    engine: &mut dyn Engine,
+    accounts: u64,
+    blocks: u32,
+    seed: u64,
+) -> Result<Vec<f64>, BenchError> {
+    let mut rates = Vec::with_capacity(blocks as usize);
+    for b in 0..u64::from(blocks) {
+        let started = Instant::now();
+        engine.block(&mut |block| {
+            for t in 0..BLOCK_OPS as u64 {
+                let r = mix(seed ^ (b << 32) ^ t);
+                let (from, to) = (r % accounts, mix(r) % accounts);
+                let balance = |v: Option<[u8; 8]>| v.map_or(0, u64::from_le_bytes);
+                let a = balance(block.get(&account_key(from))?);
+                let c = balance(block.get(&account_key(to))?);
+                if from != to && a > 0 {
+                    block.put(&account_key(from), &(a - 1).to_le_bytes())?;
+                    block.put(&account_key(to), &(c + 1).to_le_bytes())?;
+                }
+            }
+            Ok(())
+        })?;
+        rates.push(BLOCK_OPS as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok(rates)
+}
+
+/// Workload 3: workload 2 with a reader thread; returns (writer transfers/s, reader reads/s).
+fn transfers_with_reader(
+    engine: &mut dyn Engine,
+    accounts: u64,
+    blocks: u32,
+) -> Result<Option<(f64, f64)>, BenchError> {
+    let Some(mut reader) = engine.reader() else {
+        return Ok(None);
+    };
+    let stop = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    let started = Instant::now();
+    let (writer, read_result) = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| -> Result<(), BenchError> {
+            let mut r = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                reader(&account_key(mix(r) % accounts))?;
+                r += 1;
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        });
+        let writer = transfers(engine, accounts, blocks, 0xfeed);
+        stop.store(true, Ordering::Relaxed);
+        let read_result = handle
+            .join()
+            .unwrap_or_else(|_| Err(BenchError::Load("reader panicked".into())));
+        (writer, read_result)
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    read_result?;
+    let mut rates = writer?;
+    Ok(Some((
+        median(&mut rates),
+        reads.load(Ordering::Relaxed) as f64 / elapsed,
+    )))
+}
+
+/// Workload 5: Peregrine's operation latencies in microseconds, as (name, samples).
+fn latencies(accounts: u64, blocks: u32) -> Result<Vec<(&'static str, Vec<f64>)>, BenchError> {
+    let dir = tempfile::tempdir()?;
+    let db = peregrine_state::Db::open(dir.path())?;
+    let mut ws = db.begin(db.finalized())?;
+    let pairs = (0..accounts.min(1_000_000))
+        .map(|i| (account_key(i).to_vec(), 1u64.to_le_bytes().to_vec()))
+        .collect();
+    ws.put_sorted(pairs)?;
+    let mut head = db.commit(ws)?;
+    db.finalize(head)?;
+    let mut samples: [(&str, Vec<f64>); 4] = [
+        ("snapshot_open_us", Vec::new()),
+        ("fork_create_us", Vec::new()),
+        ("commit_us", Vec::new()),
+        ("finalize_us", Vec::new()),
+    ];
+    let us = |t: Instant| t.elapsed().as_secs_f64() * 1e6;
+    for b in 0..u64::from(blocks) {
+        let t = Instant::now();
+        let snapshot = db.snapshot(head)?;
+        samples[0].1.push(us(t));
+        let t = Instant::now();
+        let fork = db.begin(head)?;
+        samples[1].1.push(us(t));
+        drop((snapshot, fork));
+        let mut ws = db.begin(head)?;
+        for t in 0..BLOCK_OPS as u64 {
+            ws.put(
+                account_key(mix(b << 32 ^ t) % accounts).to_vec(),
+                b.to_le_bytes().to_vec(),
+            )?;
+        }
+        let t = Instant::now();
+        head = db.commit(ws)?;
+        samples[2].1.push(us(t));
+        let t = Instant::now();
+        db.finalize(head)?;
+        samples[3].1.push(us(t));
+    }
+    Ok(samples.into_iter().collect())
+}
+
+/// Runs the workloads for every engine and returns the figures.
+pub fn run(
+    options: &StateOptions,
+    command: String,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, BenchError> {
+    let mut report = Report::new(command);
+    let mut curves: Vec<Series> = Vec::new();
+    for name in &options.engines {
+        let mut points = Vec::new();
+        for &n in &options.keys {
+            let (_dir, mut engine) = fresh(name)?;
+            let (inserts, reads) = random_inserts(engine.as_mut(), n, options.reads)?;
+            progress(&format!(
+                "random {n:>11} keys {name:>10}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s"
+            ));
+            let scenario = format!("random-{n}");
+            report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
+            report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
+            points.push((n as f64, inserts));
+        }
+        curves.push(Series {
+            name: name.clone(),
+            points,
+        });
+        transfer_workloads(&mut report, options, name, progress)?;
+    }
+    if options.engines.iter().any(|e| e == "peregrine") {
+        for (metric, mut samples) in latencies(options.accounts, options.blocks.max(20))? {
+            let (p50, p99) = (
+                percentile(&mut samples, 50.0),
+                percentile(&mut samples, 99.0),
+            );
+            progress(&format!("peregrine {metric}: p50 {p50:.1} p99 {p99:.1}"));
+            let base = metric.trim_end_matches("_us");
+            report.push(
+                "state",
+                "latency",
+                "peregrine",
+                &format!("{base}_p50_us"),
+                p50,
+                "us",
+            );
+            report.push(
+                "state",
+                "latency",
+                "peregrine",
+                &format!("{base}_p99_us"),
+                p99,
+                "us",
+            );
+        }
+    }
+    add_ratios(&mut report, options);
+    if let Some(path) = &options.plot {
+        let chart = Chart {
+            title: "peregrine bench state: random 8-byte inserts, blocks of 10,000".into(),
+            x_label: "keys".into(),
+            y_label: "inserts per second".into(),
+            series: curves,
+        };
+        std::fs::write(path, crate::plot::svg(&[chart]))?;
+        progress(&format!("plot written to {}", path.display()));
+    }
+    Ok(report)
+}
+
+fn transfer_workloads(
+    report: &mut Report,
+    options: &StateOptions,
+    name: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), BenchError> {
+    let (_dir, mut engine) = fresh(name)?;
+    progress(&format!(
+        "loading {} accounts into {name}",
+        options.accounts
+    ));
+    load_accounts(engine.as_mut(), options.accounts)?;
+    let mut rates = transfers(engine.as_mut(), options.accounts, options.blocks, 7)?;
+    let rate = median(&mut rates);
+    progress(&format!("transfers {name:>10}: {rate:>10.0} transfers/s"));
+    report.push(
+        "state",
+        "transfers",
+        name,
+        "transfers_per_s_median",
+        rate,
+        "tx/s",
+    );
+    if let Some((writer, reads)) =
+        transfers_with_reader(engine.as_mut(), options.accounts, options.blocks)?
+    {
+        progress(&format!("with reader {name:>8}: writer {writer:>10.0} transfers/s, reader {reads:>10.0} reads/s"));
+        report.push(
+            "state",
+            "transfers-with-reader",
+            name,
+            "writer_transfers_per_s_median",
+            writer,
+            "tx/s",
+        );
+        report.push(
+            "state",
+            "transfers-with-reader",
+            name,
+            "reader_reads_per_s",
+            reads,
+            "ops/s",
+        );
+        report.push(
+            "state",
+            "transfers-with-reader",
+            name,
+            "writer_vs_alone",
+            writer / rate,
+            "x",
+        );
+    }
+    Ok(())
+}
+
+/// Peregrine against the best durable peer and against `BTreeMap`, per workload.
+fn add_ratios(report: &mut Report, options: &StateOptions) {
+    let peers = ["redb", "lmdb", "fjall"];
+    let mut rows: Vec<(String, &str)> = options
+        .keys
+        .iter()
+        .flat_map(|n| {
+            let scenario = format!("random-{n}");
+            [
+                (scenario.clone(), "inserts_per_s"),
+                (scenario, "reads_per_s"),
+            ]
+        })
+        .collect();
+    rows.push(("transfers".into(), "transfers_per_s_median"));
+    for (scenario, metric) in rows {
+        let Some(ours) = report.value(&scenario, "peregrine", metric) else {
+            continue;
+        };
+        let best = peers
+            .iter()
+            .filter_map(|p| report.value(&scenario, p, metric))
+            .fold(None, |best: Option<f64>, v| {
+                Some(best.map_or(v, |b| b.max(v)))
+            });
+        if let Some(best) = best {
+            report.push(
+                "state",
+                &scenario,
+                "peregrine",
+                &format!("{metric}_vs_best_durable_peer"),
+                ours / best,
+                "x",
+            );
+        }
+        if let Some(btree) = report.value(&scenario, "btreemap", metric) {
+            report.push(
+                "state",
+                &scenario,
+                "peregrine",
+                &format!("{metric}_vs_btreemap"),
+                ours / btree,
+                "x",
+            );
+        }
+    }
+}
