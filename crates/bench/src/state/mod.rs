@@ -385,3 +385,38 @@ fn add_ratios(report: &mut Report, options: &StateOptions) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every engine stores what it is given and ends the transfer workload with the same
+    /// balances, so the figures compare engines doing the same work.
+    #[test]
+    fn every_engine_does_the_same_work() {
+        let accounts = 500u64;
+        let mut finals = Vec::new();
+        for name in engines::ENGINES {
+            let (_dir, mut engine) = fresh(name).expect("open");
+            random_inserts(engine.as_mut(), 3_000, 500).expect("inserts read back");
+            let (_dir, mut engine) = fresh(name).expect("open");
+            load_accounts(engine.as_mut(), accounts).expect("load");
+            transfers(engine.as_mut(), accounts, 2, 7).expect("transfers");
+            let balances: Vec<u64> = (0..accounts)
+                .map(|i| {
+                    let v = engine.get(&account_key(i)).expect("get");
+                    u64::from_le_bytes(v.expect("every account exists"))
+                })
+                .collect();
+            assert_eq!(balances.iter().sum::<u64>(), accounts * 1_000_000, "{name}");
+            finals.push((name, balances));
+        }
+        for (name, balances) in &finals[1..] {
+            assert!(
+                balances == &finals[0].1,
+                "{name} differs from {}",
+                finals[0].0
+            );
+        }
+    }
+}
