@@ -87,7 +87,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,commonware=warn,jsonrpsee=warn,fjall=warn,lsm_tree=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,commonware=warn,jsonrpsee=warn,fjall=warn,lsm_tree=warn",
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
