@@ -54,11 +54,11 @@ pub extern "C" fn trap() {
     core::arch::wasm32::unreachable()
 }
 
-/// Returns 16 MiB: the return-data limit must refuse it.
+/// Returns 1 MiB: the return-data limit must refuse it.
 #[no_mangle]
 pub extern "C" fn big_return() {
     mark();
-    let data = alloc::vec![7u8; 16 << 20];
+    let data = alloc::vec![7u8; 1 << 20];
     ret(&data);
 }
 

@@ -6,7 +6,9 @@
 //! straight-line segment, so gas cannot depend on the engine. The WASM engine (wasmtime with
 //! Cranelift, a module cache keyed by code hash) comes next, behind the same schedule.
 
+mod host;
 pub mod meter;
+pub mod wasm;
 
 /// Gas charged for one native transfer: a fixed price, independent of any engine, so receipts are
 /// identical on every node and every version.

@@ -1,0 +1,414 @@
+//! The WASM engine: validate and compile at deploy, instantiate fresh for every call, meter in
+//! bytecode ([`crate::meter`]), and serve the host functions of [`peregrine_sdk::abi`].
+//!
+//! # Deploy
+//! [`Vm::deploy`] refuses code over [`MAX_CODE_BYTES`], modules the validator rejects under the
+//! deterministic feature set (no threads, no SIMD, no tail calls, one memory), imports other than
+//! the host functions with their exact signatures, a declared memory above [`MAX_MEMORY_PAGES`],
+//! and modules without an exported `memory`. It then meters the module and compiles it once;
+//! the result, a [`Contract`], is what calls run.
+//!
+//! # A call
+//! A fresh store and instance (memory included) per call, built from a pre-linked
+//! `InstancePre`. The host sets the gas global to the call's limit, invokes the method's export,
+//! and reads what is left. The outcome is [`Outcome`]: success with return data, events and the
+//! storage writes, or a failure (out of gas, stack overflow, trap, abort, a limit) whose writes
+//! are discarded, with the gas used either way.
+//!
+//! # Host gas
+//! Every call first pays [`CALL_BASE_GAS`] for its fresh instance.
+//! Host functions charge on top of the bytecode's own metering, from the same gas global:
+//! [`HOST_CALL_GAS`] per call plus a price per byte read, written, hashed or emitted (see the
+//! constants). A host function checks every pointer and length against the module's memory;
+//! a bad one fails the call, never the node.
+
+use crate::meter::{self, DEPTH_GLOBAL, GAS_GLOBAL, OUT_OF_GAS, STACK_OVERFLOW};
+use peregrine_sdk::abi::{host_function, ValType, HOST_MODULE};
+use peregrine_sdk::MEMORY_EXPORT;
+use std::collections::BTreeMap;
+use thiserror::Error;
+use wasmtime::{Caller, Engine, Extern, InstancePre, Linker, Module, Store, StoreLimits, Val};
+
+/// Largest contract code accepted, in bytes.
+pub const MAX_CODE_BYTES: usize = 512 * 1024;
+/// Most 64 KiB pages a contract's memory may have: 16 MiB.
+pub const MAX_MEMORY_PAGES: u64 = 256;
+/// Largest return data, in bytes.
+pub const MAX_RETURN_BYTES: usize = 64 * 1024;
+/// Most events one call may emit, and the largest topic plus data of one event.
+pub const MAX_EVENTS: usize = 256;
+/// Largest event (topic plus data), in bytes.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024;
+/// Largest storage key and value, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Largest storage value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Gas every call pays before it runs: instantiating the module with fresh memory.
+pub const CALL_BASE_GAS: u64 = 5_000;
+/// Gas for entering any host function.
+pub const HOST_CALL_GAS: u64 = 100;
+/// Gas per byte of key and value read from storage.
+pub const STORAGE_READ_BYTE_GAS: u64 = 3;
+/// Gas per byte of key and value written to storage (it is stored by every node).
+pub const STORAGE_WRITE_BYTE_GAS: u64 = 30;
+/// Gas per byte of event, argument or return data moved across the boundary.
+pub const COPY_BYTE_GAS: u64 = 1;
+/// Gas per byte hashed.
+pub const HASH_BYTE_GAS: u64 = 1;
+/// Gas for one ed25519 verification.
+pub const ED25519_VERIFY_GAS: u64 = 20_000;
+
+/// Why code could not be deployed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DeployError {
+    /// Larger than [`MAX_CODE_BYTES`].
+    #[error("code is {0} bytes, over the limit")]
+    TooLarge(usize),
+    /// Not a valid module under the deterministic feature set.
+    #[error("invalid module: {0}")]
+    Invalid(String),
+    /// Imports something the host does not provide, or with another signature.
+    #[error("import {module}.{name} is not a host function with that signature")]
+    Import {
+        /// The import module.
+        module: String,
+        /// The import name.
+        name: String,
+    },
+    /// A host function this VM does not provide yet.
+    #[error("host function {0} is not available in this version")]
+    Unavailable(String),
+    /// The memory's declared size exceeds the limit, or it is not exported as `memory`.
+    #[error("memory: {0}")]
+    Memory(String),
+    /// Metering or compilation failed.
+    #[error("compiling: {0}")]
+    Compile(String),
+}
+
+/// Why a call failed. The call's writes are discarded; its gas is charged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CallFailure {
+    /// The gas limit ran out.
+    #[error("out of gas")]
+    OutOfGas,
+    /// Calls nested deeper than the limit.
+    #[error("call depth limit exceeded")]
+    StackOverflow,
+    /// The contract aborted with a message.
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// The contract trapped (unreachable, bad memory access, division by zero, ...).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// A host function refused its input or a limit was exceeded.
+    #[error("limit: {0}")]
+    Limit(String),
+    /// The method does not exist.
+    #[error("no method {0}")]
+    NoMethod(String),
+}
+
+/// An event a call emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The topic.
+    pub topic: Vec<u8>,
+    /// The data.
+    pub data: Vec<u8>,
+}
+
+/// What a call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Success with return data, or why it failed.
+    pub result: Result<Vec<u8>, CallFailure>,
+    /// Gas used, bytecode and host together.
+    pub gas_used: u64,
+    /// Events, empty on failure.
+    pub events: Vec<Event>,
+    /// Storage writes (`None` deletes), in key order; empty on failure.
+    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// The contract's storage before the call, read-only.
+pub trait StorageView: Send {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// Who calls, in which block, with what.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The account or contract that made the call.
+    pub caller: [u8; 20],
+    /// The contract's address.
+    pub contract: [u8; 20],
+    /// The block height.
+    pub height: u64,
+    /// The block timestamp in milliseconds.
+    pub time_ms: u64,
+    /// The method's arguments.
+    pub args: Vec<u8>,
+    /// The gas limit.
+    pub gas_limit: u64,
+}
+
+/// The state host functions work on during one call.
+pub(crate) struct Host {
+    pub(crate) ctx: CallContext,
+    pub(crate) base: Box<dyn StorageView>,
+    pub(crate) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) return_data: Vec<u8>,
+    limits: StoreLimits,
+}
+
+/// A deployed contract: metered, compiled and pre-linked.
+pub struct Contract {
+    pre: InstancePre<Host>,
+}
+
+/// The engine and the host functions, shared by every contract.
+pub struct Vm {
+    engine: Engine,
+    linker: Linker<Host>,
+}
+
+fn features() -> wasmparser::WasmFeatures {
+    use wasmparser::WasmFeatures as F;
+    let mut features = F::WASM2;
+    features.remove(F::SIMD | F::RELAXED_SIMD | F::THREADS | F::TAIL_CALL | F::MULTI_MEMORY);
+    features
+}
+
+fn engine() -> Result<Engine, DeployError> {
+    let mut config = wasmtime::Config::new();
+    config
+        .cranelift_nan_canonicalization(true)
+        .wasm_simd(false)
+        .wasm_relaxed_simd(false)
+        .wasm_tail_call(false)
+        .wasm_multi_memory(false)
+        // The bytecode's own depth limit decides; this only keeps the host safe.
+        .max_wasm_stack(1 << 20);
+    Engine::new(&config).map_err(|e| DeployError::Compile(e.to_string()))
+}
+
+impl Vm {
+    /// An engine with every host function linked.
+    pub fn new() -> Result<Self, DeployError> {
+        let engine = engine()?;
+        let mut linker = Linker::new(&engine);
+        crate::host::link(&mut linker).map_err(|e| DeployError::Compile(e.to_string()))?;
+        Ok(Self { engine, linker })
+    }
+
+    /// Validates, meters and compiles `code`.
+    pub fn deploy(&self, code: &[u8]) -> Result<Contract, DeployError> {
+        if code.len() > MAX_CODE_BYTES {
+            return Err(DeployError::TooLarge(code.len()));
+        }
+        wasmparser::Validator::new_with_features(features())
+            .validate_all(code)
+            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        check_imports_and_memory(code)?;
+        let metered = meter::instrument(code).map_err(|e| DeployError::Compile(e.to_string()))?;
+        let module =
+            Module::new(&self.engine, &metered).map_err(|e| DeployError::Compile(e.to_string()))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| DeployError::Compile(e.to_string()))?;
+        Ok(Contract { pre })
+    }
+
+    /// Runs `method` of `contract` with fresh memory.
+    pub fn call(
+        &self,
+        contract: &Contract,
+        method: &str,
+        ctx: CallContext,
+        base: Box<dyn StorageView>,
+    ) -> Outcome {
+        let gas_limit = ctx.gas_limit.min(i64::MAX as u64);
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size((MAX_MEMORY_PAGES * 65_536) as usize)
+            .instances(1)
+            .tables(4)
+            .table_elements(65_536)
+            .build();
+        let host = Host {
+            ctx,
+            base,
+            writes: BTreeMap::new(),
+            events: Vec::new(),
+            return_data: Vec::new(),
+            limits,
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.limits);
+        let (result, gas_used) = run(&mut store, contract, method, gas_limit);
+        let host = store.into_data();
+        match result {
+            Ok(()) => Outcome {
+                result: Ok(host.return_data),
+                gas_used,
+                events: host.events,
+                writes: host.writes,
+            },
+            Err(failure) => Outcome {
+                result: Err(failure),
+                gas_used,
+                events: Vec::new(),
+                writes: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// Instantiates and runs the method, turning every way it can end into a [`CallFailure`];
+/// returns the gas used with it (all of it when the gas ran out).
+fn run(
+    store: &mut Store<Host>,
+    contract: &Contract,
+    method: &str,
+    gas_limit: u64,
+) -> (Result<(), CallFailure>, u64) {
+    if gas_limit < CALL_BASE_GAS {
+        return (Err(CallFailure::OutOfGas), gas_limit);
+    }
+    let (used, result) = run_metered(store, contract, method, gas_limit - CALL_BASE_GAS);
+    (result, used + CALL_BASE_GAS)
+}
+
+/// Runs the method with `gas_limit` for its bytecode and host calls; returns the gas they used.
+fn run_metered(
+    store: &mut Store<Host>,
+    contract: &Contract,
+    method: &str,
+    gas_limit: u64,
+) -> (u64, Result<(), CallFailure>) {
+    let instance = match contract.pre.instantiate(&mut *store) {
+        Ok(instance) => instance,
+        Err(e) => return (0, Err(CallFailure::Trap(e.to_string()))),
+    };
+    let Some(gas) = instance.get_global(&mut *store, GAS_GLOBAL) else {
+        return (0, Err(CallFailure::Trap("module is not metered".into())));
+    };
+    if let Err(e) = gas.set(&mut *store, Val::I64(gas_limit as i64)) {
+        return (0, Err(CallFailure::Trap(e.to_string())));
+    }
+    let Ok(func) = instance.get_typed_func::<(), ()>(&mut *store, method) else {
+        return (0, Err(CallFailure::NoMethod(method.into())));
+    };
+    let outcome = func.call(&mut *store, ());
+    let left = gas.get(&mut *store).i64().unwrap_or(OUT_OF_GAS);
+    let used = if left < 0 {
+        gas_limit
+    } else {
+        gas_limit - left as u64
+    };
+    let depth = instance
+        .get_global(&mut *store, DEPTH_GLOBAL)
+        .and_then(|g| g.get(&mut *store).i32())
+        .unwrap_or(0);
+    (used, outcome.map_err(|e| classify(&e, left, depth)))
+}
+
+fn classify(error: &wasmtime::Error, left: i64, depth: i32) -> CallFailure {
+    if let Some(failure) = error.downcast_ref::<CallFailure>() {
+        return failure.clone();
+    }
+    if left == OUT_OF_GAS {
+        return CallFailure::OutOfGas;
+    }
+    if depth == STACK_OVERFLOW {
+        return CallFailure::StackOverflow;
+    }
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => CallFailure::Trap(trap.to_string()),
+        None => CallFailure::Trap(error.to_string()),
+    }
+}
+
+fn val(t: wasmparser::ValType) -> Option<ValType> {
+    match t {
+        wasmparser::ValType::I32 => Some(ValType::I32),
+        wasmparser::ValType::I64 => Some(ValType::I64),
+        _ => None,
+    }
+}
+
+/// Imports must be host functions with their exact signatures; memory bounded and exported.
+fn check_imports_and_memory(code: &[u8]) -> Result<(), DeployError> {
+    use wasmparser::{Parser, Payload, TypeRef};
+    let invalid = |e: wasmparser::BinaryReaderError| DeployError::Invalid(e.to_string());
+    let mut types = Vec::new();
+    let mut memory_exported = false;
+    for payload in Parser::new(0).parse_all(code) {
+        match payload.map_err(invalid)? {
+            Payload::TypeSection(reader) => {
+                for ty in reader.into_iter_err_on_gc_types() {
+                    types.push(ty.map_err(invalid)?);
+                }
+            }
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.map_err(invalid)?;
+                    let refused = || DeployError::Import {
+                        module: import.module.to_string(),
+                        name: import.name.to_string(),
+                    };
+                    let TypeRef::Func(index) = import.ty else {
+                        return Err(refused());
+                    };
+                    let f = host_function(import.name).filter(|_| import.module == HOST_MODULE);
+                    let f = f.ok_or_else(refused)?;
+                    let ty = types.get(index as usize).ok_or_else(refused)?;
+                    let params: Option<Vec<_>> = ty.params().iter().map(|t| val(*t)).collect();
+                    let results: Option<Vec<_>> = ty.results().iter().map(|t| val(*t)).collect();
+                    if params.as_deref() != Some(f.params) || results.as_deref() != Some(f.results)
+                    {
+                        return Err(refused());
+                    }
+                    if !crate::host::AVAILABLE.contains(&f.name) {
+                        return Err(DeployError::Unavailable(f.name.into()));
+                    }
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    let memory = memory.map_err(invalid)?;
+                    if memory.initial > MAX_MEMORY_PAGES
+                        || memory.maximum.is_some_and(|m| m > MAX_MEMORY_PAGES)
+                    {
+                        return Err(DeployError::Memory(format!(
+                            "declares more than {MAX_MEMORY_PAGES} pages"
+                        )));
+                    }
+                }
+            }
+            Payload::ExportSection(reader) => {
+                for export in reader {
+                    let export = export.map_err(invalid)?;
+                    memory_exported |= export.name == MEMORY_EXPORT
+                        && export.kind == wasmparser::ExternalKind::Memory;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !memory_exported {
+        return Err(DeployError::Memory("not exported as `memory`".into()));
+    }
+    Ok(())
+}
+
+/// The calling instance's memory.
+pub(crate) fn memory(caller: &mut Caller<'_, Host>) -> Result<wasmtime::Memory, CallFailure> {
+    match caller.get_export(MEMORY_EXPORT) {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => Err(CallFailure::Limit("no exported memory".into())),
+    }
+}
