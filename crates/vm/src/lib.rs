@@ -8,6 +8,7 @@
 
 mod host;
 pub mod meter;
+pub mod native;
 pub mod wasm;
 
 /// Gas charged for one native transfer: a fixed price, independent of any engine, so receipts are
