@@ -7,6 +7,7 @@ use peregrine_bench::load::{LoadOptions, Schedule};
 use peregrine_bench::mempool::MempoolOptions;
 use peregrine_bench::report::Report;
 use peregrine_bench::state::StateOptions;
+use peregrine_bench::vm::VmOptions;
 use std::path::PathBuf;
 
 /// Benchmarks (measurements, never tests).
@@ -19,9 +20,49 @@ pub enum BenchCommand {
     /// The state database against BTreeMap, redb, LMDB and fjall: random inserts, transfers,
     /// transfers with a concurrent reader, and operation latencies.
     State(StateArgs),
+    /// The token's transfer compiled per call, cached, and native; metering overhead.
+    Vm(VmArgs),
     /// Open-loop load against a running node (constant rate or exponential ramp), with a CSV
     /// and an SVG plot of offered, accepted and finalized load and of latency.
     Load(LoadArgs),
+}
+
+#[derive(Args)]
+pub struct VmArgs {
+    /// Funded token holders.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u32,
+    /// Transfers per engine (compiling per call runs a fiftieth of them).
+    #[arg(long, default_value_t = 200_000)]
+    calls: u32,
+    /// Rounds of the compute contract's loop when measuring metering.
+    #[arg(long = "compute-rounds", default_value_t = 5_000_000)]
+    compute_rounds: u64,
+    /// Timed runs of the compute contract per configuration.
+    #[arg(long, default_value_t = 7)]
+    repeats: u32,
+    /// A quick run (20,000 transfers, 1,000,000 rounds, 3 repeats).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl VmArgs {
+    fn options(self) -> VmOptions {
+        let (calls, compute_rounds, repeats) = if self.quick {
+            (20_000, 1_000_000, 3)
+        } else {
+            (self.calls, self.compute_rounds, self.repeats)
+        };
+        VmOptions {
+            accounts: self.accounts,
+            calls,
+            compute_rounds,
+            repeats,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -261,6 +302,11 @@ impl BenchCommand {
             BenchCommand::State(args) => {
                 let json = args.json.clone();
                 let report = peregrine_bench::state::run(&args.options(), command, progress)?;
+                (report, json)
+            }
+            BenchCommand::Vm(args) => {
+                let json = args.json.clone();
+                let report = peregrine_bench::vm::run(&args.options(), command, progress)?;
                 (report, json)
             }
             BenchCommand::Load(args) => {

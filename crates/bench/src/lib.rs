@@ -4,7 +4,7 @@
 //! signing speed; [`load_key`] gives the deterministic sender keys the load is signed with.
 //!
 //! Benchmarks: [`exec`] (`peregrine bench exec`), [`mempool`] (`peregrine bench mempool`), [`state`]
-//! (`peregrine bench state`), [`load`]
+//! (`peregrine bench state`), [`vm`] (`peregrine bench vm`), [`load`]
 //! (`peregrine bench load`, with [`timeline`] and [`plot`] for its CSV and SVG). Every benchmark returns a [`report::Report`]
 //! that prints as a table and writes as JSON (`--json <file>`), one record per engine,
 //! scenario and metric, with units.
@@ -16,6 +16,7 @@ pub mod plot;
 pub mod report;
 pub mod state;
 pub mod timeline;
+pub mod vm;
 
 use peregrine_types::SecretKey;
 use thiserror::Error;

@@ -115,7 +115,7 @@ fn the_token_follows_the_abi_and_exports_its_methods() {
 }
 
 #[test]
-fn the_bad_contracts_are_what_the_vm_tests_expect() {
+fn the_other_contracts_are_what_the_vm_tests_and_benchmarks_expect() {
     let bad = read("bad/bad.wasm");
     assert_abi(&bad);
     for method in [
@@ -128,6 +128,9 @@ fn the_bad_contracts_are_what_the_vm_tests_expect() {
     ] {
         assert!(bad.exported_functions.contains(method), "{method}");
     }
+    let compute = read("compute/compute.wasm");
+    assert_abi(&compute);
+    assert!(compute.exported_functions.contains("mix"));
     let bad_import = read("bad_import/bad_import.wasm");
     let modules: Vec<&str> = bad_import.imports.iter().map(|i| i.0.as_str()).collect();
     assert_eq!(

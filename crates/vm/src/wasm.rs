@@ -161,12 +161,15 @@ pub(crate) struct Host {
     pub(crate) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub(crate) events: Vec<Event>,
     pub(crate) return_data: Vec<u8>,
+    /// False only for [`Vm::deploy_unmetered`] modules: host functions then charge nothing.
+    pub(crate) metered: bool,
     limits: StoreLimits,
 }
 
 /// A deployed contract: metered, compiled and pre-linked.
 pub struct Contract {
     pre: InstancePre<Host>,
+    metered: bool,
 }
 
 /// The engine and the host functions, shared by every contract.
@@ -206,6 +209,17 @@ impl Vm {
 
     /// Validates, meters and compiles `code`.
     pub fn deploy(&self, code: &[u8]) -> Result<Contract, DeployError> {
+        self.compile(code, true)
+    }
+
+    /// Validates and compiles `code` without metering, for measuring what metering costs
+    /// (`peregrine bench vm`). Its calls report no gas and have no gas limit: never use it for
+    /// anything a chain executes.
+    pub fn deploy_unmetered(&self, code: &[u8]) -> Result<Contract, DeployError> {
+        self.compile(code, false)
+    }
+
+    fn compile(&self, code: &[u8], metered: bool) -> Result<Contract, DeployError> {
         if code.len() > MAX_CODE_BYTES {
             return Err(DeployError::TooLarge(code.len()));
         }
@@ -213,14 +227,18 @@ impl Vm {
             .validate_all(code)
             .map_err(|e| DeployError::Invalid(e.to_string()))?;
         check_imports_and_memory(code)?;
-        let metered = meter::instrument(code).map_err(|e| DeployError::Compile(e.to_string()))?;
-        let module =
-            Module::new(&self.engine, &metered).map_err(|e| DeployError::Compile(e.to_string()))?;
+        let compiled = if metered {
+            meter::instrument(code).map_err(|e| DeployError::Compile(e.to_string()))?
+        } else {
+            code.to_vec()
+        };
+        let module = Module::new(&self.engine, &compiled)
+            .map_err(|e| DeployError::Compile(e.to_string()))?;
         let pre = self
             .linker
             .instantiate_pre(&module)
             .map_err(|e| DeployError::Compile(e.to_string()))?;
-        Ok(Contract { pre })
+        Ok(Contract { pre, metered })
     }
 
     /// Runs `method` of `contract` with fresh memory.
@@ -244,6 +262,7 @@ impl Vm {
             writes: BTreeMap::new(),
             events: Vec::new(),
             return_data: Vec::new(),
+            metered: contract.metered,
             limits,
         };
         let mut store = Store::new(&self.engine, host);
@@ -293,17 +312,20 @@ fn run_metered(
         Ok(instance) => instance,
         Err(e) => return (0, Err(CallFailure::Trap(e.to_string()))),
     };
-    let Some(gas) = instance.get_global(&mut *store, GAS_GLOBAL) else {
-        return (0, Err(CallFailure::Trap("module is not metered".into())));
-    };
-    if let Err(e) = gas.set(&mut *store, Val::I64(gas_limit as i64)) {
-        return (0, Err(CallFailure::Trap(e.to_string())));
+    let gas = instance.get_global(&mut *store, GAS_GLOBAL);
+    if let Some(gas) = gas {
+        if let Err(e) = gas.set(&mut *store, Val::I64(gas_limit as i64)) {
+            return (0, Err(CallFailure::Trap(e.to_string())));
+        }
     }
     let Ok(func) = instance.get_typed_func::<(), ()>(&mut *store, method) else {
         return (0, Err(CallFailure::NoMethod(method.into())));
     };
     let outcome = func.call(&mut *store, ());
-    let left = gas.get(&mut *store).i64().unwrap_or(OUT_OF_GAS);
+    // An unmetered module (benchmarks only) reports no gas used.
+    let left = gas.map_or(gas_limit as i64, |g| {
+        g.get(&mut *store).i64().unwrap_or(OUT_OF_GAS)
+    });
     let used = if left < 0 {
         gas_limit
     } else {
