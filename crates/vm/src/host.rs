@@ -4,14 +4,14 @@
 //! and length against the instance's memory. Any failure becomes a [`CallFailure`] returned as the
 //! call's error, so the call ends and the node carries on.
 
-use crate::meter::{GAS_GLOBAL, OUT_OF_GAS};
+use crate::meter::OUT_OF_GAS;
 use crate::wasm::{
     memory, CallFailure, Event, Host, COPY_BYTE_GAS, ED25519_VERIFY_GAS, HASH_BYTE_GAS,
     HOST_CALL_GAS, MAX_EVENTS, MAX_EVENT_BYTES, MAX_KEY_BYTES, MAX_RETURN_BYTES, MAX_VALUE_BYTES,
     STORAGE_READ_BYTE_GAS, STORAGE_WRITE_BYTE_GAS,
 };
 use peregrine_sdk::HOST_MODULE;
-use wasmtime::{Caller, Extern, Linker, Val};
+use wasmtime::{Caller, Linker, Val};
 
 /// The host functions this version links. `call` (cross-contract calls) is not among them yet, so
 /// deploy refuses a module that imports it instead of failing its calls later.
@@ -43,7 +43,7 @@ fn charge(caller: &mut Caller<'_, Host>, gas: u64) -> Res<()> {
     if !caller.data().metered {
         return Ok(());
     }
-    let Some(Extern::Global(global)) = caller.get_export(GAS_GLOBAL) else {
+    let Some(global) = caller.data().gas else {
         return Err(CallFailure::Trap("module is not metered".into()).into());
     };
     let left = global.get(&mut *caller).i64().unwrap_or(OUT_OF_GAS);

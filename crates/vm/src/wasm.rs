@@ -27,12 +27,14 @@ use peregrine_sdk::abi::{host_function, ValType, HOST_MODULE};
 use peregrine_sdk::MEMORY_EXPORT;
 use std::collections::BTreeMap;
 use thiserror::Error;
-use wasmtime::{Caller, Engine, Extern, InstancePre, Linker, Module, Store, StoreLimits, Val};
+use wasmtime::{Caller, Engine, InstancePre, Linker, Module, Store, StoreLimits, Val};
 
 /// Largest contract code accepted, in bytes.
 pub const MAX_CODE_BYTES: usize = 512 * 1024;
 /// Most 64 KiB pages a contract's memory may have: 16 MiB.
 pub const MAX_MEMORY_PAGES: u64 = 256;
+/// Instances alive at once: one per executing thread, with room for nested calls later.
+const POOL_INSTANCES: u32 = 64;
 /// Largest return data, in bytes.
 pub const MAX_RETURN_BYTES: usize = 64 * 1024;
 /// Most events one call may emit, and the largest topic plus data of one event.
@@ -163,6 +165,10 @@ pub(crate) struct Host {
     pub(crate) return_data: Vec<u8>,
     /// False only for [`Vm::deploy_unmetered`] modules: host functions then charge nothing.
     pub(crate) metered: bool,
+    /// The instance's gas global and memory, found once per call rather than by name in every
+    /// host function.
+    pub(crate) gas: Option<wasmtime::Global>,
+    pub(crate) memory: Option<wasmtime::Memory>,
     limits: StoreLimits,
 }
 
@@ -194,8 +200,22 @@ fn engine() -> Result<Engine, DeployError> {
         .wasm_tail_call(false)
         .wasm_multi_memory(false)
         // The bytecode's own depth limit decides; this only keeps the host safe.
-        .max_wasm_stack(1 << 20);
+        .max_wasm_stack(1 << 20)
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling()));
     Engine::new(&config).map_err(|e| DeployError::Compile(e.to_string()))
+}
+
+/// Instances come from a pool of pre-reserved slots, so a call maps no memory and a finished
+/// call's pages are reset, not unmapped: instantiation is the per-call cost that matters most.
+fn pooling() -> wasmtime::PoolingAllocationConfig {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_core_instances(POOL_INSTANCES)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(POOL_INSTANCES)
+        .max_memories_per_module(1)
+        .max_memory_size((MAX_MEMORY_PAGES * 65_536) as usize)
+        .table_elements(65_536);
+    pool
 }
 
 impl Vm {
@@ -263,6 +283,8 @@ impl Vm {
             events: Vec::new(),
             return_data: Vec::new(),
             metered: contract.metered,
+            gas: None,
+            memory: None,
             limits,
         };
         let mut store = Store::new(&self.engine, host);
@@ -313,6 +335,8 @@ fn run_metered(
         Err(e) => return (0, Err(CallFailure::Trap(e.to_string()))),
     };
     let gas = instance.get_global(&mut *store, GAS_GLOBAL);
+    store.data_mut().gas = gas;
+    store.data_mut().memory = instance.get_memory(&mut *store, MEMORY_EXPORT);
     if let Some(gas) = gas {
         if let Err(e) = gas.set(&mut *store, Val::I64(gas_limit as i64)) {
             return (0, Err(CallFailure::Trap(e.to_string())));
@@ -429,8 +453,8 @@ fn check_imports_and_memory(code: &[u8]) -> Result<(), DeployError> {
 
 /// The calling instance's memory.
 pub(crate) fn memory(caller: &mut Caller<'_, Host>) -> Result<wasmtime::Memory, CallFailure> {
-    match caller.get_export(MEMORY_EXPORT) {
-        Some(Extern::Memory(memory)) => Ok(memory),
-        _ => Err(CallFailure::Limit("no exported memory".into())),
-    }
+    caller
+        .data()
+        .memory
+        .ok_or_else(|| CallFailure::Limit("no exported memory".into()))
 }
