@@ -254,33 +254,21 @@ pub fn instrument(wasm: &[u8]) -> Result<Vec<u8>, MeterError> {
     let mut defined = layout.imported_functions;
     let mut re = RoundtripReencoder;
     let mut code = wasm_encoder::CodeSection::new();
+    // Sections metering leaves alone are re-encoded as they are.
+    macro_rules! copy {
+        ($section:ident, $parse:ident, $reader:expr) => {{
+            let mut s = wasm_encoder::$section::new();
+            re.$parse(&mut s, $reader)?;
+            module.section(&s);
+        }};
+    }
     for payload in Parser::new(0).parse_all(wasm) {
         match payload? {
-            Payload::TypeSection(r) => {
-                let mut s = wasm_encoder::TypeSection::new();
-                re.parse_type_section(&mut s, r)?;
-                module.section(&s);
-            }
-            Payload::ImportSection(r) => {
-                let mut s = wasm_encoder::ImportSection::new();
-                re.parse_import_section(&mut s, r)?;
-                module.section(&s);
-            }
-            Payload::FunctionSection(r) => {
-                let mut s = wasm_encoder::FunctionSection::new();
-                re.parse_function_section(&mut s, r)?;
-                module.section(&s);
-            }
-            Payload::TableSection(r) => {
-                let mut s = wasm_encoder::TableSection::new();
-                re.parse_table_section(&mut s, r)?;
-                module.section(&s);
-            }
-            Payload::MemorySection(r) => {
-                let mut s = wasm_encoder::MemorySection::new();
-                re.parse_memory_section(&mut s, r)?;
-                module.section(&s);
-            }
+            Payload::TypeSection(r) => copy!(TypeSection, parse_type_section, r),
+            Payload::ImportSection(r) => copy!(ImportSection, parse_import_section, r),
+            Payload::FunctionSection(r) => copy!(FunctionSection, parse_function_section, r),
+            Payload::TableSection(r) => copy!(TableSection, parse_table_section, r),
+            Payload::MemorySection(r) => copy!(MemorySection, parse_memory_section, r),
             Payload::GlobalSection(r) => {
                 let mut s = wasm_encoder::GlobalSection::new();
                 re.parse_global_section(&mut s, r)?;
@@ -307,11 +295,7 @@ pub fn instrument(wasm: &[u8]) -> Result<Vec<u8>, MeterError> {
                     function_index: func,
                 });
             }
-            Payload::ElementSection(r) => {
-                let mut s = wasm_encoder::ElementSection::new();
-                re.parse_element_section(&mut s, r)?;
-                module.section(&s);
-            }
+            Payload::ElementSection(r) => copy!(ElementSection, parse_element_section, r),
             Payload::DataCountSection { count, .. } => {
                 module.section(&wasm_encoder::DataCountSection { count });
             }
@@ -326,11 +310,7 @@ pub fn instrument(wasm: &[u8]) -> Result<Vec<u8>, MeterError> {
                     module.section(&code);
                 }
             }
-            Payload::DataSection(r) => {
-                let mut s = wasm_encoder::DataSection::new();
-                re.parse_data_section(&mut s, r)?;
-                module.section(&s);
-            }
+            Payload::DataSection(r) => copy!(DataSection, parse_data_section, r),
             // Names and other custom sections are dropped: they do not affect execution.
             _ => {}
         }
