@@ -7,7 +7,7 @@
 //! same state root, or the run fails.
 
 use crate::report::{median, percentile, Report};
-use crate::{load_key, BenchError};
+use crate::{load_key, mix, BenchError};
 use peregrine_execution::{
     apply_genesis, BlockExecutor, GenesisAccount, ParallelExecutor, SerialExecutor,
 };
@@ -39,14 +39,6 @@ fn account(i: u32) -> Address {
     bytes[..4].copy_from_slice(&i.to_le_bytes());
     bytes[4..8].copy_from_slice(b"acct");
     Address(bytes)
-}
-
-/// A cheap deterministic sequence (splitmix64) for choosing recipients.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn transfer(key: &SecretKey, nonce: u64, to: Address) -> SignedTransaction {

@@ -46,6 +46,14 @@ pub enum BenchError {
     },
 }
 
+/// splitmix64: a cheap deterministic sequence, so every engine and run sees the same keys.
+pub(crate) fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Deterministic sender keys for load generation, distinct from the devnet's dev accounts.
 pub fn load_key(index: u32) -> SecretKey {
     let mut seed = [0u8; 32];

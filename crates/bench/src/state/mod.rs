@@ -18,7 +18,7 @@ pub mod engines;
 
 use crate::plot::{Chart, Series};
 use crate::report::{median, percentile, Report};
-use crate::BenchError;
+use crate::{mix, BenchError};
 use engines::Engine;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -43,14 +43,6 @@ pub struct StateOptions {
     pub blocks: u32,
     /// Where the SVG plot goes.
     pub plot: Option<std::path::PathBuf>,
-}
-
-/// splitmix64: the same key sequence for every engine.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn fresh(name: &str) -> Result<(tempfile::TempDir, Box<dyn Engine>), BenchError> {
