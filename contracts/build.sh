@@ -8,7 +8,7 @@ check=false
 if [[ "${1:-}" == "--check" ]]; then check=true; fi
 cargo build --release --target wasm32-unknown-unknown
 status=0
-for crate in token bad bad_import compute; do
+for crate in token bad bad_import compute relay; do
     built="target/wasm32-unknown-unknown/release/peregrine_${crate}.wasm"
     committed="${crate}/${crate}.wasm"
     if $check; then

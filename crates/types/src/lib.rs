@@ -24,6 +24,7 @@
 pub mod block;
 pub mod codec;
 pub mod crypto;
+pub mod gas;
 pub mod receipt;
 pub mod sigcheck;
 pub mod tx;
@@ -31,8 +32,11 @@ pub mod tx;
 pub use block::{Block, BlockError, BlockHeader, EXECUTION_LAG, MAX_BLOCK_TXS};
 pub use codec::{decode_exact, Decode, DecodeError, Encode};
 pub use crypto::{Address, Hash, PublicKey, SecretKey, Signature, SignatureError};
-pub use receipt::{Account, Receipt, TxStatus};
-pub use tx::{AccessEntry, AccessMode, Payload, SignedTransaction, Transaction, MAX_TX_BYTES};
+pub use receipt::{Account, Failure, LogEvent, Receipt, TxStatus};
+pub use tx::{
+    contract_address, AccessEntry, AccessMode, Payload, SignedTransaction, Transaction,
+    MAX_TX_BYTES,
+};
 
 /// The layout of state keys shared by execution, the mempool and the RPC.
 pub mod keys {
@@ -51,5 +55,38 @@ pub mod keys {
         key.push(ACCOUNT_PREFIX);
         key.extend_from_slice(&address.0);
         key
+    }
+
+    /// Prefix of contract records: the BLAKE3 hash of the contract's code.
+    pub const CONTRACT_PREFIX: u8 = b'c';
+    /// Prefix of contract code, stored once per distinct code hash.
+    pub const CODE_PREFIX: u8 = b'k';
+    /// Prefix of contract storage.
+    pub const STORAGE_PREFIX: u8 = b's';
+
+    /// The state key of a contract record: the prefix byte then the contract's address.
+    pub fn contract(address: &Address) -> Vec<u8> {
+        let mut key = Vec::with_capacity(21);
+        key.push(CONTRACT_PREFIX);
+        key.extend_from_slice(&address.0);
+        key
+    }
+
+    /// The state key of the code whose BLAKE3 hash is `code_hash`.
+    pub fn code(code_hash: &[u8; 32]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(33);
+        key.push(CODE_PREFIX);
+        key.extend_from_slice(code_hash);
+        key
+    }
+
+    /// The state key of entry `key` of a contract's storage: the prefix byte, the contract's
+    /// address, then the contract's own key. A contract's storage is one contiguous key range.
+    pub fn storage(contract: &Address, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(21 + key.len());
+        out.push(STORAGE_PREFIX);
+        out.extend_from_slice(&contract.0);
+        out.extend_from_slice(key);
+        out
     }
 }

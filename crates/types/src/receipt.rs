@@ -1,7 +1,95 @@
 //! Receipts: the outcome of one transaction in one block, and the account record.
 
-use crate::codec::{Decode, DecodeError, Encode, Reader};
-use crate::crypto::Hash;
+use crate::codec::{put_bytes, put_list, Decode, DecodeError, Encode, Reader};
+use crate::crypto::{Address, Hash};
+
+/// Largest receipt output (return data, a deployed address, or a failure message), in bytes.
+pub const MAX_OUTPUT_BYTES: u32 = 64 * 1024;
+/// Most events one receipt may carry.
+pub const MAX_RECEIPT_EVENTS: u32 = 1_024;
+/// Largest topic or data of one event, in bytes.
+pub const MAX_EVENT_FIELD_BYTES: u32 = 4 * 1024;
+
+/// Why a contract transaction failed. Its writes and events are discarded; its gas is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The gas limit ran out.
+    OutOfGas,
+    /// Calls nested deeper than the limit.
+    StackOverflow,
+    /// The contract aborted; the receipt's output holds its message.
+    Aborted,
+    /// The contract trapped (unreachable, bad memory access, division by zero, ...).
+    Trap,
+    /// A host function refused its input, or a size limit was exceeded.
+    Limit,
+    /// The called method does not exist.
+    NoMethod,
+    /// No contract is deployed at the called address.
+    NoContract,
+    /// The deployed code is not an acceptable module.
+    InvalidCode,
+}
+
+impl Failure {
+    const ALL: [Failure; 8] = [
+        Failure::OutOfGas,
+        Failure::StackOverflow,
+        Failure::Aborted,
+        Failure::Trap,
+        Failure::Limit,
+        Failure::NoMethod,
+        Failure::NoContract,
+        Failure::InvalidCode,
+    ];
+
+    fn tag(self) -> u8 {
+        Self::ALL.iter().position(|f| *f == self).unwrap_or(0) as u8
+    }
+
+    /// A stable lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::OutOfGas => "out_of_gas",
+            Failure::StackOverflow => "stack_overflow",
+            Failure::Aborted => "aborted",
+            Failure::Trap => "trap",
+            Failure::Limit => "limit",
+            Failure::NoMethod => "no_method",
+            Failure::NoContract => "no_contract",
+            Failure::InvalidCode => "invalid_code",
+        }
+    }
+}
+
+/// An event a contract emitted, with the contract that emitted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEvent {
+    /// The emitting contract.
+    pub contract: Address,
+    /// The topic.
+    pub topic: Vec<u8>,
+    /// The data.
+    pub data: Vec<u8>,
+}
+
+impl Encode for LogEvent {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.contract.encode_to(out);
+        put_bytes(out, &self.topic);
+        put_bytes(out, &self.data);
+    }
+}
+
+impl Decode for LogEvent {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            contract: Address::decode_from(reader)?,
+            topic: reader.bytes("event topic", MAX_EVENT_FIELD_BYTES)?,
+            data: reader.bytes("event data", MAX_EVENT_FIELD_BYTES)?,
+        })
+    }
+}
 
 /// What happened to an included transaction.
 ///
@@ -13,8 +101,8 @@ pub enum TxStatus {
     Success,
     /// The sender could pay the fee but not the amount: fee charged, nothing moved.
     FailedInsufficientBalance,
-    /// The payload kind is not executable yet (contracts): fee charged, nothing else.
-    FailedUnsupported,
+    /// A deploy or call failed: the fee for its gas is charged, nothing else changes.
+    FailedContract(Failure),
     /// The nonce was not the sender's next nonce: nothing changed.
     SkippedBadNonce {
         /// The nonce the sender's account expected.
@@ -35,7 +123,7 @@ impl TxStatus {
         match self {
             TxStatus::Success => "success",
             TxStatus::FailedInsufficientBalance => "failed_insufficient_balance",
-            TxStatus::FailedUnsupported => "failed_unsupported",
+            TxStatus::FailedContract(_) => "failed_contract",
             TxStatus::SkippedBadNonce { .. } => "skipped_bad_nonce",
             TxStatus::SkippedFeeUnpayable => "skipped_fee_unpayable",
         }
@@ -57,6 +145,11 @@ pub struct Receipt {
     pub fee_paid: u64,
     /// Gas consumed (native transfers use a fixed amount; see the VM's schedule).
     pub gas_used: u64,
+    /// A call's return data, a deployment's contract address, or a failed contract
+    /// transaction's message (the abort message, or what was refused); empty otherwise.
+    pub output: Vec<u8>,
+    /// The events of a successful contract transaction, in emission order.
+    pub events: Vec<LogEvent>,
 }
 
 impl Encode for Receipt {
@@ -67,7 +160,10 @@ impl Encode for Receipt {
         match self.status {
             TxStatus::Success => out.push(0),
             TxStatus::FailedInsufficientBalance => out.push(1),
-            TxStatus::FailedUnsupported => out.push(2),
+            TxStatus::FailedContract(failure) => {
+                out.push(2);
+                out.push(failure.tag());
+            }
             TxStatus::SkippedBadNonce { expected } => {
                 out.push(3);
                 out.extend_from_slice(&expected.to_le_bytes());
@@ -76,6 +172,8 @@ impl Encode for Receipt {
         }
         out.extend_from_slice(&self.fee_paid.to_le_bytes());
         out.extend_from_slice(&self.gas_used.to_le_bytes());
+        put_bytes(out, &self.output);
+        put_list(out, &self.events);
     }
 }
 
@@ -87,7 +185,14 @@ impl Decode for Receipt {
         let status = match reader.u8()? {
             0 => TxStatus::Success,
             1 => TxStatus::FailedInsufficientBalance,
-            2 => TxStatus::FailedUnsupported,
+            2 => {
+                let tag = reader.u8()?;
+                let failure = Failure::ALL.get(usize::from(tag)).copied();
+                TxStatus::FailedContract(failure.ok_or(DecodeError::UnknownTag {
+                    what: "contract failure",
+                    tag,
+                })?)
+            }
             3 => TxStatus::SkippedBadNonce {
                 expected: reader.u64()?,
             },
@@ -106,6 +211,8 @@ impl Decode for Receipt {
             status,
             fee_paid: reader.u64()?,
             gas_used: reader.u64()?,
+            output: reader.bytes("receipt output", MAX_OUTPUT_BYTES)?,
+            events: reader.list("receipt events", MAX_RECEIPT_EVENTS)?,
         })
     }
 }
@@ -158,7 +265,8 @@ mod tests {
         for status in [
             TxStatus::Success,
             TxStatus::FailedInsufficientBalance,
-            TxStatus::FailedUnsupported,
+            TxStatus::FailedContract(Failure::OutOfGas),
+            TxStatus::FailedContract(Failure::InvalidCode),
             TxStatus::SkippedBadNonce { expected: 9 },
             TxStatus::SkippedFeeUnpayable,
         ] {
@@ -169,6 +277,12 @@ mod tests {
                 status,
                 fee_paid: 4,
                 gas_used: 5,
+                output: vec![6],
+                events: vec![LogEvent {
+                    contract: Address([7; 20]),
+                    topic: b"t".to_vec(),
+                    data: vec![8, 9],
+                }],
             };
             assert_eq!(decode_exact::<Receipt>(&receipt.encode()), Ok(receipt));
         }

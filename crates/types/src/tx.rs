@@ -26,6 +26,19 @@ pub const MAX_ACCESS_KEY_BYTES: u32 = 128;
 pub const TX_SIGNING_DOMAIN: &[u8] = b"peregrine v1 transaction";
 const TX_HASH_DOMAIN: &str = "peregrine v1 transaction hash";
 
+const CONTRACT_ADDRESS_DOMAIN: &str = "peregrine v1 contract address";
+
+/// The address of the contract that `deployer` creates with its transaction of nonce `nonce`.
+pub fn contract_address(deployer: &Address, nonce: u64) -> Address {
+    let hash = hash_tagged(
+        CONTRACT_ADDRESS_DOMAIN,
+        &[&deployer.0, &nonce.to_le_bytes()],
+    );
+    let mut address = [0u8; 20];
+    address.copy_from_slice(&hash.0[..20]);
+    Address(address)
+}
+
 /// What a transaction does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -187,6 +200,18 @@ impl Transaction {
     /// The sender's address.
     pub fn sender_address(&self) -> Address {
         self.sender.address()
+    }
+
+    /// The most gas this transaction may use (see [`crate::gas`]).
+    pub fn gas_limit(&self) -> u64 {
+        let is_contract = !matches!(self.payload, Payload::Transfer { .. });
+        crate::gas::tx_gas_limit(is_contract, self.fee)
+    }
+
+    /// The address a deployment with this sender and nonce creates: a tagged hash of both, so
+    /// it is known before the deployment executes and never collides with an earlier one.
+    pub fn deployed_address(&self) -> Address {
+        contract_address(&self.sender_address(), self.nonce)
     }
 
     /// The exact bytes a sender signs.

@@ -6,16 +6,17 @@
 
 use crate::meter::OUT_OF_GAS;
 use crate::wasm::{
-    memory, CallFailure, Event, Host, COPY_BYTE_GAS, ED25519_VERIFY_GAS, HASH_BYTE_GAS,
-    HOST_CALL_GAS, MAX_EVENTS, MAX_EVENT_BYTES, MAX_KEY_BYTES, MAX_RETURN_BYTES, MAX_VALUE_BYTES,
-    STORAGE_READ_BYTE_GAS, STORAGE_WRITE_BYTE_GAS,
+    memory, CallContext, CallFailure, Event, Host, COPY_BYTE_GAS, ED25519_VERIFY_GAS,
+    HASH_BYTE_GAS, HOST_CALL_GAS, MAX_CALL_STACK, MAX_EVENTS, MAX_EVENT_BYTES, MAX_KEY_BYTES,
+    MAX_RETURN_BYTES, MAX_VALUE_BYTES, STORAGE_READ_BYTE_GAS, STORAGE_WRITE_BYTE_GAS,
 };
 use peregrine_sdk::HOST_MODULE;
+use peregrine_types::gas::RECEIPT_BYTE_GAS;
 use wasmtime::{Caller, Linker, Val};
 
-/// The host functions this version links. `call` (cross-contract calls) is not among them yet, so
-/// deploy refuses a module that imports it instead of failing its calls later.
-pub const AVAILABLE: [&str; 16] = [
+/// The host functions this version links: all of the ABI's.
+pub const AVAILABLE: [&str; 17] = [
+    "call",
     "args_len",
     "args_read",
     "storage_read",
@@ -83,9 +84,26 @@ fn write(caller: &mut Caller<'_, Host>, ptr: i32, bytes: &[u8]) -> Res<()> {
 
 fn storage_get(caller: &Caller<'_, Host>, key: &[u8]) -> Option<Vec<u8>> {
     let host = caller.data();
-    match host.writes.get(key) {
+    let contract = &host.ctx.contract;
+    match host.writes.get(contract).and_then(|w| w.get(key)) {
         Some(written) => written.clone(),
-        None => host.base.get(key),
+        None => host.world.storage(contract, key),
+    }
+}
+
+fn storage_put(caller: &mut Caller<'_, Host>, key: Vec<u8>, value: Option<Vec<u8>>) {
+    let host = caller.data_mut();
+    host.writes
+        .entry(host.ctx.contract)
+        .or_default()
+        .insert(key, value);
+}
+
+/// The gas left in the calling instance's global.
+fn gas_left(caller: &mut Caller<'_, Host>) -> u64 {
+    match caller.data().gas {
+        Some(global) => global.get(&mut *caller).i64().unwrap_or(0).max(0) as u64,
+        None => u64::MAX >> 1,
     }
 }
 
@@ -171,7 +189,7 @@ fn link_storage(linker: &mut Linker<Host>) -> Res<()> {
             charge(&mut c, HOST_CALL_GAS + STORAGE_WRITE_BYTE_GAS * bytes)?;
             let key = read(&mut c, k, kl, MAX_KEY_BYTES)?;
             let value = read(&mut c, v, vl, MAX_VALUE_BYTES)?;
-            c.data_mut().writes.insert(key, Some(value));
+            storage_put(&mut c, key, Some(value));
             Ok(())
         },
     )?;
@@ -184,7 +202,7 @@ fn link_storage(linker: &mut Linker<Host>) -> Res<()> {
                 HOST_CALL_GAS + STORAGE_WRITE_BYTE_GAS * kl.max(0) as u64,
             )?;
             let key = read(&mut c, k, kl, MAX_KEY_BYTES)?;
-            c.data_mut().writes.insert(key, None);
+            storage_put(&mut c, key, None);
             Ok(())
         },
     )?;
@@ -226,13 +244,18 @@ fn link_results(linker: &mut Linker<Host>) -> Res<()> {
         "emit",
         |mut c: Caller<'_, Host>, t: i32, tl: i32, d: i32, dl: i32| -> Res<()> {
             let bytes = tl.max(0) as u64 + dl.max(0) as u64;
-            charge(&mut c, HOST_CALL_GAS + 10 * COPY_BYTE_GAS * bytes)?;
+            charge(&mut c, HOST_CALL_GAS + RECEIPT_BYTE_GAS * bytes)?;
             if c.data().events.len() >= MAX_EVENTS || bytes as usize > MAX_EVENT_BYTES {
                 return Err(CallFailure::Limit("too many or too large events".into()).into());
             }
             let topic = read(&mut c, t, tl, MAX_EVENT_BYTES)?;
             let data = read(&mut c, d, dl, MAX_EVENT_BYTES)?;
-            c.data_mut().events.push(Event { topic, data });
+            let contract = c.data().ctx.contract;
+            c.data_mut().events.push(Event {
+                contract,
+                topic,
+                data,
+            });
             Ok(())
         },
     )?;
@@ -240,32 +263,44 @@ fn link_results(linker: &mut Linker<Host>) -> Res<()> {
         HOST_MODULE,
         "set_return",
         |mut c: Caller<'_, Host>, p: i32, l: i32| {
-            charge(&mut c, HOST_CALL_GAS + COPY_BYTE_GAS * l.max(0) as u64)?;
+            // The size limit first: an oversized return is a limit, whatever gas is left.
+            if l.max(0) as usize > MAX_RETURN_BYTES {
+                return Err(CallFailure::Limit(format!(
+                    "return data over {MAX_RETURN_BYTES} bytes"
+                ))
+                .into());
+            }
+            charge(&mut c, HOST_CALL_GAS + RECEIPT_BYTE_GAS * l.max(0) as u64)?;
             let data = read(&mut c, p, l, MAX_RETURN_BYTES)?;
             c.data_mut().return_data = data;
             Ok(())
         },
     )?;
-    // No cross-contract call exists in this version, so there is never a callee's return data.
     linker.func_wrap(
         HOST_MODULE,
         "return_len",
         |mut c: Caller<'_, Host>| -> Res<i32> {
             charge(&mut c, HOST_CALL_GAS)?;
-            Ok(0)
+            Ok(c.data().last_return.len() as i32)
         },
     )?;
     linker.func_wrap(
         HOST_MODULE,
         "return_read",
-        |mut c: Caller<'_, Host>, _out: i32| charge(&mut c, HOST_CALL_GAS),
+        |mut c: Caller<'_, Host>, out: i32| -> Res<()> {
+            let data = std::mem::take(&mut c.data_mut().last_return);
+            let charged = charge(&mut c, HOST_CALL_GAS + COPY_BYTE_GAS * data.len() as u64);
+            let written = charged.and_then(|()| write(&mut c, out, &data));
+            c.data_mut().last_return = data;
+            written
+        },
     )?;
     linker.func_wrap(
         HOST_MODULE,
         "abort",
         |mut c: Caller<'_, Host>, p: i32, l: i32| -> Res<()> {
-            charge(&mut c, HOST_CALL_GAS)?;
             let len = l.clamp(0, MAX_ABORT_BYTES as i32);
+            charge(&mut c, HOST_CALL_GAS + RECEIPT_BYTE_GAS * len as u64)?;
             let message = read(&mut c, p, len, MAX_ABORT_BYTES)?;
             Err(CallFailure::Aborted(String::from_utf8_lossy(&message).into_owned()).into())
         },
@@ -273,8 +308,93 @@ fn link_results(linker: &mut Linker<Host>) -> Res<()> {
     Ok(())
 }
 
+/// `call(address, method, method_len, args, args_len) -> 0 | 1`.
+///
+/// The callee gets all the gas the caller has left and the caller is charged what it used. It
+/// sees the call tree's writes so far; its own writes and events join the tree only if it
+/// succeeds. A failed callee (including one refused for depth or reentrancy) returns 1 with its
+/// failure message as return data, and the caller decides what to do.
+fn link_call(linker: &mut Linker<Host>) -> Res<()> {
+    linker.func_wrap(
+        HOST_MODULE,
+        "call",
+        |mut c: Caller<'_, Host>, a: i32, m: i32, ml: i32, p: i32, pl: i32| -> Res<i32> {
+            let copied = ml.max(0) as u64 + pl.max(0) as u64;
+            charge(&mut c, HOST_CALL_GAS + COPY_BYTE_GAS * copied)?;
+            let address: [u8; 20] = read(&mut c, a, 20, 20)?.try_into().unwrap_or([0; 20]);
+            let method = read(
+                &mut c,
+                m,
+                ml,
+                peregrine_types::tx::MAX_METHOD_BYTES as usize,
+            )?;
+            let method = String::from_utf8(method)
+                .map_err(|_| CallFailure::Limit("method name is not UTF-8".into()))?;
+            let args = read(&mut c, p, pl, MAX_VALUE_BYTES)?;
+            nested_call(&mut c, address, &method, args)
+        },
+    )?;
+    Ok(())
+}
+
+fn nested_call(
+    c: &mut Caller<'_, Host>,
+    address: [u8; 20],
+    method: &str,
+    args: Vec<u8>,
+) -> Res<i32> {
+    let refusal = if c.data().stack.contains(&address) {
+        Some("reentrant call refused: the callee is already on the call stack")
+    } else if c.data().stack.len() >= MAX_CALL_STACK {
+        Some("call stack limit exceeded")
+    } else {
+        None
+    };
+    if let Some(message) = refusal {
+        c.data_mut().last_return = message.as_bytes().to_vec();
+        return Ok(1);
+    }
+    let gas_limit = gas_left(c);
+    let host = c.data_mut();
+    let ctx = CallContext {
+        caller: host.ctx.contract,
+        contract: address,
+        height: host.ctx.height,
+        time_ms: host.ctx.time_ms,
+        args,
+        gas_limit,
+    };
+    let mut stack = host.stack.clone();
+    stack.push(address);
+    // The callee works on a copy of the tree's writes; the caller keeps its own to fall back on.
+    let writes = host.writes.clone();
+    let outcome = host
+        .vm
+        .clone()
+        .call_in(method, ctx, host.world.clone(), writes, stack);
+    let status = match outcome.result {
+        Ok(data) => {
+            let host = c.data_mut();
+            host.writes = outcome.writes;
+            if host.events.len() + outcome.events.len() > MAX_EVENTS {
+                return Err(CallFailure::Limit("too many events".into()).into());
+            }
+            host.events.extend(outcome.events);
+            host.last_return = data;
+            0
+        }
+        Err(failure) => {
+            c.data_mut().last_return = failure.message().into_bytes();
+            1
+        }
+    };
+    charge(c, outcome.gas_used.min(gas_limit))?;
+    Ok(status)
+}
+
 /// Links every available host function.
 pub(crate) fn link(linker: &mut Linker<Host>) -> Res<()> {
+    link_call(linker)?;
     link_context(linker)?;
     link_storage(linker)?;
     link_crypto(linker)?;

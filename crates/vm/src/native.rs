@@ -17,10 +17,12 @@
 //! The native token handles the hot methods, `transfer` and `balance_of`, with well-formed
 //! arguments; everything else (other methods, malformed arguments) falls back to WASM.
 
-use crate::wasm::{CallContext, Contract, Event, Outcome, StorageView, Vm};
+use crate::memory::MemoryWorld;
+use crate::wasm::{CallContext, Contract, Event, Outcome, StorageView, Vm, Writes};
 use peregrine_sdk::codec::{Args, ArgsBuilder};
 use peregrine_sdk::Address;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A native implementation of one contract's code.
 pub trait NativeContract: Send + Sync {
@@ -93,33 +95,25 @@ fn stored_balance(state: &dyn StorageView, owner: &Address) -> Result<Option<u12
     }
 }
 
-#[derive(Clone, Default)]
-struct Synthetic(BTreeMap<Vec<u8>, Vec<u8>>);
-
-impl StorageView for Synthetic {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
-    }
-}
-
 const CALIBRATION_GAS: u64 = 10_000_000;
+const CALIBRATION_CONTRACT: [u8; 20] = [0xcc; 20];
 
 fn calibration_call(
     vm: &Vm,
     contract: &Contract,
     method: &str,
     args: Vec<u8>,
-    state: &Synthetic,
+    state: &MemoryWorld,
 ) -> Result<u64, String> {
     let ctx = CallContext {
         caller: [1; 20],
-        contract: [0xcc; 20],
+        contract: CALIBRATION_CONTRACT,
         height: 0,
         time_ms: 0,
         args,
         gas_limit: CALIBRATION_GAS,
     };
-    let outcome = vm.call(contract, method, ctx, Box::new(state.clone()));
+    let outcome = vm.call_compiled(contract, method, ctx, Arc::new(state.clone()));
     match outcome.result {
         Ok(_) | Err(crate::wasm::CallFailure::Aborted(_)) => Ok(outcome.gas_used),
         Err(other) => Err(format!("calibrating {method}: {other}")),
@@ -131,11 +125,10 @@ impl NativeToken {
     pub fn calibrate(vm: &Vm, contract: &Contract) -> Result<Self, String> {
         let (me, other) = ([1u8; 20], [2u8; 20]);
         let with = |balances: &[(Address, u128)]| {
-            let mut state = Synthetic::default();
+            let mut state = MemoryWorld::new();
             for (owner, amount) in balances {
-                state
-                    .0
-                    .insert(balance_key(owner), amount.to_le_bytes().to_vec());
+                let value = amount.to_le_bytes().to_vec();
+                state.set(CALIBRATION_CONTRACT, balance_key(owner), value);
             }
             state
         };
@@ -204,7 +197,7 @@ impl NativeToken {
             result: result.map_err(crate::wasm::CallFailure::Aborted),
             gas_used: gas,
             events: Vec::new(),
-            writes: BTreeMap::new(),
+            writes: Writes::new(),
         }
     }
 
@@ -245,10 +238,13 @@ impl NativeToken {
         data.extend_from_slice(&amount.to_le_bytes());
         let mut outcome = self.outcome(Ok(Vec::new()), self.gas(path)?);
         outcome.events.push(Event {
+            contract: ctx.contract,
             topic: b"Transfer".to_vec(),
             data,
         });
-        outcome.writes = writes;
+        if !writes.is_empty() {
+            outcome.writes.insert(ctx.contract, writes);
+        }
         self.affordable(ctx, outcome)
     }
 

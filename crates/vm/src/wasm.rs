@@ -22,10 +22,14 @@
 //! constants). A host function checks every pointer and length against the module's memory;
 //! a bad one fails the call, never the node.
 
+use crate::cache::{CacheStats, ModuleCache};
 use crate::meter::{self, DEPTH_GLOBAL, GAS_GLOBAL, OUT_OF_GAS, STACK_OVERFLOW};
+use crate::native::{NativeContract, Registry};
 use peregrine_sdk::abi::{host_function, ValType, HOST_MODULE};
 use peregrine_sdk::MEMORY_EXPORT;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use wasmtime::{Caller, Engine, InstancePre, Linker, Module, Store, StoreLimits, Val};
 
@@ -33,8 +37,10 @@ use wasmtime::{Caller, Engine, InstancePre, Linker, Module, Store, StoreLimits, 
 pub const MAX_CODE_BYTES: usize = 512 * 1024;
 /// Most 64 KiB pages a contract's memory may have: 16 MiB.
 pub const MAX_MEMORY_PAGES: u64 = 256;
-/// Instances alive at once: one per executing thread, with room for nested calls later.
-const POOL_INSTANCES: u32 = 64;
+/// Instances alive at once: up to [`MAX_CALL_STACK`] per executing thread.
+const POOL_INSTANCES: u32 = 256;
+/// Most contracts on one call stack: a call that would go deeper fails (to its caller).
+pub const MAX_CALL_STACK: usize = 8;
 /// Largest return data, in bytes.
 pub const MAX_RETURN_BYTES: usize = 64 * 1024;
 /// Most events one call may emit, and the largest topic plus data of one event.
@@ -88,6 +94,18 @@ pub enum DeployError {
     Compile(String),
 }
 
+impl DeployError {
+    /// A description made only of this crate's own words (no parser or compiler text), so a
+    /// failed deployment's receipt is the same on every node and version.
+    pub fn message(&self) -> String {
+        match self {
+            DeployError::Invalid(_) => "invalid module".into(),
+            DeployError::Compile(_) => "the module does not compile".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Why a call failed. The call's writes are discarded; its gas is charged.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CallFailure {
@@ -109,34 +127,96 @@ pub enum CallFailure {
     /// The method does not exist.
     #[error("no method {0}")]
     NoMethod(String),
+    /// No contract is deployed at the address.
+    #[error("no contract at the called address")]
+    NoContract,
+    /// The contract's stored code does not compile (it passed at deploy, so only a change of
+    /// limits between versions can cause this).
+    #[error("code: {0}")]
+    Code(String),
+}
+
+impl CallFailure {
+    /// What a caller or a receipt learns of the failure: the abort message itself, else a
+    /// description made only of this crate's own words, so it is the same on every node.
+    pub fn message(&self) -> String {
+        match self {
+            CallFailure::Aborted(message) => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// An event a call emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The contract that emitted it.
+    pub contract: [u8; 20],
     /// The topic.
     pub topic: Vec<u8>,
     /// The data.
     pub data: Vec<u8>,
 }
 
+/// Storage writes of a call tree: per contract, per key, the new value (`None` deletes).
+pub type Writes = BTreeMap<[u8; 20], BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
 /// What a call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// Success with return data, or why it failed.
     pub result: Result<Vec<u8>, CallFailure>,
-    /// Gas used, bytecode and host together.
+    /// Gas used, bytecode and host together, nested calls included.
     pub gas_used: u64,
-    /// Events, empty on failure.
+    /// Events of the call and its successful callees, in emission order; empty on failure.
     pub events: Vec<Event>,
-    /// Storage writes (`None` deletes), in key order; empty on failure.
-    pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Storage writes of the call and its successful callees; empty on failure.
+    pub writes: Writes,
 }
 
-/// The contract's storage before the call, read-only.
-pub trait StorageView: Send {
+impl Outcome {
+    fn failed(failure: CallFailure, gas_used: u64) -> Self {
+        Self {
+            result: Err(failure),
+            gas_used,
+            events: Vec::new(),
+            writes: Writes::new(),
+        }
+    }
+}
+
+/// The chain as calls see it, before the call: contract storage and deployed code. The executor
+/// provides it, layered over the block's earlier writes.
+pub trait World: Send + Sync {
+    /// The value under `key` in `contract`'s storage.
+    fn storage(&self, contract: &[u8; 20], key: &[u8]) -> Option<Vec<u8>>;
+    /// The code hash of the contract deployed at `contract`.
+    fn code_hash(&self, contract: &[u8; 20]) -> Option<[u8; 32]>;
+    /// The code whose hash is `code_hash`.
+    fn code(&self, code_hash: &[u8; 32]) -> Option<Vec<u8>>;
+}
+
+/// One contract's storage as a native implementation reads it: its writes so far in this call
+/// tree over the world.
+pub trait StorageView {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// A contract's storage: the call tree's writes, then the world.
+pub(crate) struct Layered<'a> {
+    pub(crate) world: &'a dyn World,
+    pub(crate) writes: &'a Writes,
+    pub(crate) contract: [u8; 20],
+}
+
+impl StorageView for Layered<'_> {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(&self.contract).and_then(|w| w.get(key)) {
+            Some(written) => written.clone(),
+            None => self.world.storage(&self.contract, key),
+        }
+    }
 }
 
 /// Who calls, in which block, with what.
@@ -159,10 +239,16 @@ pub struct CallContext {
 /// The state host functions work on during one call.
 pub(crate) struct Host {
     pub(crate) ctx: CallContext,
-    pub(crate) base: Box<dyn StorageView>,
-    pub(crate) writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) vm: Vm,
+    pub(crate) world: Arc<dyn World>,
+    /// Writes of the whole call tree so far: a callee starts from its caller's.
+    pub(crate) writes: Writes,
     pub(crate) events: Vec<Event>,
     pub(crate) return_data: Vec<u8>,
+    /// The last callee's return data or failure message.
+    pub(crate) last_return: Vec<u8>,
+    /// The contracts on the call stack, outermost first, this one last.
+    pub(crate) stack: Vec<[u8; 20]>,
     /// False only for [`Vm::deploy_unmetered`] modules: host functions then charge nothing.
     pub(crate) metered: bool,
     /// The instance's gas global and memory, found once per call rather than by name in every
@@ -178,10 +264,49 @@ pub struct Contract {
     metered: bool,
 }
 
-/// The engine and the host functions, shared by every contract.
-pub struct Vm {
+impl Contract {
+    /// Bytes of compiled code this contract keeps in memory (what the module cache bounds).
+    pub fn image_bytes(&self) -> usize {
+        let range = self.pre.module().image_range();
+        (range.end as usize).saturating_sub(range.start as usize)
+    }
+
+    pub(crate) fn module(&self) -> &Module {
+        self.pre.module()
+    }
+}
+
+/// Where compiled modules are kept.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Bytes of compiled code kept in memory; the least recently used are dropped beyond it.
+    pub cache_bytes: usize,
+    /// A directory for compiled modules, so a restart does not recompile; `None` keeps them in
+    /// memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+            cache_dir: None,
+        }
+    }
+}
+
+struct Inner {
     engine: Engine,
     linker: Linker<Host>,
+    cache: ModuleCache,
+    natives: RwLock<Registry>,
+}
+
+/// The engine, the host functions, the module cache and the native fast paths, shared by every
+/// contract and every thread: cloning is cheap.
+#[derive(Clone)]
+pub struct Vm {
+    inner: Arc<Inner>,
 }
 
 fn features() -> wasmparser::WasmFeatures {
@@ -219,17 +344,65 @@ fn pooling() -> wasmtime::PoolingAllocationConfig {
 }
 
 impl Vm {
-    /// An engine with every host function linked.
+    /// An engine with every host function linked and an in-memory module cache.
     pub fn new() -> Result<Self, DeployError> {
+        Self::with_config(VmConfig::default())
+    }
+
+    /// An engine with every host function linked and the module cache `config` describes.
+    pub fn with_config(config: VmConfig) -> Result<Self, DeployError> {
         let engine = engine()?;
         let mut linker = Linker::new(&engine);
         crate::host::link(&mut linker).map_err(|e| DeployError::Compile(e.to_string()))?;
-        Ok(Self { engine, linker })
+        let cache = ModuleCache::new(&engine, config.cache_bytes, config.cache_dir)
+            .map_err(|e| DeployError::Compile(format!("module cache: {e}")))?;
+        let inner = Inner {
+            engine,
+            linker,
+            cache,
+            natives: RwLock::new(Registry::default()),
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
-    /// Validates, meters and compiles `code`.
+    /// Runs `native` instead of the WASM path for the code whose BLAKE3 hash is `code_hash`.
+    pub fn register_native(&self, code_hash: [u8; 32], native: Box<dyn NativeContract>) {
+        let mut natives = self
+            .inner
+            .natives
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        natives.register(code_hash, native);
+    }
+
+    /// The module cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Validates, meters and compiles `code`, without caching it.
     pub fn deploy(&self, code: &[u8]) -> Result<Contract, DeployError> {
         self.compile(code, true)
+    }
+
+    /// Validates, meters and compiles `code` once, and keeps the result in the module cache
+    /// (memory and disk) under its code hash, which it returns. Deploy transactions use this.
+    pub fn install(&self, code: &[u8]) -> Result<[u8; 32], DeployError> {
+        let hash = *blake3::hash(code).as_bytes();
+        self.load(&hash, || Some(code.to_vec()))?;
+        Ok(hash)
+    }
+
+    /// The compiled contract for `code_hash`: from memory, else from disk, else compiled from
+    /// the code `code` returns (and cached).
+    pub fn load(
+        &self,
+        code_hash: &[u8; 32],
+        code: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<Arc<Contract>, DeployError> {
+        self.inner.cache.get_or_compile(self, code_hash, code)
     }
 
     /// Validates and compiles `code` without metering, for measuring what metering costs
@@ -237,6 +410,20 @@ impl Vm {
     /// anything a chain executes.
     pub fn deploy_unmetered(&self, code: &[u8]) -> Result<Contract, DeployError> {
         self.compile(code, false)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Pre-links a compiled (metered) module.
+    pub(crate) fn prelink(&self, module: &Module) -> Result<Contract, DeployError> {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(module)
+            .map_err(|e| DeployError::Compile(e.to_string()))?;
+        Ok(Contract { pre, metered: true })
     }
 
     fn compile(&self, code: &[u8], metered: bool) -> Result<Contract, DeployError> {
@@ -252,22 +439,92 @@ impl Vm {
         } else {
             code.to_vec()
         };
-        let module = Module::new(&self.engine, &compiled)
+        let module = Module::new(&self.inner.engine, &compiled)
             .map_err(|e| DeployError::Compile(e.to_string()))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| DeployError::Compile(e.to_string()))?;
-        Ok(Contract { pre, metered })
+        let mut contract = self.prelink(&module)?;
+        contract.metered = metered;
+        Ok(contract)
     }
 
-    /// Runs `method` of `contract` with fresh memory.
-    pub fn call(
+    /// Calls `method` of the contract deployed at `ctx.contract`, as `world` shows it: its
+    /// native implementation if its code has one, else its cached, compiled WASM.
+    pub fn call(&self, method: &str, ctx: CallContext, world: Arc<dyn World>) -> Outcome {
+        let stack = vec![ctx.contract];
+        self.call_in(method, ctx, world, Writes::new(), stack)
+    }
+
+    /// Runs `method` of an already compiled `contract` with fresh memory (no native path):
+    /// benchmarks and tests use it to measure and check the WASM path alone.
+    pub fn call_compiled(
         &self,
         contract: &Contract,
         method: &str,
         ctx: CallContext,
-        base: Box<dyn StorageView>,
+        world: Arc<dyn World>,
+    ) -> Outcome {
+        let stack = vec![ctx.contract];
+        self.run_call(contract, method, ctx, world, Writes::new(), stack)
+    }
+
+    /// A call inside a call tree: `writes` are the tree's writes so far, `stack` the contracts
+    /// on the call stack including this one. On success the outcome's writes are all of the
+    /// tree's; on failure they are empty.
+    pub(crate) fn call_in(
+        &self,
+        method: &str,
+        ctx: CallContext,
+        world: Arc<dyn World>,
+        writes: Writes,
+        stack: Vec<[u8; 20]>,
+    ) -> Outcome {
+        let Some(code_hash) = world.code_hash(&ctx.contract) else {
+            return Outcome::failed(CallFailure::NoContract, 0);
+        };
+        if let Some(outcome) = self.call_native(&code_hash, method, &ctx, &*world, &writes) {
+            return outcome;
+        }
+        let contract = match self.load(&code_hash, || world.code(&code_hash)) {
+            Ok(contract) => contract,
+            Err(e) => return Outcome::failed(CallFailure::Code(e.message()), 0),
+        };
+        self.run_call(&contract, method, ctx, world, writes, stack)
+    }
+
+    /// The native path's outcome, with its writes merged over the tree's, if it has one.
+    fn call_native(
+        &self,
+        code_hash: &[u8; 32],
+        method: &str,
+        ctx: &CallContext,
+        world: &dyn World,
+        writes: &Writes,
+    ) -> Option<Outcome> {
+        let natives = self.inner.natives.read().unwrap_or_else(|e| e.into_inner());
+        let native = natives.get(code_hash)?;
+        let view = Layered {
+            world,
+            writes,
+            contract: ctx.contract,
+        };
+        let mut outcome = native.call(method, ctx, &view)?;
+        if outcome.result.is_ok() {
+            let mut merged = writes.clone();
+            for (contract, entries) in std::mem::take(&mut outcome.writes) {
+                merged.entry(contract).or_default().extend(entries);
+            }
+            outcome.writes = merged;
+        }
+        Some(outcome)
+    }
+
+    fn run_call(
+        &self,
+        contract: &Contract,
+        method: &str,
+        ctx: CallContext,
+        world: Arc<dyn World>,
+        writes: Writes,
+        stack: Vec<[u8; 20]>,
     ) -> Outcome {
         let gas_limit = ctx.gas_limit.min(i64::MAX as u64);
         let limits = wasmtime::StoreLimitsBuilder::new()
@@ -278,16 +535,19 @@ impl Vm {
             .build();
         let host = Host {
             ctx,
-            base,
-            writes: BTreeMap::new(),
+            vm: self.clone(),
+            world,
+            writes,
             events: Vec::new(),
             return_data: Vec::new(),
+            last_return: Vec::new(),
+            stack,
             metered: contract.metered,
             gas: None,
             memory: None,
             limits,
         };
-        let mut store = Store::new(&self.engine, host);
+        let mut store = Store::new(&self.inner.engine, host);
         store.limiter(|h| &mut h.limits);
         let (result, gas_used) = run(&mut store, contract, method, gas_limit);
         let host = store.into_data();
@@ -298,12 +558,7 @@ impl Vm {
                 events: host.events,
                 writes: host.writes,
             },
-            Err(failure) => Outcome {
-                result: Err(failure),
-                gas_used,
-                events: Vec::new(),
-                writes: BTreeMap::new(),
-            },
+            Err(failure) => Outcome::failed(failure, gas_used),
         }
     }
 }
@@ -332,14 +587,17 @@ fn run_metered(
 ) -> (u64, Result<(), CallFailure>) {
     let instance = match contract.pre.instantiate(&mut *store) {
         Ok(instance) => instance,
-        Err(e) => return (0, Err(CallFailure::Trap(e.to_string()))),
+        Err(_) => return (0, Err(CallFailure::Trap("instantiation failed".into()))),
     };
     let gas = instance.get_global(&mut *store, GAS_GLOBAL);
     store.data_mut().gas = gas;
     store.data_mut().memory = instance.get_memory(&mut *store, MEMORY_EXPORT);
     if let Some(gas) = gas {
-        if let Err(e) = gas.set(&mut *store, Val::I64(gas_limit as i64)) {
-            return (0, Err(CallFailure::Trap(e.to_string())));
+        if gas.set(&mut *store, Val::I64(gas_limit as i64)).is_err() {
+            return (
+                0,
+                Err(CallFailure::Trap("could not set the gas limit".into())),
+            );
         }
     }
     let Ok(func) = instance.get_typed_func::<(), ()>(&mut *store, method) else {
@@ -373,8 +631,25 @@ fn classify(error: &wasmtime::Error, left: i64, depth: i32) -> CallFailure {
         return CallFailure::StackOverflow;
     }
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => CallFailure::Trap(trap.to_string()),
-        None => CallFailure::Trap(error.to_string()),
+        Some(trap) => CallFailure::Trap(trap_name(*trap).into()),
+        None => CallFailure::Trap("the call could not run".into()),
+    }
+}
+
+/// A stable name for a trap, independent of how the engine words it.
+fn trap_name(trap: wasmtime::Trap) -> &'static str {
+    use wasmtime::Trap as T;
+    match trap {
+        T::UnreachableCodeReached => "unreachable executed",
+        T::MemoryOutOfBounds | T::HeapMisaligned => "memory access out of bounds",
+        T::TableOutOfBounds => "table access out of bounds",
+        T::IndirectCallToNull => "indirect call to null",
+        T::BadSignature => "indirect call signature mismatch",
+        T::IntegerOverflow => "integer overflow",
+        T::IntegerDivisionByZero => "integer division by zero",
+        T::BadConversionToInteger => "invalid conversion to integer",
+        T::StackOverflow => "native stack exhausted",
+        _ => "trap",
     }
 }
 

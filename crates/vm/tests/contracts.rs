@@ -3,63 +3,65 @@
 
 use peregrine_sdk::codec::ArgsBuilder;
 use peregrine_vm::wasm::{
-    CallContext, CallFailure, Contract, DeployError, Outcome, StorageView, Vm, MAX_CODE_BYTES,
+    CallContext, CallFailure, DeployError, Outcome, Vm, CALL_BASE_GAS, MAX_CALL_STACK,
+    MAX_CODE_BYTES,
 };
-use std::collections::BTreeMap;
+use peregrine_vm::{MemoryWorld, VmConfig};
+use std::sync::Arc;
 
 const GAS: u64 = 10_000_000;
+const CONTRACT: [u8; 20] = [0xcc; 20];
 
 fn code(path: &str) -> Vec<u8> {
     let path = format!("{}/../../contracts/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-#[derive(Clone, Default)]
-struct State(BTreeMap<Vec<u8>, Vec<u8>>);
-
-impl StorageView for State {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
-    }
-}
-
 struct Chain {
     vm: Vm,
-    contract: Contract,
-    state: State,
+    state: MemoryWorld,
 }
 
 impl Chain {
+    /// A chain with the contract at `path` deployed at [`CONTRACT`].
     fn new(path: &str) -> Self {
-        let vm = Vm::new().expect("engine");
-        let contract = vm.deploy(&code(path)).expect("deploys");
-        Self {
-            vm,
-            contract,
-            state: State::default(),
-        }
+        let mut chain = Self {
+            vm: Vm::new().expect("engine"),
+            state: MemoryWorld::new(),
+        };
+        chain.deploy(CONTRACT, path);
+        chain
+    }
+
+    fn deploy(&mut self, address: [u8; 20], path: &str) {
+        let code = code(path);
+        let hash = self.vm.install(&code).expect("deploys");
+        assert_eq!(self.state.deploy(address, &code), hash);
+    }
+
+    fn call(&mut self, caller: u8, method: &str, args: Vec<u8>) -> Outcome {
+        self.call_at(CONTRACT, [caller; 20], method, args)
     }
 
     /// Calls and, on success, applies the writes, as a block would.
-    fn call(&mut self, caller: u8, method: &str, args: Vec<u8>) -> Outcome {
+    fn call_at(
+        &mut self,
+        contract: [u8; 20],
+        caller: [u8; 20],
+        method: &str,
+        args: Vec<u8>,
+    ) -> Outcome {
         let ctx = CallContext {
-            caller: [caller; 20],
-            contract: [0xcc; 20],
+            caller,
+            contract,
             height: 7,
             time_ms: 1_000,
             args,
             gas_limit: GAS,
         };
-        let outcome = self
-            .vm
-            .call(&self.contract, method, ctx, Box::new(self.state.clone()));
+        let outcome = self.vm.call(method, ctx, Arc::new(self.state.clone()));
         if outcome.result.is_ok() {
-            for (key, value) in &outcome.writes {
-                match value {
-                    Some(v) => self.state.0.insert(key.clone(), v.clone()),
-                    None => self.state.0.remove(key),
-                };
-            }
+            self.state.apply(&outcome.writes);
         }
         assert!(
             outcome.gas_used > 0 && outcome.gas_used <= GAS,
@@ -108,11 +110,12 @@ fn the_token_mints_transfers_approves_and_emits_events() {
     assert!(sent.result.is_ok(), "{sent:?}");
     assert_eq!((chain.balance(1), chain.balance(2)), (700, 300));
 
-    let before = chain.state.0.clone();
+    let before = chain.state.storage_len();
     let overdraft = chain.call(2, "transfer", transfer_args(3, 301));
     assert_eq!(aborted(&overdraft), "insufficient balance");
     assert!(overdraft.writes.is_empty() && overdraft.events.is_empty());
-    assert_eq!(chain.state.0, before, "a failed call changes nothing");
+    assert_eq!(chain.state.storage_len(), before);
+    assert_eq!(chain.balance(3), 0, "a failed call changes nothing");
     assert_eq!(
         aborted(&chain.call(1, "init", ArgsBuilder::new().u128(5).build())),
         "already initialised"
@@ -166,10 +169,10 @@ fn every_bad_contract_fails_its_call_and_nothing_else() {
     assert_eq!(spin.gas_used, GAS, "running out charges the whole limit");
     let recurse = chain.call(1, "recurse", vec![]);
     assert_eq!(recurse.result, Err(CallFailure::StackOverflow));
-    assert!(matches!(
+    assert_eq!(
         chain.call(1, "trap", vec![]).result,
-        Err(CallFailure::Trap(_))
-    ));
+        Err(CallFailure::Trap("unreachable executed".into()))
+    );
     assert!(matches!(
         chain.call(1, "big_return", vec![]).result,
         Err(CallFailure::Limit(_))
@@ -191,7 +194,11 @@ fn every_bad_contract_fails_its_call_and_nothing_else() {
         let outcome = chain.call(1, method, vec![]);
         assert!(outcome.writes.is_empty(), "{method} kept its writes");
     }
-    assert!(chain.state.0.is_empty(), "no failed call wrote anything");
+    assert_eq!(
+        chain.state.storage_len(),
+        0,
+        "no failed call wrote anything"
+    );
 }
 
 #[test]
@@ -212,4 +219,162 @@ fn deploy_refuses_bad_code_with_a_typed_error() {
         vm.deploy(&huge).err(),
         Some(DeployError::TooLarge(MAX_CODE_BYTES + 1))
     );
+}
+
+const TOKEN: [u8; 20] = [0x70; 20];
+const RELAY: [u8; 20] = [0x71; 20];
+
+/// A token and a relay holding 100 of it.
+fn token_and_relay() -> Chain {
+    let mut chain = Chain::new("token/token.wasm");
+    chain.deploy(TOKEN, "token/token.wasm");
+    chain.deploy(RELAY, "relay/relay.wasm");
+    let init = ArgsBuilder::new().u128(1_000).build();
+    assert!(chain.call_at(TOKEN, [1; 20], "init", init).result.is_ok());
+    let fund = ArgsBuilder::new().address(&RELAY).u128(100).build();
+    assert!(chain
+        .call_at(TOKEN, [1; 20], "transfer", fund)
+        .result
+        .is_ok());
+    chain
+}
+
+fn token_balance(chain: &mut Chain, owner: &[u8; 20]) -> u128 {
+    let query = ArgsBuilder::new().address(owner).build();
+    let out = chain.call_at(TOKEN, [9; 20], "balance_of", query);
+    u128::from_le_bytes(out.result.expect("balance").try_into().expect("16 bytes"))
+}
+
+fn relay_args(to: u8, amount: u128) -> Vec<u8> {
+    ArgsBuilder::new()
+        .address(&TOKEN)
+        .address(&[to; 20])
+        .u128(amount)
+        .build()
+}
+
+#[test]
+fn a_contract_calls_another_as_itself() {
+    let mut chain = token_and_relay();
+    let sent = chain.call_at(RELAY, [5; 20], "forward", relay_args(3, 40));
+    assert!(sent.result.is_ok(), "{sent:?}");
+    assert_eq!(token_balance(&mut chain, &RELAY), 60);
+    assert_eq!(token_balance(&mut chain, &[3; 20]), 40);
+    assert_eq!(
+        sent.events.len(),
+        1,
+        "the token's event reaches the receipt"
+    );
+    assert_eq!(sent.events[0].contract, TOKEN);
+    assert_eq!(
+        &sent.events[0].data[..20],
+        &RELAY,
+        "the relay is the caller"
+    );
+    assert!(sent.writes.contains_key(&TOKEN) && sent.writes.contains_key(&RELAY));
+
+    let refused = chain.call_at(RELAY, [5; 20], "forward", relay_args(3, 61));
+    assert_eq!(aborted(&refused), "insufficient balance");
+    assert!(
+        refused.gas_used > CALL_BASE_GAS * 2,
+        "the callee's gas is charged"
+    );
+}
+
+#[test]
+fn a_failed_callee_reverts_only_its_own_writes() {
+    let mut chain = token_and_relay();
+    let tried = chain.call_at(RELAY, [5; 20], "try_forward", relay_args(3, 500));
+    assert_eq!(tried.result, Ok(b"insufficient balance".to_vec()));
+    assert!(
+        tried.events.is_empty(),
+        "the failed callee's events are gone"
+    );
+    assert!(!tried.writes.contains_key(&TOKEN), "{:?}", tried.writes);
+    assert_eq!(
+        tried.writes[&RELAY].get(&b"e"[..]),
+        Some(&Some(b"insufficient balance".to_vec()))
+    );
+
+    let undone = chain.call_at(RELAY, [5; 20], "forward_then_abort", relay_args(3, 10));
+    assert_eq!(aborted(&undone), "changed my mind");
+    assert_eq!(
+        token_balance(&mut chain, &RELAY),
+        100,
+        "the callee's transfer is undone"
+    );
+}
+
+#[test]
+fn reentrancy_is_refused_and_the_stack_is_bounded() {
+    let mut chain = token_and_relay();
+    let reenter = chain.call_at(RELAY, [5; 20], "reenter", vec![]);
+    let message = String::from_utf8(reenter.result.expect("the caller handles it")).expect("utf8");
+    assert!(message.starts_with("reentrant call refused"), "{message}");
+
+    // Relays at eight more addresses: a chain through n of them nests n + 1 calls.
+    let hops: Vec<[u8; 20]> = (0..8u8).map(|i| [0x80 + i; 20]).collect();
+    for hop in &hops {
+        chain.deploy(*hop, "relay/relay.wasm");
+    }
+    let through = |n: usize| {
+        hops[..n]
+            .iter()
+            .flat_map(|h| h.to_vec())
+            .collect::<Vec<u8>>()
+    };
+    let deepest = chain.call_at(RELAY, [5; 20], "chain", through(MAX_CALL_STACK - 1));
+    assert_eq!(deepest.result, Ok(b"bottom".to_vec()));
+    let too_deep = chain.call_at(RELAY, [5; 20], "chain", through(MAX_CALL_STACK));
+    assert_eq!(aborted(&too_deep), "call stack limit exceeded");
+
+    let nobody = ArgsBuilder::new().address(&[0xee; 20]).build();
+    let missing = chain.call_at(RELAY, [5; 20], "chain", nobody);
+    assert_eq!(aborted(&missing), "no contract at the called address");
+}
+
+#[test]
+fn the_module_cache_is_bounded_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |bytes| VmConfig {
+        cache_bytes: bytes,
+        cache_dir: Some(dir.path().to_path_buf()),
+    };
+    let token = code("token/token.wasm");
+    let relay = code("relay/relay.wasm");
+    let vm = Vm::with_config(config(1)).expect("engine");
+    vm.install(&token).expect("token");
+    vm.install(&relay).expect("relay");
+    let stats = vm.cache_stats();
+    assert_eq!((stats.compiled, stats.entries, stats.evicted), (2, 1, 1));
+
+    // A new engine on the same directory loads both from disk, compiling nothing.
+    let vm = Vm::with_config(config(1 << 30)).expect("engine");
+    let mut world = MemoryWorld::new();
+    world.deploy(TOKEN, &token);
+    let hash = *blake3::hash(&relay).as_bytes();
+    vm.load(&hash, || None).expect("relay from disk");
+    let ctx = CallContext {
+        caller: [1; 20],
+        contract: TOKEN,
+        height: 1,
+        time_ms: 0,
+        args: ArgsBuilder::new().u128(5).build(),
+        gas_limit: GAS,
+    };
+    assert!(vm.call("init", ctx, Arc::new(world)).result.is_ok());
+    let stats = vm.cache_stats();
+    assert_eq!((stats.compiled, stats.disk_hits), (0, 2), "{stats:?}");
+
+    // A corrupted file is detected and recompiled, never loaded.
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).expect("write");
+    }
+    let vm = Vm::with_config(config(1 << 30)).expect("engine");
+    vm.install(&token).expect("recompiles");
+    assert_eq!(vm.cache_stats().compiled, 1);
 }

@@ -4,29 +4,12 @@
 
 use peregrine_sdk::codec::ArgsBuilder;
 use peregrine_vm::native::{NativeContract, NativeToken};
-use peregrine_vm::wasm::{CallContext, Outcome, StorageView, Vm};
+use peregrine_vm::wasm::{CallContext, Vm};
+use peregrine_vm::MemoryWorld;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-#[derive(Clone, Default)]
-struct State(BTreeMap<Vec<u8>, Vec<u8>>);
-
-impl StorageView for State {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get(key).cloned()
-    }
-}
-
-fn apply(state: &mut State, outcome: &Outcome) {
-    if outcome.result.is_ok() {
-        for (key, value) in &outcome.writes {
-            match value {
-                Some(v) => state.0.insert(key.clone(), v.clone()),
-                None => state.0.remove(key),
-            };
-        }
-    }
-}
+const TOKEN: [u8; 20] = [0xcc; 20];
 
 fn random_args(rng: &mut impl Rng, method: &str) -> Vec<u8> {
     let account = |rng: &mut dyn rand::RngCore| [rng.gen_range(1..6u8); 20];
@@ -64,14 +47,15 @@ fn native_and_wasm_paths_agree_byte_for_byte() {
     let token = vm.deploy(&code).expect("deploys");
     let native = NativeToken::calibrate(&vm, &token).expect("calibrates");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-    let mut state = State::default();
+    let mut state = MemoryWorld::new();
+    state.deploy(TOKEN, &code);
     let mut handled = 0;
     for i in 0..cases {
         let caller = [rng.gen_range(1..6u8); 20];
         let method = ["transfer", "transfer", "balance_of", "init", "approve"][rng.gen_range(0..5)];
         let ctx = CallContext {
             caller,
-            contract: [0xcc; 20],
+            contract: TOKEN,
             height: i as u64,
             time_ms: 0,
             args: random_args(&mut rng, method),
@@ -81,8 +65,8 @@ fn native_and_wasm_paths_agree_byte_for_byte() {
                 5_000_000
             },
         };
-        let wasm = vm.call(&token, method, ctx.clone(), Box::new(state.clone()));
-        if let Some(fast) = native.call(method, &ctx, &state) {
+        let wasm = vm.call_compiled(&token, method, ctx.clone(), Arc::new(state.clone()));
+        if let Some(fast) = native.call(method, &ctx, &state.view(TOKEN)) {
             assert_eq!(
                 fast, wasm,
                 "call {i}: {method} by {:?} with {:?}",
@@ -90,7 +74,9 @@ fn native_and_wasm_paths_agree_byte_for_byte() {
             );
             handled += 1;
         }
-        apply(&mut state, &wasm);
+        if wasm.result.is_ok() {
+            state.apply(&wasm.writes);
+        }
     }
     assert!(
         handled > cases / 3,
