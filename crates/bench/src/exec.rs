@@ -110,11 +110,13 @@ fn genesis(
 type Engines = Vec<(String, Box<dyn BlockExecutor>)>;
 
 fn engines(options: &ExecOptions) -> Result<Engines, BenchError> {
-    let mut engines: Engines = vec![("serial".into(), Box::new(SerialExecutor::new(FEE_SINK)))];
+    let vm = peregrine_vm::Vm::new().map_err(|e| BenchError::Load(format!("vm: {e}")))?;
+    let serial = SerialExecutor::new(FEE_SINK, vm.clone());
+    let mut engines: Engines = vec![("serial".into(), Box::new(serial))];
     for &threads in &options.threads {
         engines.push((
             format!("parallel-{threads}"),
-            Box::new(ParallelExecutor::new(FEE_SINK, threads)?),
+            Box::new(ParallelExecutor::new(FEE_SINK, threads, vm.clone())?),
         ));
     }
     Ok(engines)

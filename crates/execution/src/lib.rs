@@ -6,13 +6,15 @@
 //! (the node) depend only on this trait, so the parallel scheduler of the execution issue slots in
 //! behind it; [`SerialExecutor`] is the reference every faster executor must match bit for bit.
 //!
-//! # Rules of a native transfer
+//! # Rules of a transaction
 //! 1. The nonce must equal the sender's account nonce, else the receipt is `SkippedBadNonce` and
 //!    nothing changes.
 //! 2. The sender must be able to pay the fee, else `SkippedFeeUnpayable` and nothing changes.
 //! 3. The fee moves to the fee sink and the nonce advances.
-//! 4. If the balance (after the fee) covers the amount, the amount moves (`Success`); else
-//!    `FailedInsufficientBalance`. Deploy and call are `FailedUnsupported` until the VM lands.
+//! 4. A transfer moves its amount if the balance (after the fee) covers it (`Success`), else
+//!    `FailedInsufficientBalance`. A deploy or call runs on the VM ([`rules`], [`contracts`]):
+//!    it pays only the fee of the gas it used, and a failure (`FailedContract`) changes nothing
+//!    else.
 //!
 //! Value only moves, it is never created or destroyed, so total supply is conserved by every block.
 //! Signatures are checked at admission and again by block verification in consensus; execution
@@ -24,6 +26,7 @@
 //! fees to the sink as ordered deltas. [`rules::apply_tx`] is the one definition of a
 //! transaction's effect, used by both executors.
 
+pub mod contracts;
 pub mod genesis;
 mod parallel;
 pub mod rules;
@@ -79,7 +82,7 @@ pub(crate) fn receipt(
     block: &Block,
     index: usize,
     tx: &SignedTransaction,
-    outcome: &rules::Outcome,
+    outcome: rules::Outcome,
 ) -> Receipt {
     Receipt {
         tx_hash: tx.hash(),
@@ -88,7 +91,24 @@ pub(crate) fn receipt(
         status: outcome.status,
         fee_paid: outcome.fee,
         gas_used: outcome.gas,
+        output: outcome.output,
+        events: outcome.events,
     }
+}
+
+/// Adds a block's contract writes to its write set.
+pub(crate) fn put_raw_writes(
+    ws: &mut WriteSet,
+    raw: std::sync::Arc<contracts::RawWrites>,
+) -> Result<(), peregrine_state::Error> {
+    let raw = std::sync::Arc::try_unwrap(raw).unwrap_or_else(|shared| (*shared).clone());
+    for (key, value) in raw {
+        match value {
+            Some(value) => ws.put(key, value)?,
+            None => ws.delete(key)?,
+        }
+    }
+    Ok(())
 }
 
 /// Finishes a block's write set: records the block's height (so a restarted node knows which

@@ -8,13 +8,16 @@
 //! be worth a fork-join run inline on the calling thread, so a fully contended block costs about
 //! what serial execution does.
 
-use crate::rules::{apply_tx, credit_fee, Accounts, Outcome};
+use crate::contracts::{BlockWorld, RawWrites};
+use crate::rules::{apply_tx, credit_fee, Ledger, Outcome, TxEnv};
 use crate::schedule::schedule;
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
 use peregrine_state::{Db, RevisionId, Snapshot};
 use peregrine_types::{Account, Address, Block, Encode, SignedTransaction};
+use peregrine_vm::Vm;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Levels with fewer transactions than this run inline: below it, a fork-join costs more than it
 /// saves (a native transfer executes in about a microsecond).
@@ -24,6 +27,7 @@ const MIN_PARALLEL_LEVEL: usize = 64;
 pub struct ParallelExecutor {
     fee_sink: Address,
     pool: rayon::ThreadPool,
+    vm: Vm,
 }
 
 impl std::fmt::Debug for ParallelExecutor {
@@ -37,14 +41,15 @@ impl std::fmt::Debug for ParallelExecutor {
 }
 
 impl ParallelExecutor {
-    /// An executor with `threads` workers (0: one per core) paying fees to `fee_sink`.
-    pub fn new(fee_sink: Address, threads: usize) -> Result<Self, ExecError> {
+    /// An executor with `threads` workers (0: one per core) running contracts on `vm` and paying
+    /// fees to `fee_sink`.
+    pub fn new(fee_sink: Address, threads: usize, vm: Vm) -> Result<Self, ExecError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("exec-{i}"))
             .build()
             .map_err(|e| ExecError::ThreadPool(e.to_string()))?;
-        Ok(Self { fee_sink, pool })
+        Ok(Self { fee_sink, pool, vm })
     }
 
     /// Worker threads in the pool.
@@ -57,6 +62,7 @@ impl ParallelExecutor {
 struct Overlay<'a> {
     parent: &'a Snapshot,
     written: HashMap<Address, Account>,
+    raw: Arc<RawWrites>,
 }
 
 impl Overlay<'_> {
@@ -68,7 +74,16 @@ impl Overlay<'_> {
     }
 }
 
-impl Accounts for Overlay<'_> {
+impl Overlay<'_> {
+    fn world(&self) -> BlockWorld {
+        BlockWorld {
+            parent: self.parent.clone(),
+            raw: self.raw.clone(),
+        }
+    }
+}
+
+impl Ledger for Overlay<'_> {
     fn get(&mut self, address: &Address) -> Result<Account, ExecError> {
         Overlay::get(self, address)
     }
@@ -76,35 +91,69 @@ impl Accounts for Overlay<'_> {
     fn set(&mut self, address: Address, account: Account) {
         self.written.insert(address, account);
     }
+
+    fn world(&self) -> BlockWorld {
+        Overlay::world(self)
+    }
+
+    fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        Arc::make_mut(&mut self.raw).insert(key, value);
+    }
 }
 
 /// One transaction's view: its own writes over the shared overlay.
 struct TxView<'a, 'b> {
     base: &'a Overlay<'b>,
-    writes: Vec<(Address, Account)>,
+    writes: Writes,
 }
 
-impl Accounts for TxView<'_, '_> {
+/// One transaction's writes: accounts, and contract state.
+#[derive(Default)]
+struct Writes {
+    accounts: Vec<(Address, Account)>,
+    raw: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Ledger for TxView<'_, '_> {
     fn get(&mut self, address: &Address) -> Result<Account, ExecError> {
-        match self.writes.iter().rev().find(|(a, _)| a == address) {
+        match self
+            .writes
+            .accounts
+            .iter()
+            .rev()
+            .find(|(a, _)| a == address)
+        {
             Some((_, account)) => Ok(*account),
             None => self.base.get(address),
         }
     }
 
     fn set(&mut self, address: Address, account: Account) {
-        self.writes.push((address, account));
+        self.writes.accounts.push((address, account));
+    }
+
+    /// Contract transactions run alone in their level (see [`crate::schedule`]) and read contract
+    /// state only before writing it, so the overlay's view is the one they must see.
+    fn world(&self) -> BlockWorld {
+        self.base.world()
+    }
+
+    fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.writes.raw.push((key, value));
     }
 }
 
-type TxResult = Result<(Outcome, Vec<(Address, Account)>), ExecError>;
+type TxResult = Result<(Outcome, Writes), ExecError>;
 
-fn run_tx(base: &Overlay<'_>, tx: &SignedTransaction) -> TxResult {
+fn run_tx(base: &Overlay<'_>, env: TxEnv<'_>, tx: &SignedTransaction) -> TxResult {
     let mut view = TxView {
         base,
-        writes: Vec::with_capacity(2),
+        writes: Writes {
+            accounts: Vec::with_capacity(2),
+            raw: Vec::new(),
+        },
     };
-    let outcome = apply_tx(&mut view, tx)?;
+    let outcome = apply_tx(&mut view, env, tx)?;
     Ok((outcome, view.writes))
 }
 
@@ -125,7 +174,12 @@ impl ParallelExecutor {
     }
 
     fn run_level(&self, overlay: &Overlay<'_>, block: &Block, level: &[u32]) -> Vec<TxResult> {
-        let run = |&i: &u32| run_tx(overlay, &block.txs[i as usize]);
+        let env = TxEnv {
+            height: block.header.height,
+            time_ms: block.header.timestamp_ms,
+            vm: &self.vm,
+        };
+        let run = |&i: &u32| run_tx(overlay, env, &block.txs[i as usize]);
         if level.len() < MIN_PARALLEL_LEVEL || self.threads() == 1 {
             level.iter().map(run).collect()
         } else {
@@ -145,6 +199,7 @@ impl BlockExecutor for ParallelExecutor {
         let mut overlay = Overlay {
             parent: &snapshot,
             written: HashMap::new(),
+            raw: Arc::default(),
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; block.txs.len()];
         for level in schedule(block, &self.fee_sink).levels {
@@ -152,7 +207,10 @@ impl BlockExecutor for ParallelExecutor {
             // Merge in block order: each transaction's writes, then its fee as a delta.
             for (&index, result) in level.iter().zip(results) {
                 let (outcome, writes) = result?;
-                overlay.written.extend(writes);
+                overlay.written.extend(writes.accounts);
+                if !writes.raw.is_empty() {
+                    Arc::make_mut(&mut overlay.raw).extend(writes.raw);
+                }
                 credit_fee(&mut overlay, &self.fee_sink, outcome.fee)?;
                 outcomes[index as usize] = Some(outcome);
             }
@@ -164,11 +222,13 @@ impl BlockExecutor for ParallelExecutor {
             .enumerate()
             .map(|(index, (tx, outcome))| {
                 let outcome = outcome.expect("every transaction is in exactly one level");
-                crate::receipt(block, index, tx, &outcome)
+                crate::receipt(block, index, tx, outcome)
             })
             .collect();
         let mut ws = db.begin(parent)?;
+        let raw = std::mem::take(&mut overlay.raw);
         ws.put_sorted(self.encode_sorted(overlay.written))?;
+        crate::put_raw_writes(&mut ws, raw)?;
         // The commit runs on this executor's pool, so its thread count holds throughout; on one
         // thread the sequential commit avoids the extra parent lookups that overlapping needs.
         crate::seal(db, ws, block, receipts, |ws| {

@@ -15,6 +15,11 @@
 //! so ordinary transactions do not conflict through it. A transaction that names the fee sink
 //! itself (as sender, recipient or declared access) must see every earlier fee: it is a *barrier*,
 //! placed in a level after all earlier transactions, and no later transaction is placed before it.
+//!
+//! Deploys and calls are barriers too, for now: a call may touch any contract's storage (a
+//! callee's included), and until the VM enforces declared access lists at its host calls, only a
+//! barrier guarantees that parallel execution cannot differ from serial. Native transfers after
+//! a barrier may still share its level.
 
 use peregrine_types::{AccessMode, Address, Block, Payload, SignedTransaction};
 use std::collections::HashMap;
@@ -55,7 +60,8 @@ pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
     let mut floor = 0u32;
     for (index, tx) in block.txs.iter().enumerate() {
         let set = access_set(tx);
-        let barrier = set.iter().any(|(address, _)| address == fee_sink);
+        let is_contract = !matches!(tx.tx().payload, Payload::Transfer { .. });
+        let barrier = is_contract || set.iter().any(|(address, _)| address == fee_sink);
         let level = if barrier {
             levels.len() as u32
         } else {

@@ -1,30 +1,43 @@
 //! The serial executor: the reference semantics every faster executor must reproduce exactly.
 
-use crate::rules::{apply_tx, credit_fee, Accounts};
+use crate::contracts::{BlockWorld, RawWrites};
+use crate::rules::{apply_tx, credit_fee, Ledger, TxEnv};
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
-use peregrine_state::{Db, RevisionId, WriteSet};
+use peregrine_state::{Db, RevisionId, Snapshot, WriteSet};
 use peregrine_types::{Account, Address, Block, Encode};
+use peregrine_vm::Vm;
+use std::sync::Arc;
 
 /// Executes a block's transactions one after another.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SerialExecutor {
     fee_sink: Address,
+    vm: Vm,
 }
 
-impl SerialExecutor {
-    /// An executor that pays fees to `fee_sink`.
-    pub fn new(fee_sink: Address) -> Self {
-        Self { fee_sink }
+impl std::fmt::Debug for SerialExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SerialExecutor")
     }
 }
 
-/// Accounts read from and written to a write set directly.
-struct WriteSetAccounts {
+impl SerialExecutor {
+    /// An executor that runs contracts on `vm` and pays fees to `fee_sink`.
+    pub fn new(fee_sink: Address, vm: Vm) -> Self {
+        Self { fee_sink, vm }
+    }
+}
+
+/// Accounts read from and written to a write set directly; contract state kept apart, where
+/// calls can see it.
+struct SerialLedger {
     ws: WriteSet,
+    parent: Snapshot,
+    raw: Arc<RawWrites>,
     error: Option<peregrine_state::Error>,
 }
 
-impl Accounts for WriteSetAccounts {
+impl Ledger for SerialLedger {
     fn get(&mut self, address: &Address) -> Result<Account, ExecError> {
         read_account(|key| self.ws.get(key).map(<[u8]>::to_vec), address)
     }
@@ -39,6 +52,17 @@ impl Accounts for WriteSetAccounts {
             self.error.get_or_insert(error);
         }
     }
+
+    fn world(&self) -> BlockWorld {
+        BlockWorld {
+            parent: self.parent.clone(),
+            raw: self.raw.clone(),
+        }
+    }
+
+    fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        Arc::make_mut(&mut self.raw).insert(key, value);
+    }
 }
 
 impl BlockExecutor for SerialExecutor {
@@ -48,21 +72,28 @@ impl BlockExecutor for SerialExecutor {
         parent: RevisionId,
         block: &Block,
     ) -> Result<BlockOutput, ExecError> {
-        let mut accounts = WriteSetAccounts {
+        let mut ledger = SerialLedger {
             ws: db.begin(parent)?,
+            parent: db.snapshot(parent)?,
+            raw: Arc::default(),
             error: None,
+        };
+        let env = TxEnv {
+            height: block.header.height,
+            time_ms: block.header.timestamp_ms,
+            vm: &self.vm,
         };
         let mut receipts = Vec::with_capacity(block.txs.len());
         for (index, tx) in block.txs.iter().enumerate() {
-            let outcome = apply_tx(&mut accounts, tx)?;
-            credit_fee(&mut accounts, &self.fee_sink, outcome.fee)?;
-            if let Some(error) = accounts.error.take() {
+            let outcome = apply_tx(&mut ledger, env, tx)?;
+            credit_fee(&mut ledger, &self.fee_sink, outcome.fee)?;
+            if let Some(error) = ledger.error.take() {
                 return Err(error.into());
             }
-            receipts.push(crate::receipt(block, index, tx, &outcome));
+            receipts.push(crate::receipt(block, index, tx, outcome));
         }
-        crate::seal(db, accounts.ws, block, receipts, |ws| {
-            db.commit_sequential(ws)
-        })
+        let mut ws = ledger.ws;
+        crate::put_raw_writes(&mut ws, ledger.raw)?;
+        crate::seal(db, ws, block, receipts, |ws| db.commit_sequential(ws))
     }
 }

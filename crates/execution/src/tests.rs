@@ -5,6 +5,10 @@ use rand_chacha::ChaCha8Rng;
 
 const SINK: Address = Address([0xfe; 20]);
 
+fn vm() -> peregrine_vm::Vm {
+    peregrine_vm::Vm::new().expect("vm")
+}
+
 fn key(i: u8) -> SecretKey {
     SecretKey::from_seed([i; 32])
 }
@@ -87,7 +91,7 @@ fn every_outcome_has_its_receipt_and_effect() {
             .sign(&k)
         },
     ];
-    let out = SerialExecutor::new(SINK)
+    let out = SerialExecutor::new(SINK, vm())
         .execute(&db, root, &block(1, txs))
         .expect("execute");
     let statuses: Vec<TxStatus> = out.receipts.iter().map(|r| r.status).collect();
@@ -100,7 +104,7 @@ fn every_outcome_has_its_receipt_and_effect() {
             TxStatus::FailedInsufficientBalance,
             TxStatus::SkippedFeeUnpayable,
             TxStatus::Success,
-            TxStatus::FailedUnsupported,
+            TxStatus::FailedContract(peregrine_types::Failure::OutOfGas),
         ]
     );
     assert_eq!(
@@ -126,14 +130,9 @@ fn every_outcome_has_its_receipt_and_effect() {
     );
     assert_eq!(out.receipts[1].fee_paid, 0);
     let gas: Vec<u64> = out.receipts.iter().map(|r| r.gas_used).collect();
-    let (transfer, unsupported) = (
-        peregrine_vm::GAS_NATIVE_TRANSFER,
-        peregrine_vm::GAS_UNSUPPORTED,
-    );
-    assert_eq!(
-        gas,
-        vec![transfer, 0, 0, transfer, 0, transfer, unsupported]
-    );
+    // The deployment's fee of 1 buys 1,000 gas, less than deploying costs: all of it is used.
+    let transfer = peregrine_vm::GAS_NATIVE_TRANSFER;
+    assert_eq!(gas, vec![transfer, 0, 0, transfer, 0, transfer, 1_000]);
     assert_eq!(
         total_supply(&db.snapshot(out.revision).expect("snapshot")),
         105
@@ -167,10 +166,10 @@ fn random_blocks_conserve_supply_and_are_deterministic() {
             })
             .collect();
         let b = block(height, txs);
-        let o1 = SerialExecutor::new(SINK)
+        let o1 = SerialExecutor::new(SINK, vm())
             .execute(&db1, rev1, &b)
             .expect("execute");
-        let o2 = SerialExecutor::new(SINK)
+        let o2 = SerialExecutor::new(SINK, vm())
             .execute(&db2, rev2, &b)
             .expect("execute");
         assert_eq!(o1.state_root, o2.state_root);

@@ -277,6 +277,7 @@ impl Pool {
         }
         let mut chosen = Vec::new();
         let mut bytes = 0usize;
+        let mut gas = 0u64;
         while let Some((_, _, sender, nonce)) = heap.pop() {
             if chosen.len() >= max_txs {
                 break;
@@ -286,10 +287,14 @@ impl Pool {
                 .get_mut(&sender)
                 .expect("offers name held senders");
             let entry = queue.txs.get_mut(&nonce).expect("offers name held nonces");
-            if bytes + entry.tx.encoded_len() > max_bytes {
+            let tx_gas = entry.tx.tx().gas_limit();
+            if bytes + entry.tx.encoded_len() > max_bytes
+                || gas + tx_gas > peregrine_types::gas::BLOCK_GAS_LIMIT
+            {
                 continue;
             }
             bytes += entry.tx.encoded_len();
+            gas += tx_gas;
             entry.proposed_at = Some(height);
             chosen.push(entry.tx.clone());
             if let Some(next) = queue.txs.get(&(nonce + 1)) {

@@ -255,6 +255,43 @@ fn selection_is_fee_ordered_and_nonce_consecutive() {
 }
 
 #[test]
+fn selection_stays_within_the_block_gas_limit() {
+    use peregrine_types::gas::{BLOCK_GAS_LIMIT, MAX_TX_GAS};
+    let fits = (BLOCK_GAS_LIMIT / MAX_TX_GAS) as u8;
+    let senders = fits + 2;
+    let balances = vec![u128::MAX / 1024; senders as usize];
+    let (_d, snap) = state(&balances, &vec![0; senders as usize]);
+    let pool = Mempool::new(
+        MempoolConfig {
+            max_txs: 64,
+            ..config()
+        },
+        snap,
+    );
+    for from in 0..senders {
+        let k = key(from);
+        let call = Transaction {
+            chain_id: 9,
+            sender: k.public_key(),
+            nonce: 0,
+            fee: MAX_TX_GAS,
+            payload: Payload::Call {
+                contract: Address([1; 20]),
+                method: b"m".to_vec(),
+                args: vec![],
+            },
+            access: vec![],
+        };
+        pool.submit(call.sign(&k)).expect("admitted");
+    }
+    let picked = pool.select(1, 100, 1 << 24);
+    assert_eq!(picked.len(), fits as usize, "each call may use the maximum");
+    let block_gas: u64 = picked.iter().map(|t| t.tx().gas_limit()).sum();
+    assert!(block_gas <= BLOCK_GAS_LIMIT);
+    assert_eq!(pool.select(2, 100, 1 << 24).len(), 2, "the rest wait");
+}
+
+#[test]
 fn execution_removes_included_and_returns_a_discarded_fork() {
     let (_d, snap) = state(&[1_000, 1_000], &[0, 0]);
     let pool = pool(&snap);

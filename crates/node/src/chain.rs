@@ -46,6 +46,9 @@ pub enum ChainError {
     /// Execution failed.
     #[error("execution: {0}")]
     Exec(#[from] peregrine_execution::ExecError),
+    /// The contract engine could not start.
+    #[error("contract engine: {0}")]
+    Vm(String),
     /// Durable data contradicts itself.
     #[error("inconsistent data directory: {0}")]
     Inconsistent(String),
@@ -63,6 +66,7 @@ pub struct Chain {
     chain_id: u64,
     genesis: Block,
     db: Db,
+    vm: peregrine_vm::Vm,
     executor: Box<dyn BlockExecutor>,
     mempool: Arc<Mempool>,
     admission: Admission,
@@ -119,12 +123,19 @@ impl Chain {
             MempoolConfig::new(genesis.chain_id),
             snapshot.clone(),
         ));
+        let vm = peregrine_execution::contracts::node_vm(peregrine_vm::VmConfig {
+            cache_dir: Some(datadir.join("modules")),
+            ..Default::default()
+        })
+        .map_err(|e| ChainError::Vm(e.to_string()))?;
+        let executor = ParallelExecutor::new(crate::genesis::FEE_SINK, 0, vm.clone())?;
         let chain = Self {
             chain_id: genesis.chain_id,
             genesis: genesis_block,
             head: RwLock::new(head),
             db,
-            executor: Box::new(ParallelExecutor::new(crate::genesis::FEE_SINK, 0)?),
+            vm,
+            executor: Box::new(executor),
             mempool: mempool.clone(),
             admission: Admission::start(mempool, AdmissionConfig::default()),
             store: Mutex::new(store),
@@ -290,6 +301,34 @@ impl Chain {
     ) -> Result<Account, ChainError> {
         Account::from_record(snapshot.get(&peregrine_types::keys::account(address)))
             .map_err(|e| ChainError::Inconsistent(format!("account {address}: {e}")))
+    }
+
+    /// Runs `request` read-only on `snapshot` (the state after `height`); nothing is kept.
+    pub fn view_call(
+        &self,
+        height: u64,
+        snapshot: Snapshot,
+        request: &peregrine_rpc::CallRequest,
+        args: Vec<u8>,
+    ) -> peregrine_vm::Outcome {
+        let max = peregrine_types::gas::MAX_TX_GAS;
+        let ctx = peregrine_vm::CallContext {
+            caller: request
+                .caller
+                .unwrap_or(peregrine_types::Address([0; 20]))
+                .0,
+            contract: request.contract.0,
+            height,
+            time_ms: self
+                .block_at(height)
+                .ok()
+                .flatten()
+                .map_or(0, |(block, _)| block.header.timestamp_ms),
+            args,
+            gas_limit: request.gas.unwrap_or(max).min(max),
+        };
+        let world = peregrine_execution::contracts::snapshot_world(snapshot);
+        self.vm.call(&request.method, ctx, world)
     }
 
     /// The finalized height.

@@ -6,9 +6,11 @@ use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::PendingSubscriptionSink;
 use peregrine_mempool::Rejection;
 use peregrine_rpc::{
-    codes, error, AccountView, BlockTag, BlockView, ChainStatus, HeaderView, PeregrineApiServer,
-    ReceiptView, SubmitResult, TransactionView, TxLocation, TxLookup, MAX_BATCH_TXS,
+    codes, error, AccountView, BlockTag, BlockView, CallRequest, CallResult, ChainStatus,
+    EventView, HeaderView, PeregrineApiServer, ReceiptView, SubmitResult, TransactionView,
+    TxLocation, TxLookup, MAX_BATCH_TXS,
 };
+use peregrine_state::Snapshot;
 use peregrine_types::{Address, Block, Hash, SignedTransaction, MAX_TX_BYTES};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -19,6 +21,23 @@ pub struct RpcServer {
 }
 
 impl RpcServer {
+    /// The state `at` names, with its height.
+    fn state(&self, at: Option<BlockTag>) -> Result<(u64, Snapshot), ErrorObjectOwned> {
+        match at.unwrap_or_default() {
+            BlockTag::Latest | BlockTag::Finalized | BlockTag::Pending => Ok(self.chain.latest()),
+            BlockTag::Height(height) => {
+                let snapshot = self.chain.state_at(height).ok_or_else(|| {
+                    let message = format!(
+                        "state at height {height} is not retained (finalized: {})",
+                        self.chain.finalized_height()
+                    );
+                    error(codes::STATE_UNAVAILABLE, message, "height_not_retained")
+                })?;
+                Ok((height, snapshot))
+            }
+        }
+    }
+
     /// A server over `chain`.
     pub fn new(chain: Arc<Chain>) -> Self {
         Self { chain }
@@ -70,6 +89,44 @@ fn rejection_error(rejection: Rejection) -> ErrorObjectOwned {
         _ => codes::TX_REJECTED,
     };
     error(code, rejection.to_string(), rejection.code())
+}
+
+fn receipt_view(tx: &SignedTransaction, receipt: &peregrine_types::Receipt) -> ReceiptView {
+    let is_deploy = matches!(tx.tx().payload, peregrine_types::Payload::Deploy { .. });
+    ReceiptView::of(receipt, is_deploy)
+}
+
+fn call_result(outcome: peregrine_vm::Outcome) -> CallResult {
+    let events = outcome.events.iter().map(|e| {
+        EventView::of(&peregrine_types::LogEvent {
+            contract: Address(e.contract),
+            topic: e.topic.clone(),
+            data: e.data.clone(),
+        })
+    });
+    let events = events.collect();
+    match outcome.result {
+        Ok(data) => CallResult {
+            status: "success".into(),
+            failure: None,
+            message: None,
+            output: format!("0x{}", hex::encode(data)),
+            gas_used: outcome.gas_used,
+            events,
+        },
+        Err(failure) => CallResult {
+            status: "failed".into(),
+            failure: Some(
+                peregrine_execution::rules::failure_kind(&failure)
+                    .name()
+                    .into(),
+            ),
+            message: Some(failure.message()),
+            output: "0x".into(),
+            gas_used: outcome.gas_used,
+            events,
+        },
+    }
 }
 
 fn internal(err: impl std::fmt::Display) -> ErrorObjectOwned {
@@ -126,19 +183,7 @@ impl PeregrineApiServer for RpcServer {
     }
 
     async fn get_account(&self, address: Address, at: Option<BlockTag>) -> RpcResult<AccountView> {
-        let (height, snapshot) = match at.unwrap_or_default() {
-            BlockTag::Latest | BlockTag::Finalized | BlockTag::Pending => self.chain.latest(),
-            BlockTag::Height(height) => {
-                let snapshot = self.chain.state_at(height).ok_or_else(|| {
-                    let message = format!(
-                        "state at height {height} is not retained (finalized: {})",
-                        self.chain.finalized_height()
-                    );
-                    error(codes::STATE_UNAVAILABLE, message, "height_not_retained")
-                })?;
-                (height, snapshot)
-            }
-        };
+        let (height, snapshot) = self.state(at)?;
         let mut account = Chain::account(&snapshot, &address).map_err(internal)?;
         if at == Some(BlockTag::Pending) {
             account.nonce = self.chain.mempool().next_nonce(&address, account.nonce);
@@ -166,7 +211,7 @@ impl PeregrineApiServer for RpcServer {
             return Ok(Some(TxLookup {
                 status: TxLocation::Included,
                 transaction: TransactionView::of(&tx),
-                receipt: Some(ReceiptView::of(&receipt)),
+                receipt: Some(receipt_view(&tx, &receipt)),
             }));
         }
         Ok(self.chain.mempool().get(&hash).map(|tx| TxLookup {
@@ -178,7 +223,24 @@ impl PeregrineApiServer for RpcServer {
 
     async fn get_receipt(&self, hash: Hash) -> RpcResult<Option<ReceiptView>> {
         let found = self.chain.included_tx(&hash).map_err(internal)?;
-        Ok(found.map(|(_, receipt)| ReceiptView::of(&receipt)))
+        Ok(found.map(|(tx, receipt)| receipt_view(&tx, &receipt)))
+    }
+
+    async fn call(&self, request: CallRequest, at: Option<BlockTag>) -> RpcResult<CallResult> {
+        let (height, snapshot) = self.state(at)?;
+        let args = hex::decode(request.args.strip_prefix("0x").unwrap_or(&request.args))
+            .map_err(|e| error(codes::INVALID_PARAMS, format!("args: {e}"), "invalid_hex"))?;
+        if args.len() > peregrine_types::tx::MAX_ARGS_BYTES as usize {
+            let message = format!("args exceed {} bytes", peregrine_types::tx::MAX_ARGS_BYTES);
+            return Err(error(codes::INVALID_PARAMS, message, "oversized"));
+        }
+        let chain = self.chain.clone();
+        // A call runs for up to the per-transaction gas maximum: off the async workers.
+        let outcome =
+            tokio::task::spawn_blocking(move || chain.view_call(height, snapshot, &request, args))
+                .await
+                .map_err(internal)?;
+        Ok(call_result(outcome))
     }
 
     async fn status(&self) -> RpcResult<ChainStatus> {

@@ -287,6 +287,12 @@ mod tests {
             status: TxStatus::Success,
             fee_paid: 1,
             gas_used: 2,
+            output: b"returned".to_vec(),
+            events: vec![peregrine_types::LogEvent {
+                contract: peregrine_types::Address([3; 20]),
+                topic: b"Transfer".to_vec(),
+                data: vec![4; 56],
+            }],
         };
         {
             let mut store = BlockStore::open(&path).expect("open");

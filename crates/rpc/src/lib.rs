@@ -49,6 +49,8 @@ pub mod codes {
     pub const BATCH_TOO_LARGE: i32 = -32013;
     /// Admission is saturated and shed the transaction before checking it; retry later.
     pub const OVERLOADED: i32 = -32014;
+    /// A parameter is malformed (JSON-RPC's standard code).
+    pub const INVALID_PARAMS: i32 = -32602;
 }
 
 /// Builds an error with a code, a message and a machine-readable `reason`.
@@ -91,6 +93,11 @@ pub trait PeregrineApi {
     /// The receipt of an included transaction, or null.
     #[method(name = "getReceipt")]
     async fn get_receipt(&self, hash: Hash) -> RpcResult<Option<ReceiptView>>;
+
+    /// Runs a contract method read-only on the state at `at` (default `"latest"`): what it
+    /// returns and emits, with nothing kept. Bounded by the per-transaction gas maximum.
+    #[method(name = "call")]
+    async fn call(&self, request: CallRequest, at: Option<BlockTag>) -> RpcResult<CallResult>;
 
     /// The node's view of the chain.
     #[method(name = "status")]

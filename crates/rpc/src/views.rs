@@ -1,7 +1,7 @@
 //! JSON shapes of the API. Amounts are decimal strings (JSON numbers cannot hold a `u128`).
 
 use peregrine_types::{
-    Address, Block, Hash, Payload, PublicKey, Receipt, SignedTransaction, TxStatus,
+    Address, Block, Hash, LogEvent, Payload, PublicKey, Receipt, SignedTransaction, TxStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,10 @@ pub struct TransactionView {
     pub to: Option<Address>,
     /// Amount of a transfer, as a decimal string.
     pub amount: Option<String>,
+    /// The method of a call.
+    pub method: Option<String>,
+    /// The address a deployment creates (whether or not it succeeds).
+    pub deploys: Option<Address>,
 }
 
 impl TransactionView {
@@ -153,6 +157,12 @@ impl TransactionView {
             Payload::Call { contract, .. } => (Some(*contract), None),
             Payload::Deploy { .. } => (None, None),
         };
+        let method = match &body.payload {
+            Payload::Call { method, .. } => Some(String::from_utf8_lossy(method).into_owned()),
+            _ => None,
+        };
+        let deploys =
+            matches!(body.payload, Payload::Deploy { .. }).then(|| body.deployed_address());
         Self {
             hash: tx.hash(),
             chain_id: body.chain_id,
@@ -162,6 +172,8 @@ impl TransactionView {
             kind: body.payload.kind().to_string(),
             to,
             amount,
+            method,
+            deploys,
         }
     }
 }
@@ -183,14 +195,94 @@ pub struct ReceiptView {
     pub fee_paid: u64,
     /// Gas used.
     pub gas_used: u64,
+    /// For `failed_contract`: why (`out_of_gas`, `aborted`, `trap`, ...).
+    pub failure: Option<String>,
+    /// For a failed contract transaction: its message (the abort message, or what was refused).
+    pub message: Option<String>,
+    /// For a successful deploy: the new contract's address.
+    pub contract_address: Option<Address>,
+    /// A successful call's return data, `0x`-prefixed hex (empty: `0x`).
+    pub output: String,
+    /// The events of a successful contract transaction, in order.
+    pub events: Vec<EventView>,
+}
+
+/// An event a contract emitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    /// The emitting contract.
+    pub contract: Address,
+    /// The topic, as text (lossy UTF-8).
+    pub topic: String,
+    /// The data, `0x`-prefixed hex.
+    pub data: String,
+}
+
+impl EventView {
+    /// The view of `event`.
+    pub fn of(event: &LogEvent) -> Self {
+        Self {
+            contract: event.contract,
+            topic: String::from_utf8_lossy(&event.topic).into_owned(),
+            data: format!("0x{}", hex::encode(&event.data)),
+        }
+    }
+}
+
+/// What a read-only call asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest {
+    /// The contract.
+    pub contract: Address,
+    /// The method.
+    pub method: String,
+    /// The encoded arguments, hex (optionally `0x`-prefixed); empty for none.
+    #[serde(default)]
+    pub args: String,
+    /// The caller the contract sees (default: the zero address).
+    pub caller: Option<Address>,
+    /// The gas limit (default and maximum: the per-transaction maximum).
+    pub gas: Option<u64>,
+}
+
+/// What a read-only call returned. Nothing it wrote is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// `success` or `failed`.
+    pub status: String,
+    /// When failed: why (`out_of_gas`, `aborted`, `no_contract`, ...).
+    pub failure: Option<String>,
+    /// When failed: the message.
+    pub message: Option<String>,
+    /// The return data, `0x`-prefixed hex.
+    pub output: String,
+    /// Gas used.
+    pub gas_used: u64,
+    /// The events the call would emit.
+    pub events: Vec<EventView>,
 }
 
 impl ReceiptView {
-    /// The view of `receipt`.
-    pub fn of(receipt: &Receipt) -> Self {
+    /// The view of `receipt`; `is_deploy` says whether its transaction was a deployment (whose
+    /// output is the new contract's address).
+    pub fn of(receipt: &Receipt, is_deploy: bool) -> Self {
         let expected_nonce = match receipt.status {
             TxStatus::SkippedBadNonce { expected } => Some(expected),
             _ => None,
+        };
+        let failure = match receipt.status {
+            TxStatus::FailedContract(failure) => Some(failure),
+            _ => None,
+        };
+        let message = failure.map(|_| String::from_utf8_lossy(&receipt.output).into_owned());
+        let contract_address = match (&receipt.status, <[u8; 20]>::try_from(&receipt.output[..])) {
+            (TxStatus::Success, Ok(address)) if is_deploy => Some(Address(address)),
+            _ => None,
+        };
+        let output = if failure.is_some() || contract_address.is_some() {
+            "0x".to_string()
+        } else {
+            format!("0x{}", hex::encode(&receipt.output))
         };
         Self {
             tx_hash: receipt.tx_hash,
@@ -200,6 +292,11 @@ impl ReceiptView {
             expected_nonce,
             fee_paid: receipt.fee_paid,
             gas_used: receipt.gas_used,
+            failure: failure.map(|f| f.name().to_string()),
+            message,
+            contract_address,
+            output,
+            events: receipt.events.iter().map(EventView::of).collect(),
         }
     }
 }

@@ -133,7 +133,13 @@ fn the_other_contracts_are_what_the_vm_tests_and_benchmarks_expect() {
     assert!(compute.exported_functions.contains("mix"));
     let relay = read("relay/relay.wasm");
     assert_abi(&relay);
-    for method in ["forward", "try_forward", "forward_then_abort", "reenter", "chain"] {
+    for method in [
+        "forward",
+        "try_forward",
+        "forward_then_abort",
+        "reenter",
+        "chain",
+    ] {
         assert!(relay.exported_functions.contains(method), "{method}");
     }
     let bad_import = read("bad_import/bad_import.wasm");

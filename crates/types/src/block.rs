@@ -97,6 +97,14 @@ pub enum BlockError {
     /// The header's transaction count or root does not match the body.
     #[error("transaction root or count does not match the body")]
     TxRootMismatch,
+    /// The transactions together may use more gas than a block allows.
+    #[error("transactions declare {declared} gas, over the block limit of {limit}")]
+    GasOverLimit {
+        /// The sum of the transactions' gas limits.
+        declared: u64,
+        /// [`crate::gas::BLOCK_GAS_LIMIT`].
+        limit: u64,
+    },
     /// The header's execution height is not `height - EXECUTION_LAG`.
     #[error("execution receipt height {got} should be {expected}")]
     WrongExecHeight {
@@ -137,6 +145,11 @@ impl Block {
         merkle_root(&hashes)
     }
 
+    /// The gas the transactions may use together (the sum of their limits).
+    pub fn declared_gas(&self) -> u64 {
+        self.txs.iter().map(|tx| tx.tx().gas_limit()).sum()
+    }
+
     /// The block hash (the header hash).
     pub fn hash(&self) -> Hash {
         self.header.hash()
@@ -163,6 +176,13 @@ impl Block {
             || self.header.tx_root != Self::tx_root_of(&self.txs)
         {
             return Err(BlockError::TxRootMismatch);
+        }
+        let declared = self.declared_gas();
+        if declared > crate::gas::BLOCK_GAS_LIMIT {
+            return Err(BlockError::GasOverLimit {
+                declared,
+                limit: crate::gas::BLOCK_GAS_LIMIT,
+            });
         }
         let expected = exec_height_for(self.header.height);
         if self.header.exec_height != expected {
@@ -251,6 +271,40 @@ mod tests {
             Err(BlockError::WrongExecHeight {
                 got: 4,
                 expected: 3
+            })
+        );
+    }
+
+    #[test]
+    fn declared_gas_is_bounded() {
+        use crate::gas::{BLOCK_GAS_LIMIT, MAX_TX_GAS};
+        let key = SecretKey::from_seed([3; 32]);
+        let call = |nonce| {
+            Transaction {
+                chain_id: 1,
+                sender: key.public_key(),
+                nonce,
+                fee: u64::MAX,
+                payload: Payload::Call {
+                    contract: Address([1; 20]),
+                    method: b"m".to_vec(),
+                    args: vec![],
+                },
+                access: vec![],
+            }
+            .sign(&key)
+        };
+        let fits = (BLOCK_GAS_LIMIT / MAX_TX_GAS) as u64;
+        let mut txs: Vec<_> = (0..fits).map(call).collect();
+        let at =
+            |txs: Vec<_>| Block::new(5, Hash([4; 32]), 1, key.public_key(), Hash([6; 32]), txs);
+        assert!(Block::from_bytes(&at(txs.clone()).encode()).is_ok());
+        txs.push(call(fits));
+        assert_eq!(
+            Block::from_bytes(&at(txs).encode()),
+            Err(BlockError::GasOverLimit {
+                declared: (fits + 1) * MAX_TX_GAS,
+                limit: BLOCK_GAS_LIMIT
             })
         );
     }
