@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use peregrine_rpc::{BlockTag, PeregrineApiClient, TxLocation};
+use peregrine_rpc::{BlockTag, CallRequest, PeregrineApiClient, TxLocation};
 use peregrine_types::{Address, Encode, Hash, Payload, SecretKey, Transaction};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -52,76 +52,135 @@ impl Signer {
     }
 }
 
+/// What every transaction command takes.
+#[derive(Args)]
+pub struct TxOptions {
+    #[command(flatten)]
+    signer: Signer,
+    /// The fee. A transfer pays all of it (default: the node's minimum); a deploy or call buys
+    /// up to 1,000 gas per unit and pays only for the gas it uses (default: 2,000).
+    #[arg(long)]
+    fee: Option<u64>,
+    /// The nonce (default: the next one, counting this sender's transactions in the mempool).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// Wait until the transaction is finalized and print its receipt.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    rpc: RpcArg,
+}
+
+/// The default fee of a contract transaction: a budget of two million gas.
+const DEFAULT_CONTRACT_FEE: u64 = 2_000;
+
 /// Transaction commands.
 #[derive(Subcommand)]
 pub enum TxCommand {
     /// Transfer value to an address.
     Transfer {
-        #[command(flatten)]
-        signer: Signer,
         /// The recipient address.
         #[arg(long)]
         to: Address,
         /// The amount.
         #[arg(long)]
         amount: u128,
-        /// The fee (default: the node's minimum).
-        #[arg(long)]
-        fee: Option<u64>,
-        /// The nonce (default: the next one, counting this sender's transactions in the mempool).
-        #[arg(long)]
-        nonce: Option<u64>,
-        /// Wait until the transaction is finalized and print its receipt.
-        #[arg(long)]
-        wait: bool,
         #[command(flatten)]
-        rpc: RpcArg,
+        options: TxOptions,
+    },
+    /// Deploy a contract's `.wasm` file; prints the address it will have.
+    Deploy {
+        /// The contract's WASM module.
+        file: PathBuf,
+        #[command(flatten)]
+        options: TxOptions,
+    },
+    /// Call a method of a deployed contract.
+    Call {
+        /// The contract's address.
+        contract: Address,
+        /// The method.
+        method: String,
+        /// Arguments, each `type:value`: u64:5, u128:1000, address:0x…, bytes:0x…, str:text.
+        args: Vec<String>,
+        #[command(flatten)]
+        options: TxOptions,
     },
 }
 
 impl TxCommand {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        let TxCommand::Transfer {
-            signer,
-            to,
-            amount,
-            fee,
-            nonce,
-            wait,
-            rpc,
-        } = self;
-        let client = client(&rpc)?;
-        let key = signer.key()?;
-        let status = client.status().await.context("reading chain status")?;
-        let nonce = match nonce {
-            Some(nonce) => nonce,
-            None => {
-                client
-                    .get_account(key.public_key().address(), None)
-                    .await?
-                    .nonce
+        let (payload, options) = match self {
+            TxCommand::Transfer {
+                to,
+                amount,
+                options,
+            } => (Payload::Transfer { to, amount }, options),
+            TxCommand::Deploy { file, options } => {
+                let code =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                (Payload::Deploy { code }, options)
+            }
+            TxCommand::Call {
+                contract,
+                method,
+                args,
+                options,
+            } => {
+                let args = crate::args::encode(&args)?;
+                let method = method.into_bytes();
+                let payload = Payload::Call {
+                    contract,
+                    method,
+                    args,
+                };
+                (payload, options)
             }
         };
-        let tx = Transaction {
-            chain_id: status.chain_id,
-            sender: key.public_key(),
-            nonce,
-            fee: fee.unwrap_or(status.min_fee),
-            payload: Payload::Transfer { to, amount },
-            access: vec![],
-        }
-        .sign(&key);
-        let hash = client
-            .send_raw_transaction(hex::encode(tx.encode()))
-            .await
-            .context("submitting")?;
-        println!("submitted {hash}");
-        if wait {
-            wait_for_receipt(&client, hash).await?;
-        }
-        Ok(())
+        submit(payload, options).await
     }
+}
+
+/// Signs `payload` with the options' key, submits it, and waits for its receipt if asked.
+async fn submit(payload: Payload, options: TxOptions) -> anyhow::Result<()> {
+    let client = client(&options.rpc)?;
+    let key = options.signer.key()?;
+    let status = client.status().await.context("reading chain status")?;
+    let nonce = match options.nonce {
+        Some(nonce) => nonce,
+        None => {
+            let pending = Some(BlockTag::Pending);
+            let address = key.public_key().address();
+            client.get_account(address, pending).await?.nonce
+        }
+    };
+    let default_fee = match payload {
+        Payload::Transfer { .. } => status.min_fee,
+        _ => DEFAULT_CONTRACT_FEE.max(status.min_fee),
+    };
+    let tx = Transaction {
+        chain_id: status.chain_id,
+        sender: key.public_key(),
+        nonce,
+        fee: options.fee.unwrap_or(default_fee),
+        payload,
+        access: vec![],
+    };
+    let deploys = matches!(tx.payload, Payload::Deploy { .. }).then(|| tx.deployed_address());
+    let tx = tx.sign(&key);
+    let hash = client
+        .send_raw_transaction(hex::encode(tx.encode()))
+        .await
+        .context("submitting")?;
+    println!("submitted {hash}");
+    if let Some(address) = deploys {
+        println!("contract address {address}");
+    }
+    if options.wait {
+        wait_for_receipt(&client, hash).await?;
+    }
+    Ok(())
 }
 
 async fn wait_for_receipt(
@@ -173,6 +232,26 @@ pub enum QueryCommand {
         #[command(flatten)]
         rpc: RpcArg,
     },
+    /// Run a contract method read-only on the latest state (nothing is kept).
+    Call {
+        /// The contract's address.
+        contract: Address,
+        /// The method.
+        method: String,
+        /// Arguments, each `type:value`: u64:5, u128:1000, address:0x…, bytes:0x…, str:text.
+        args: Vec<String>,
+        /// Decode the return data as u64, u128, address, str or hex (default: print the result).
+        #[arg(long)]
+        returns: Option<String>,
+        /// The caller the contract sees.
+        #[arg(long)]
+        caller: Option<Address>,
+        /// `latest`, `finalized` or a height.
+        #[arg(long, default_value = "latest")]
+        at: String,
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
 }
 
 fn parse_tag(text: &str) -> anyhow::Result<BlockTag> {
@@ -215,6 +294,32 @@ impl QueryCommand {
                 None => bail!("unknown transaction {hash}"),
             },
             QueryCommand::Status { rpc } => print(&client(&rpc)?.status().await?),
+            QueryCommand::Call {
+                contract,
+                method,
+                args,
+                returns,
+                caller,
+                at,
+                rpc,
+            } => {
+                let request = CallRequest {
+                    contract,
+                    method,
+                    args: hex::encode(crate::args::encode(&args)?),
+                    caller,
+                    gas: None,
+                };
+                let result = client(&rpc)?.call(request, Some(parse_tag(&at)?)).await?;
+                match returns {
+                    Some(kind) if result.status == "success" => {
+                        let data = hex::decode(result.output.trim_start_matches("0x"))?;
+                        println!("{}", crate::args::decode(&kind, &data)?);
+                        Ok(())
+                    }
+                    _ => print(&result),
+                }
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: `dev` runs a local chain; `tx`, `query` and `keys` talk to a node's RPC;
 //! `bench` reproduces the benchmarks.
 
+mod args;
 mod bench;
 mod client;
 mod keys;
