@@ -294,7 +294,7 @@ mod tests {
             }
             .sign(&key)
         };
-        let fits = (BLOCK_GAS_LIMIT / MAX_TX_GAS) as u64;
+        let fits = BLOCK_GAS_LIMIT / MAX_TX_GAS;
         let mut txs: Vec<_> = (0..fits).map(call).collect();
         let at =
             |txs: Vec<_>| Block::new(5, Hash([4; 32]), 1, key.public_key(), Hash([6; 32]), txs);

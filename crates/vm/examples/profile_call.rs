@@ -23,7 +23,11 @@ fn main() {
     let mut world = MemoryWorld::new();
     world.deploy(TOKEN, &code);
     for i in 0..64u8 {
-        world.set(TOKEN, [&b"b"[..], &[i; 20]].concat(), (1u128 << 100).to_le_bytes().to_vec());
+        world.set(
+            TOKEN,
+            [&b"b"[..], &[i; 20]].concat(),
+            (1u128 << 100).to_le_bytes().to_vec(),
+        );
     }
     let world = Arc::new(world);
     let started = std::time::Instant::now();
@@ -33,7 +37,10 @@ fn main() {
             contract: TOKEN,
             height: 1,
             time_ms: 0,
-            args: ArgsBuilder::new().address(&[((i + 1) % 64) as u8; 20]).u128(1).build(),
+            args: ArgsBuilder::new()
+                .address(&[((i + 1) % 64) as u8; 20])
+                .u128(1)
+                .build(),
             gas_limit: 1_000_000,
         };
         let outcome = vm.call_compiled(&contract, "transfer", ctx, world.clone());
