@@ -6,7 +6,7 @@
 
 use crate::meter::OUT_OF_GAS;
 use crate::wasm::{
-    memory, CallContext, CallFailure, Event, Host, COPY_BYTE_GAS, ED25519_VERIFY_GAS,
+    memory, CallContext, CallFailure, CallTree, Event, Host, COPY_BYTE_GAS, ED25519_VERIFY_GAS,
     HASH_BYTE_GAS, HOST_CALL_GAS, MAX_CALL_STACK, MAX_EVENTS, MAX_EVENT_BYTES, MAX_KEY_BYTES,
     MAX_RETURN_BYTES, MAX_VALUE_BYTES, STORAGE_READ_BYTE_GAS, STORAGE_WRITE_BYTE_GAS,
 };
@@ -368,10 +368,15 @@ fn nested_call(
     stack.push(address);
     // The callee works on a copy of the tree's writes; the caller keeps its own to fall back on.
     let writes = host.writes.clone();
-    let outcome = host
-        .vm
-        .clone()
-        .call_in(method, ctx, host.world.clone(), writes, stack);
+    let outcome = host.vm.clone().call_in(
+        method,
+        ctx,
+        CallTree {
+            world: host.world.clone(),
+            writes,
+            stack,
+        },
+    );
     let status = match outcome.result {
         Ok(data) => {
             let host = c.data_mut();

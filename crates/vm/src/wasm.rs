@@ -225,6 +225,24 @@ impl StorageView for Layered<'_> {
     }
 }
 
+/// What a call shares with the calls around it: the world, the tree's writes so far, and the
+/// contracts on the call stack (this one last).
+pub(crate) struct CallTree {
+    pub(crate) world: Arc<dyn World>,
+    pub(crate) writes: Writes,
+    pub(crate) stack: Vec<[u8; 20]>,
+}
+
+impl CallTree {
+    fn new(world: Arc<dyn World>, contract: [u8; 20]) -> Self {
+        Self {
+            world,
+            writes: Writes::new(),
+            stack: vec![contract],
+        }
+    }
+}
+
 /// Who calls, in which block, with what.
 #[derive(Debug, Clone)]
 pub struct CallContext {
@@ -494,8 +512,8 @@ impl Vm {
     /// Calls `method` of the contract deployed at `ctx.contract`, as `world` shows it: its
     /// native implementation if its code has one, else its cached, compiled WASM.
     pub fn call(&self, method: &str, ctx: CallContext, world: Arc<dyn World>) -> Outcome {
-        let stack = vec![ctx.contract];
-        self.call_in(method, ctx, world, Writes::new(), stack)
+        let tree = CallTree::new(world, ctx.contract);
+        self.call_in(method, ctx, tree)
     }
 
     /// Runs `method` of an already compiled `contract` with fresh memory (no native path):
@@ -507,32 +525,25 @@ impl Vm {
         ctx: CallContext,
         world: Arc<dyn World>,
     ) -> Outcome {
-        let stack = vec![ctx.contract];
-        self.run_call(contract, method, ctx, world, Writes::new(), stack)
+        let tree = CallTree::new(world, ctx.contract);
+        self.run_call(contract, method, ctx, tree)
     }
 
-    /// A call inside a call tree: `writes` are the tree's writes so far, `stack` the contracts
-    /// on the call stack including this one. On success the outcome's writes are all of the
-    /// tree's; on failure they are empty.
-    pub(crate) fn call_in(
-        &self,
-        method: &str,
-        ctx: CallContext,
-        world: Arc<dyn World>,
-        writes: Writes,
-        stack: Vec<[u8; 20]>,
-    ) -> Outcome {
+    /// A call inside a call tree. On success the outcome's writes are all of the tree's; on
+    /// failure they are empty.
+    pub(crate) fn call_in(&self, method: &str, ctx: CallContext, tree: CallTree) -> Outcome {
+        let world = &tree.world;
         let Some(code_hash) = world.code_hash(&ctx.contract) else {
             return Outcome::failed(CallFailure::NoContract, 0);
         };
-        if let Some(outcome) = self.call_native(&code_hash, method, &ctx, &*world, &writes) {
+        if let Some(outcome) = self.call_native(&code_hash, method, &ctx, &**world, &tree.writes) {
             return outcome;
         }
         let contract = match self.load(&code_hash, || world.code(&code_hash)) {
             Ok(contract) => contract,
             Err(e) => return Outcome::failed(CallFailure::Code(e.message()), 0),
         };
-        self.run_call(&contract, method, ctx, world, writes, stack)
+        self.run_call(&contract, method, ctx, tree)
     }
 
     /// The native path's outcome, with its writes merged over the tree's, if it has one.
@@ -567,10 +578,13 @@ impl Vm {
         contract: &Contract,
         method: &str,
         ctx: CallContext,
-        world: Arc<dyn World>,
-        writes: Writes,
-        stack: Vec<[u8; 20]>,
+        tree: CallTree,
     ) -> Outcome {
+        let CallTree {
+            world,
+            writes,
+            stack,
+        } = tree;
         let gas_limit = ctx.gas_limit.min(i64::MAX as u64);
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size((MAX_MEMORY_PAGES * 65_536) as usize)

@@ -378,3 +378,21 @@ fn the_module_cache_is_bounded_and_survives_a_restart() {
     vm.install(&token).expect("recompiles");
     assert_eq!(vm.cache_stats().compiled, 1);
 }
+
+#[test]
+fn a_callee_with_a_native_path_gives_the_same_outcome() {
+    let mut wasm = token_and_relay();
+    let mut native = token_and_relay();
+    let token_code = code("token/token.wasm");
+    let compiled = native.vm.deploy(&token_code).expect("token");
+    let fast =
+        peregrine_vm::native::NativeToken::calibrate(&native.vm, &compiled).expect("calibrates");
+    native
+        .vm
+        .register_native(*blake3::hash(&token_code).as_bytes(), Box::new(fast));
+    for (method, amount) in [("forward", 40), ("try_forward", 500), ("forward", 61)] {
+        let a = wasm.call_at(RELAY, [5; 20], method, relay_args(3, amount));
+        let b = native.call_at(RELAY, [5; 20], method, relay_args(3, amount));
+        assert_eq!(a, b, "{method} {amount}");
+    }
+}
