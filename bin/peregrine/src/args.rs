@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Context as _};
 use peregrine_sdk::codec::ArgsBuilder;
-use peregrine_types::Address;
+use peregrine_types::{AccessEntry, AccessMode, Address};
 
 fn hex_bytes(text: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(text.strip_prefix("0x").unwrap_or(text)).with_context(|| format!("hex {text:?}"))
@@ -44,6 +44,38 @@ pub fn encode(args: &[String]) -> anyhow::Result<Vec<u8>> {
     }
     raw.extend(builder.build());
     Ok(raw)
+}
+
+/// Parses `--access` entries: `ADDRESS[:PREFIX][:r|w]`, the prefix in hex (with or without
+/// `0x`; empty or absent: the whole contract), the mode `w` (default) or `r`.
+pub fn access(entries: &[String]) -> anyhow::Result<Vec<AccessEntry>> {
+    entries.iter().map(|entry| access_entry(entry)).collect()
+}
+
+fn access_entry(entry: &str) -> anyhow::Result<AccessEntry> {
+    let mut parts = entry.split(':');
+    let address: Address = parts
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("--access {entry:?}: address"))?;
+    let prefix = match parts.next() {
+        Some(prefix) => hex_bytes(prefix)?,
+        None => Vec::new(),
+    };
+    let mode = match parts.next() {
+        None | Some("w") => AccessMode::Write,
+        Some("r") => AccessMode::Read,
+        Some(other) => bail!("--access {entry:?}: mode {other:?} is neither r nor w"),
+    };
+    if parts.next().is_some() {
+        bail!("--access {entry:?}: expected ADDRESS[:PREFIX][:r|w]");
+    }
+    Ok(AccessEntry {
+        address,
+        prefix,
+        mode,
+    })
 }
 
 /// Decodes return data as `kind` (`u64`, `u128`, `address`, `str` or `hex`).
@@ -98,6 +130,20 @@ mod tests {
         assert!(encode(&["u128:-1".to_string()]).is_err());
         assert!(encode(&["float:1".to_string()]).is_err());
         assert!(encode(&["1000".to_string()]).is_err());
+    }
+
+    #[test]
+    fn access_entries_parse() {
+        let to = Address([7; 20]);
+        let parsed = access(&[format!("{to}"), format!("{to}:0x62:r")]).expect("parses");
+        assert_eq!(parsed[0].prefix, Vec::<u8>::new());
+        assert_eq!(parsed[0].mode, AccessMode::Write);
+        assert_eq!(
+            (parsed[1].prefix.clone(), parsed[1].mode),
+            (vec![0x62], AccessMode::Read)
+        );
+        assert!(access(&[format!("{to}:62:x")]).is_err());
+        assert!(access(&["nope".to_string()]).is_err());
     }
 
     #[test]

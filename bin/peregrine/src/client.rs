@@ -3,7 +3,7 @@
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use peregrine_rpc::{BlockTag, CallRequest, PeregrineApiClient, TxLocation};
-use peregrine_types::{Address, Encode, Hash, Payload, SecretKey, Transaction};
+use peregrine_types::{AccessEntry, Address, Encode, Hash, Payload, SecretKey, Transaction};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,11 @@ pub enum TxCommand {
         method: String,
         /// Arguments, each `type:value`: u64:5, u128:1000, address:0x…, bytes:0x…, str:text.
         args: Vec<String>,
+        /// Declare an access, `ADDRESS[:PREFIX_HEX][:r|w]` (repeatable). A call that declares
+        /// runs in parallel with others and fails if it touches anything else; one that declares
+        /// nothing runs alone (docs/ACCESS.md).
+        #[arg(long = "access")]
+        access: Vec<String>,
         #[command(flatten)]
         options: TxOptions,
     },
@@ -111,21 +116,22 @@ pub enum TxCommand {
 impl TxCommand {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<()> {
-        let (payload, options) = match self {
+        let (payload, access, options) = match self {
             TxCommand::Transfer {
                 to,
                 amount,
                 options,
-            } => (Payload::Transfer { to, amount }, options),
+            } => (Payload::Transfer { to, amount }, vec![], options),
             TxCommand::Deploy { file, options } => {
                 let code =
                     std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                (Payload::Deploy { code }, options)
+                (Payload::Deploy { code }, vec![], options)
             }
             TxCommand::Call {
                 contract,
                 method,
                 args,
+                access,
                 options,
             } => {
                 let args = crate::args::encode(&args)?;
@@ -135,15 +141,19 @@ impl TxCommand {
                     method,
                     args,
                 };
-                (payload, options)
+                (payload, crate::args::access(&access)?, options)
             }
         };
-        submit(payload, options).await
+        submit(payload, access, options).await
     }
 }
 
 /// Signs `payload` with the options' key, submits it, and waits for its receipt if asked.
-async fn submit(payload: Payload, options: TxOptions) -> anyhow::Result<()> {
+async fn submit(
+    payload: Payload,
+    access: Vec<AccessEntry>,
+    options: TxOptions,
+) -> anyhow::Result<()> {
     let client = client(&options.rpc)?;
     let key = options.signer.key()?;
     let status = client.status().await.context("reading chain status")?;
@@ -165,7 +175,7 @@ async fn submit(payload: Payload, options: TxOptions) -> anyhow::Result<()> {
         nonce,
         fee: options.fee.unwrap_or(default_fee),
         payload,
-        access: vec![],
+        access,
     };
     let deploys = matches!(tx.payload, Payload::Deploy { .. }).then(|| tx.deployed_address());
     let tx = tx.sign(&key);

@@ -132,8 +132,9 @@ impl Ledger for TxView<'_, '_> {
         self.writes.accounts.push((address, account));
     }
 
-    /// Contract transactions run alone in their level (see [`crate::schedule`]) and read contract
-    /// state only before writing it, so the overlay's view is the one they must see.
+    /// A contract transaction touches only contracts no other transaction of its level touches
+    /// (or runs alone, see [`crate::schedule`]), so the state at the level's start is the state
+    /// it must see.
     fn world(&self) -> BlockWorld {
         self.base.world()
     }

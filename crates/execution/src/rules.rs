@@ -14,7 +14,9 @@
 //!   `InvalidCode` and the refusal as output.
 //! - **Call** runs the method with the sender as caller. On success the call tree's storage
 //!   writes are applied, the events and return data go into the receipt. On failure nothing but
-//!   the fee and nonce changes, and the receipt carries the failure and its message.
+//!   the fee and nonce changes, and the receipt carries the failure and its message. A call with
+//!   a non-empty access list may touch only what it declares (`docs/ACCESS.md`); one with an
+//!   empty list may touch anything and is scheduled alone.
 
 use crate::contracts::BlockWorld;
 use crate::ExecError;
@@ -23,7 +25,7 @@ use peregrine_types::receipt::MAX_OUTPUT_BYTES;
 use peregrine_types::{
     keys, Account, Address, Failure, LogEvent, Payload, SignedTransaction, TxStatus,
 };
-use peregrine_vm::{CallContext, CallFailure, Outcome as CallOutcome, Vm, Writes};
+use peregrine_vm::{Access, CallContext, CallFailure, Outcome as CallOutcome, Vm, Writes};
 use peregrine_vm::{DEPLOY_BASE_GAS, DEPLOY_BYTE_GAS, GAS_NATIVE_TRANSFER};
 use std::sync::Arc;
 
@@ -206,7 +208,11 @@ fn call(
         args: args.to_vec(),
         gas_limit: tx.tx().gas_limit(),
     };
-    let result = env.vm.call(method, ctx, Arc::new(ledger.world()));
+    let world = Arc::new(ledger.world());
+    let result = match declared(tx) {
+        Some(access) => env.vm.call_declared(method, ctx, world, access),
+        None => env.vm.call(method, ctx, world),
+    };
     let CallOutcome {
         result,
         gas_used,
@@ -234,6 +240,20 @@ fn call(
     }
 }
 
+/// The access a call declared, or `None` for an empty list, which declares nothing and may touch
+/// anything (such a call is scheduled alone: see [`crate::schedule`]).
+fn declared(tx: &SignedTransaction) -> Option<Arc<Access>> {
+    let entries = &tx.tx().access;
+    if entries.is_empty() {
+        return None;
+    }
+    let access = entries.iter().fold(Access::new(), |access, e| {
+        let write = e.mode == peregrine_types::AccessMode::Write;
+        access.allow(e.address.0, e.prefix.clone(), write)
+    });
+    Some(Arc::new(access))
+}
+
 fn apply_writes(ledger: &mut impl Ledger, writes: Writes) {
     for (contract, entries) in writes {
         let contract = Address(contract);
@@ -254,6 +274,7 @@ pub fn failure_kind(failure: &CallFailure) -> Failure {
         CallFailure::NoMethod(_) => Failure::NoMethod,
         CallFailure::NoContract => Failure::NoContract,
         CallFailure::Code(_) => Failure::InvalidCode,
+        CallFailure::Undeclared(_) => Failure::Undeclared,
     }
 }
 

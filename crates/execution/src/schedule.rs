@@ -1,9 +1,12 @@
 //! Scheduling: which transactions of a block may run at the same time.
 //!
 //! Each transaction's access set is derived from its payload and its declared access list (see
-//! `docs/ACCESS.md`): a transfer writes its sender and its recipient; a deploy or call writes its
-//! sender and reads or writes each declared address. Conflicts are tracked per address, which is
-//! coarser than per key prefix and therefore never misses a conflict.
+//! `docs/ACCESS.md`): a transfer writes its sender and its recipient; a deploy writes its sender
+//! and the address it creates; a call writes its sender and reads or writes each declared
+//! (address, key prefix). Two accesses conflict when they name the same address with overlapping
+//! prefixes (one starts the other; the empty prefix is the whole address) and one of them writes.
+//! So token transfers between different holders, declared by their balance keys, run in
+//! parallel, while a whole-account access still conflicts with everything at that address.
 //!
 //! Transactions are placed in *levels* in block order: a transaction's level is one more than the
 //! highest level of any earlier transaction it conflicts with (read-after-write, write-after-write,
@@ -16,13 +19,15 @@
 //! itself (as sender, recipient or declared access) must see every earlier fee: it is a *barrier*,
 //! placed in a level after all earlier transactions, and no later transaction is placed before it.
 //!
-//! Deploys and calls are barriers too, for now: a call may touch any contract's storage (a
-//! callee's included), and until the VM enforces declared access lists at its host calls, only a
-//! barrier guarantees that parallel execution cannot differ from serial. Native transfers after
-//! a barrier may still share its level.
+//! A call with an empty access list declares nothing, so it may touch any contract: it runs
+//! alone, in a level after every earlier transaction and before every later one. A call with a non-empty list is held to it by the VM (an undeclared access fails
+//! the transaction), so it is scheduled like any other transaction. A deployment writes its
+//! sender and the address it creates (its code is stored under its hash, which only ever holds
+//! that code, so deployments of the same code never disagree).
 
 use peregrine_types::{AccessMode, Address, Block, Payload, SignedTransaction};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 /// The levels of a block: transaction indices, each level in increasing index order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +36,20 @@ pub struct Schedule {
     pub levels: Vec<Vec<u32>>,
 }
 
-/// The addresses a transaction touches, with whether it may write them.
-pub fn access_set(tx: &SignedTransaction) -> Vec<(Address, AccessMode)> {
+/// What a transaction touches: addresses with a storage key prefix (empty: the whole account or
+/// contract), and whether it may write them.
+pub fn access_set(tx: &SignedTransaction) -> Vec<(Address, &[u8], AccessMode)> {
     let body = tx.tx();
-    let mut set = vec![(tx.sender(), AccessMode::Write)];
+    let whole: &[u8] = &[];
+    let mut set = vec![(tx.sender(), whole, AccessMode::Write)];
     match &body.payload {
-        Payload::Transfer { to, .. } => set.push((*to, AccessMode::Write)),
-        Payload::Deploy { .. } | Payload::Call { .. } => {
-            set.extend(body.access.iter().map(|entry| (entry.address, entry.mode)));
-        }
+        Payload::Transfer { to, .. } => set.push((*to, whole, AccessMode::Write)),
+        Payload::Deploy { .. } => set.push((body.deployed_address(), whole, AccessMode::Write)),
+        Payload::Call { .. } => set.extend(
+            body.access
+                .iter()
+                .map(|e| (e.address, e.prefix.as_slice(), e.mode)),
+        ),
     }
     set
 }
@@ -52,37 +62,106 @@ struct Seen {
     read: u32,
 }
 
+impl Seen {
+    fn join(self, other: Seen) -> Seen {
+        Seen {
+            written: self.written.max(other.written),
+            read: self.read.max(other.read),
+        }
+    }
+
+    /// The lowest level an access in `mode` may take after these.
+    fn after(self, mode: AccessMode) -> u32 {
+        match mode {
+            AccessMode::Read => self.written,
+            AccessMode::Write => self.written.max(self.read),
+        }
+    }
+
+    fn record(&mut self, mode: AccessMode, level: u32) {
+        match mode {
+            AccessMode::Read => self.read = self.read.max(level + 1),
+            AccessMode::Write => self.written = self.written.max(level + 1),
+        }
+    }
+}
+
+/// Earlier accesses to one address. Two prefixes overlap when one starts the other; the empty
+/// prefix (the whole address) overlaps everything.
+#[derive(Default)]
+struct AddressSeen {
+    /// Every access to the address: what a whole-address access must follow.
+    all: Seen,
+    /// Whole-address accesses: what every access must follow.
+    whole: Seen,
+    /// Accesses by non-empty prefix.
+    prefixes: BTreeMap<Vec<u8>, Seen>,
+}
+
+impl AddressSeen {
+    /// Earlier accesses overlapping `prefix`.
+    fn overlapping(&self, prefix: &[u8]) -> Seen {
+        if prefix.is_empty() {
+            return self.all;
+        }
+        // Shorter prefixes that start `prefix` (each one lookup), then longer ones it starts.
+        let shorter = (1..prefix.len()).filter_map(|n| self.prefixes.get(&prefix[..n]));
+        let longer = self
+            .prefixes
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, seen)| seen);
+        shorter
+            .chain(longer)
+            .fold(self.whole, |acc, seen| acc.join(*seen))
+    }
+
+    fn record(&mut self, prefix: &[u8], mode: AccessMode, level: u32) {
+        self.all.record(mode, level);
+        if prefix.is_empty() {
+            self.whole.record(mode, level);
+        } else {
+            self.prefixes
+                .entry(prefix.to_vec())
+                .or_default()
+                .record(mode, level);
+        }
+    }
+}
+
+/// A call with an empty access list declares nothing, so it may touch anything.
+fn is_undeclared_call(tx: &SignedTransaction) -> bool {
+    matches!(tx.tx().payload, Payload::Call { .. }) && tx.tx().access.is_empty()
+}
+
 /// Computes the levels of `block` for fee sink `fee_sink`.
 pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
-    let mut seen: HashMap<Address, Seen> = HashMap::new();
+    let mut seen: HashMap<Address, AddressSeen> = HashMap::new();
     let mut levels: Vec<Vec<u32>> = Vec::new();
     // No transaction may be placed below the last barrier's level.
     let mut floor = 0u32;
     for (index, tx) in block.txs.iter().enumerate() {
         let set = access_set(tx);
-        let is_contract = !matches!(tx.tx().payload, Payload::Transfer { .. });
-        let barrier = is_contract || set.iter().any(|(address, _)| address == fee_sink);
+        let barrier = is_undeclared_call(tx) || set.iter().any(|(a, _, _)| a == fee_sink);
         let level = if barrier {
             levels.len() as u32
         } else {
-            let after = set.iter().map(|(address, mode)| {
-                let s = seen.get(address).copied().unwrap_or_default();
-                match mode {
-                    AccessMode::Read => s.written,
-                    AccessMode::Write => s.written.max(s.read),
-                }
+            let after = set.iter().map(|(address, prefix, mode)| {
+                seen.get(address)
+                    .map_or(0, |s| s.overlapping(prefix).after(*mode))
             });
             after.max().unwrap_or(0).max(floor)
         };
         if barrier {
-            floor = level;
+            // An undeclared call may have touched anything: nothing after it shares its level.
+            floor = if is_undeclared_call(tx) {
+                level + 1
+            } else {
+                level
+            };
         }
-        for (address, mode) in set {
-            let entry = seen.entry(address).or_default();
-            match mode {
-                AccessMode::Read => entry.read = entry.read.max(level + 1),
-                AccessMode::Write => entry.written = entry.written.max(level + 1),
-            }
+        for (address, prefix, mode) in set {
+            seen.entry(address).or_default().record(prefix, mode, level);
         }
         if levels.len() <= level as usize {
             levels.push(Vec::new());
@@ -155,5 +234,62 @@ mod tests {
     fn touching_the_fee_sink_is_a_barrier() {
         let got = levels(vec![pay(0, addr(1)), pay(2, SINK), pay(3, addr(4))]);
         assert_eq!(got, vec![vec![0], vec![1, 2]]);
+    }
+
+    const TOKEN: Address = Address([0x70; 20]);
+
+    /// A call to the token from `from`, declaring `(prefix, write)` entries on it.
+    fn call(from: u8, entries: &[(&[u8], bool)]) -> SignedTransaction {
+        let k = key(from);
+        let access = entries
+            .iter()
+            .map(|(prefix, write)| peregrine_types::AccessEntry {
+                address: TOKEN,
+                prefix: prefix.to_vec(),
+                mode: if *write {
+                    AccessMode::Write
+                } else {
+                    AccessMode::Read
+                },
+            })
+            .collect();
+        let payload = Payload::Call {
+            contract: TOKEN,
+            method: b"transfer".to_vec(),
+            args: vec![],
+        };
+        Transaction {
+            chain_id: 1,
+            sender: k.public_key(),
+            nonce: 0,
+            fee: 1,
+            payload,
+            access,
+        }
+        .sign(&k)
+    }
+
+    #[test]
+    fn declared_keys_conflict_only_where_prefixes_overlap() {
+        let got = levels(vec![
+            call(0, &[(b"b1", true), (b"b2", true)]),
+            call(1, &[(b"b3", true), (b"b4", true)]),
+            // Reads b1: after 0, beside 1.
+            call(2, &[(b"b1", false)]),
+            // Another reader of b1 beside 2; b is a prefix of every balance: after all writers.
+            call(3, &[(b"b1", false), (b"s", false)]),
+            call(4, &[(b"b", true)]),
+            // The whole contract: after every writer before it; a reader of a longer key after
+            // b3 and b (both start it) shares its level.
+            call(5, &[(b"", false)]),
+            call(6, &[(b"b3x", false)]),
+        ]);
+        assert_eq!(got, vec![vec![0, 1], vec![2, 3], vec![4], vec![5, 6]]);
+    }
+
+    #[test]
+    fn an_undeclared_call_runs_alone() {
+        let got = levels(vec![pay(0, addr(1)), call(2, &[]), pay(3, addr(4))]);
+        assert_eq!(got, vec![vec![0], vec![1], vec![2]]);
     }
 }

@@ -29,10 +29,12 @@ pub enum Failure {
     NoContract,
     /// The deployed code is not an acceptable module.
     InvalidCode,
+    /// A storage access or call outside the transaction's declared access list.
+    Undeclared,
 }
 
 impl Failure {
-    const ALL: [Failure; 8] = [
+    const ALL: [Failure; 9] = [
         Failure::OutOfGas,
         Failure::StackOverflow,
         Failure::Aborted,
@@ -41,6 +43,7 @@ impl Failure {
         Failure::NoMethod,
         Failure::NoContract,
         Failure::InvalidCode,
+        Failure::Undeclared,
     ];
 
     fn tag(self) -> u8 {
@@ -58,6 +61,7 @@ impl Failure {
             Failure::NoMethod => "no_method",
             Failure::NoContract => "no_contract",
             Failure::InvalidCode => "invalid_code",
+            Failure::Undeclared => "undeclared_access",
         }
     }
 }

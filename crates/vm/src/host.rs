@@ -6,9 +6,10 @@
 
 use crate::meter::OUT_OF_GAS;
 use crate::wasm::{
-    memory, CallContext, CallFailure, CallTree, Event, Host, COPY_BYTE_GAS, ED25519_VERIFY_GAS,
-    HASH_BYTE_GAS, HOST_CALL_GAS, MAX_CALL_STACK, MAX_EVENTS, MAX_EVENT_BYTES, MAX_KEY_BYTES,
-    MAX_RETURN_BYTES, MAX_VALUE_BYTES, STORAGE_READ_BYTE_GAS, STORAGE_WRITE_BYTE_GAS,
+    hex, memory, undeclared_call, CallContext, CallFailure, CallTree, Event, Host, COPY_BYTE_GAS,
+    ED25519_VERIFY_GAS, HASH_BYTE_GAS, HOST_CALL_GAS, MAX_CALL_STACK, MAX_EVENTS, MAX_EVENT_BYTES,
+    MAX_KEY_BYTES, MAX_RETURN_BYTES, MAX_VALUE_BYTES, STORAGE_READ_BYTE_GAS,
+    STORAGE_WRITE_BYTE_GAS,
 };
 use peregrine_sdk::HOST_MODULE;
 use peregrine_types::gas::RECEIPT_BYTE_GAS;
@@ -82,21 +83,37 @@ fn write(caller: &mut Caller<'_, Host>, ptr: i32, bytes: &[u8]) -> Res<()> {
     Ok(())
 }
 
-fn storage_get(caller: &Caller<'_, Host>, key: &[u8]) -> Option<Vec<u8>> {
-    let host = caller.data();
-    let contract = &host.ctx.contract;
-    match host.writes.get(contract).and_then(|w| w.get(key)) {
-        Some(written) => written.clone(),
-        None => host.world.storage(contract, key),
-    }
+fn undeclared(what: &str, contract: &[u8; 20], key: &[u8]) -> wasmtime::Error {
+    let message = format!("{what} of key 0x{} in 0x{}", hex(key), hex(contract));
+    CallFailure::Undeclared(message).into()
 }
 
-fn storage_put(caller: &mut Caller<'_, Host>, key: Vec<u8>, value: Option<Vec<u8>>) {
+fn storage_get(caller: &Caller<'_, Host>, key: &[u8]) -> Res<Option<Vec<u8>>> {
+    let host = caller.data();
+    let contract = &host.ctx.contract;
+    if let Some(access) = &host.access {
+        if !access.may_read(contract, key) {
+            return Err(undeclared("read", contract, key));
+        }
+    }
+    Ok(match host.writes.get(contract).and_then(|w| w.get(key)) {
+        Some(written) => written.clone(),
+        None => host.world.storage(contract, key),
+    })
+}
+
+fn storage_put(caller: &mut Caller<'_, Host>, key: Vec<u8>, value: Option<Vec<u8>>) -> Res<()> {
     let host = caller.data_mut();
+    if let Some(access) = &host.access {
+        if !access.may_write(&host.ctx.contract, &key) {
+            return Err(undeclared("write", &host.ctx.contract, &key));
+        }
+    }
     host.writes
         .entry(host.ctx.contract)
         .or_default()
         .insert(key, value);
+    Ok(())
 }
 
 /// The gas left in the calling instance's global.
@@ -172,7 +189,7 @@ fn link_storage(linker: &mut Linker<Host>) -> Res<()> {
                 HOST_CALL_GAS + STORAGE_READ_BYTE_GAS * kl.max(0) as u64,
             )?;
             let key = read(&mut c, k, kl, MAX_KEY_BYTES)?;
-            let Some(value) = storage_get(&c, &key) else {
+            let Some(value) = storage_get(&c, &key)? else {
                 return Ok(-1);
             };
             charge(&mut c, STORAGE_READ_BYTE_GAS * value.len() as u64)?;
@@ -189,8 +206,7 @@ fn link_storage(linker: &mut Linker<Host>) -> Res<()> {
             charge(&mut c, HOST_CALL_GAS + STORAGE_WRITE_BYTE_GAS * bytes)?;
             let key = read(&mut c, k, kl, MAX_KEY_BYTES)?;
             let value = read(&mut c, v, vl, MAX_VALUE_BYTES)?;
-            storage_put(&mut c, key, Some(value));
-            Ok(())
+            storage_put(&mut c, key, Some(value))
         },
     )?;
     linker.func_wrap(
@@ -202,8 +218,7 @@ fn link_storage(linker: &mut Linker<Host>) -> Res<()> {
                 HOST_CALL_GAS + STORAGE_WRITE_BYTE_GAS * kl.max(0) as u64,
             )?;
             let key = read(&mut c, k, kl, MAX_KEY_BYTES)?;
-            storage_put(&mut c, key, None);
-            Ok(())
+            storage_put(&mut c, key, None)
         },
     )?;
     Ok(())
@@ -343,6 +358,11 @@ fn nested_call(
     method: &str,
     args: Vec<u8>,
 ) -> Res<i32> {
+    if let Some(access) = &c.data().access {
+        if !access.may_call(&address) {
+            return Err(undeclared_call(&address).into());
+        }
+    }
     let refusal = if c.data().stack.contains(&address) {
         Some("reentrant call refused: the callee is already on the call stack")
     } else if c.data().stack.len() >= MAX_CALL_STACK {
@@ -375,6 +395,7 @@ fn nested_call(
             world: host.world.clone(),
             writes,
             stack,
+            access: host.access.clone(),
         },
     );
     let status = match outcome.result {
@@ -388,6 +409,8 @@ fn nested_call(
             host.last_return = data;
             0
         }
+        // Nobody may catch a broken promise: it fails the whole transaction.
+        Err(failure @ CallFailure::Undeclared(_)) => return Err(failure.into()),
         Err(failure) => {
             c.data_mut().last_return = failure.message().into_bytes();
             1

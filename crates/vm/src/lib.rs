@@ -10,6 +10,7 @@
 //! The gas of native transfers and deployments is here too, so every execution path prices work
 //! from one schedule. What a transaction may spend is in [`peregrine_types::gas`].
 
+mod access;
 mod cache;
 mod host;
 mod memory;
@@ -17,6 +18,7 @@ pub mod meter;
 pub mod native;
 pub mod wasm;
 
+pub use access::Access;
 pub use cache::CacheStats;
 pub use memory::MemoryWorld;
 pub use peregrine_types::gas::NATIVE_TRANSFER_GAS as GAS_NATIVE_TRANSFER;

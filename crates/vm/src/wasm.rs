@@ -22,6 +22,7 @@
 //! constants). A host function checks every pointer and length against the module's memory;
 //! a bad one fails the call, never the node.
 
+use crate::access::Access;
 use crate::cache::{CacheStats, ModuleCache};
 use crate::meter::{self, DEPTH_GLOBAL, GAS_GLOBAL, OUT_OF_GAS, STACK_OVERFLOW};
 use crate::native::{NativeContract, Registry};
@@ -140,6 +141,9 @@ pub enum CallFailure {
     /// limits between versions can cause this).
     #[error("code: {0}")]
     Code(String),
+    /// A storage access or call outside what the transaction declared: fails the transaction.
+    #[error("undeclared access: {0}")]
+    Undeclared(String),
 }
 
 impl CallFailure {
@@ -209,15 +213,17 @@ pub trait StorageView {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
 }
 
-/// A contract's storage: the call tree's writes, then the world.
+/// A contract's storage: the call tree's writes, then the world; remembers the keys read.
 pub(crate) struct Layered<'a> {
     pub(crate) world: &'a dyn World,
     pub(crate) writes: &'a Writes,
     pub(crate) contract: [u8; 20],
+    pub(crate) read: std::cell::RefCell<Vec<Vec<u8>>>,
 }
 
 impl StorageView for Layered<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.read.borrow_mut().push(key.to_vec());
         match self.writes.get(&self.contract).and_then(|w| w.get(key)) {
             Some(written) => written.clone(),
             None => self.world.storage(&self.contract, key),
@@ -231,16 +237,28 @@ pub(crate) struct CallTree {
     pub(crate) world: Arc<dyn World>,
     pub(crate) writes: Writes,
     pub(crate) stack: Vec<[u8; 20]>,
+    /// What the transaction declared; `None`: anything (see [`crate::Access`]).
+    pub(crate) access: Option<Arc<Access>>,
 }
 
 impl CallTree {
-    fn new(world: Arc<dyn World>, contract: [u8; 20]) -> Self {
+    fn new(world: Arc<dyn World>, contract: [u8; 20], access: Option<Arc<Access>>) -> Self {
         Self {
             world,
             writes: Writes::new(),
             stack: vec![contract],
+            access,
         }
     }
+}
+
+/// The refusal of calling `contract` without declaring it.
+pub(crate) fn undeclared_call(contract: &[u8; 20]) -> CallFailure {
+    CallFailure::Undeclared(format!("call to 0x{}", hex(contract)))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Who calls, in which block, with what.
@@ -273,6 +291,8 @@ pub(crate) struct Host {
     pub(crate) last_return: Vec<u8>,
     /// The contracts on the call stack, outermost first, this one last.
     pub(crate) stack: Vec<[u8; 20]>,
+    /// What the transaction declared; `None`: anything.
+    pub(crate) access: Option<Arc<Access>>,
     /// False only for [`Vm::deploy_unmetered`] modules: host functions then charge nothing.
     pub(crate) metered: bool,
     /// The instance's gas global and memory, found once per call rather than by name in every
@@ -512,7 +532,23 @@ impl Vm {
     /// Calls `method` of the contract deployed at `ctx.contract`, as `world` shows it: its
     /// native implementation if its code has one, else its cached, compiled WASM.
     pub fn call(&self, method: &str, ctx: CallContext, world: Arc<dyn World>) -> Outcome {
-        let tree = CallTree::new(world, ctx.contract);
+        let tree = CallTree::new(world, ctx.contract, None);
+        self.call_in(method, ctx, tree)
+    }
+
+    /// [`Self::call`] limited to what `access` declares: a storage access or call outside it
+    /// fails the whole call with [`CallFailure::Undeclared`], whichever contract made it.
+    pub fn call_declared(
+        &self,
+        method: &str,
+        ctx: CallContext,
+        world: Arc<dyn World>,
+        access: Arc<Access>,
+    ) -> Outcome {
+        if !access.may_call(&ctx.contract) {
+            return Outcome::failed(undeclared_call(&ctx.contract), 0);
+        }
+        let tree = CallTree::new(world, ctx.contract, Some(access));
         self.call_in(method, ctx, tree)
     }
 
@@ -525,7 +561,7 @@ impl Vm {
         ctx: CallContext,
         world: Arc<dyn World>,
     ) -> Outcome {
-        let tree = CallTree::new(world, ctx.contract);
+        let tree = CallTree::new(world, ctx.contract, None);
         self.run_call(contract, method, ctx, tree)
     }
 
@@ -536,7 +572,7 @@ impl Vm {
         let Some(code_hash) = world.code_hash(&ctx.contract) else {
             return Outcome::failed(CallFailure::NoContract, 0);
         };
-        if let Some(outcome) = self.call_native(&code_hash, method, &ctx, &**world, &tree.writes) {
+        if let Some(outcome) = self.call_native(&code_hash, method, &ctx, &tree) {
             return outcome;
         }
         let contract = match self.load(&code_hash, || world.code(&code_hash)) {
@@ -546,25 +582,42 @@ impl Vm {
         self.run_call(&contract, method, ctx, tree)
     }
 
-    /// The native path's outcome, with its writes merged over the tree's, if it has one.
+    /// The native path's outcome, with its writes merged over the tree's, if it has one. A
+    /// native outcome that read or wrote anything undeclared is dropped (it has no side effects
+    /// yet), so the WASM path runs and fails at the very host call the promise forbids.
     fn call_native(
         &self,
         code_hash: &[u8; 32],
         method: &str,
         ctx: &CallContext,
-        world: &dyn World,
-        writes: &Writes,
+        tree: &CallTree,
     ) -> Option<Outcome> {
         let natives = self.inner.natives.read().unwrap_or_else(|e| e.into_inner());
         let native = natives.get(code_hash)?;
         let view = Layered {
-            world,
-            writes,
+            world: &*tree.world,
+            writes: &tree.writes,
             contract: ctx.contract,
+            read: std::cell::RefCell::new(Vec::new()),
         };
         let mut outcome = native.call(method, ctx, &view)?;
+        if let Some(access) = &tree.access {
+            let contract = &ctx.contract;
+            let reads_ok = view
+                .read
+                .borrow()
+                .iter()
+                .all(|k| access.may_read(contract, k));
+            let writes_ok = outcome
+                .writes
+                .iter()
+                .all(|(c, entries)| entries.keys().all(|k| access.may_write(c, k)));
+            if !reads_ok || !writes_ok {
+                return None;
+            }
+        }
         if outcome.result.is_ok() {
-            let mut merged = writes.clone();
+            let mut merged = tree.writes.clone();
             for (contract, entries) in std::mem::take(&mut outcome.writes) {
                 merged.entry(contract).or_default().extend(entries);
             }
@@ -584,6 +637,7 @@ impl Vm {
             world,
             writes,
             stack,
+            access,
         } = tree;
         let gas_limit = ctx.gas_limit.min(i64::MAX as u64);
         let limits = wasmtime::StoreLimitsBuilder::new()
@@ -601,6 +655,7 @@ impl Vm {
             return_data: Vec::new(),
             last_return: Vec::new(),
             stack,
+            access,
             metered: contract.metered,
             gas: None,
             memory: None,

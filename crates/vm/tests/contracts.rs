@@ -396,3 +396,85 @@ fn a_callee_with_a_native_path_gives_the_same_outcome() {
         assert_eq!(a, b, "{method} {amount}");
     }
 }
+
+/// Calls `method` of `contract` as `caller` limited to `access`, applying a success.
+fn call_declared(
+    chain: &mut Chain,
+    contract: [u8; 20],
+    method: &str,
+    args: Vec<u8>,
+    access: peregrine_vm::Access,
+) -> Outcome {
+    let ctx = CallContext {
+        caller: [1; 20],
+        contract,
+        height: 7,
+        time_ms: 0,
+        args,
+        gas_limit: GAS,
+    };
+    let world = Arc::new(chain.state.clone());
+    let outcome = chain.vm.call_declared(method, ctx, world, Arc::new(access));
+    if outcome.result.is_ok() {
+        chain.state.apply(&outcome.writes);
+    }
+    outcome
+}
+
+fn balance_prefix(owner: [u8; 20]) -> Vec<u8> {
+    [&b"b"[..], &owner].concat()
+}
+
+fn undeclared(outcome: &Outcome) -> bool {
+    matches!(outcome.result, Err(CallFailure::Undeclared(_)))
+}
+
+#[test]
+fn accesses_outside_the_declared_list_fail_the_whole_call() {
+    for native in [false, true] {
+        let mut chain = token_and_relay();
+        if native {
+            let token = code("token/token.wasm");
+            let compiled = chain.vm.deploy(&token).expect("token");
+            let fast = peregrine_vm::native::NativeToken::calibrate(&chain.vm, &compiled)
+                .expect("calibrates");
+            let hash = *blake3::hash(&token).as_bytes();
+            chain.vm.register_native(hash, Box::new(fast));
+        }
+        let send = ArgsBuilder::new().address(&[2; 20]).u128(10).build();
+        let both = peregrine_vm::Access::new()
+            .allow(TOKEN, balance_prefix([1; 20]), true)
+            .allow(TOKEN, balance_prefix([2; 20]), true);
+        let ok = call_declared(&mut chain, TOKEN, "transfer", send.clone(), both);
+        assert!(ok.result.is_ok(), "native {native}: {ok:?}");
+
+        let read_only_recipient = peregrine_vm::Access::new()
+            .allow(TOKEN, balance_prefix([1; 20]), true)
+            .allow(TOKEN, balance_prefix([2; 20]), false);
+        let refused = call_declared(
+            &mut chain,
+            TOKEN,
+            "transfer",
+            send.clone(),
+            read_only_recipient,
+        );
+        assert!(undeclared(&refused), "native {native}: {refused:?}");
+        assert!(refused.writes.is_empty() && refused.gas_used > 0);
+
+        let other_contract = peregrine_vm::Access::new().allow(RELAY, vec![], true);
+        let not_called = call_declared(&mut chain, TOKEN, "transfer", send, other_contract);
+        assert!(undeclared(&not_called));
+
+        // The relay may not call the token, and cannot catch the refusal: the whole call fails.
+        let relay_only = peregrine_vm::Access::new().allow(RELAY, vec![], true);
+        let nested = call_declared(
+            &mut chain,
+            RELAY,
+            "try_forward",
+            relay_args(3, 1),
+            relay_only,
+        );
+        assert!(undeclared(&nested), "native {native}: {nested:?}");
+        assert_eq!(token_balance(&mut chain, &[2; 20]), 10, "native {native}");
+    }
+}
