@@ -1,10 +1,16 @@
 //! `peregrine bench exec`: block execution throughput, serial against parallel, by contention.
 //!
-//! Each scenario builds one block of pre-signed native transfers on a genesis of `accounts`
-//! funded accounts, then executes it `repeats` times with each engine (engines interleaved within
-//! each repeat), every time from the same genesis revision (a fork per run), timing `execute` end to end: scheduling, running, merging
-//! and the state commit (which computes the new state commitment). All engines must produce the
-//! same state root, or the run fails.
+//! Each scenario builds one block of pre-signed transactions on a genesis of `accounts` funded
+//! accounts, then executes it `repeats` times with each engine (engines interleaved within each
+//! repeat), every time from the same genesis revision (a fork per run), timing `execute` end to
+//! end: scheduling, running, merging and the state commit (which computes the new state
+//! commitment). All engines must produce the same state root, or the run fails.
+//!
+//! Scenarios: native transfers at low contention (each from its own sender to a uniformly random
+//! account), high contention (ten hot accounts) and full contention (one sender); and token
+//! contract transfers, each from its own holder to a random account and declaring the two
+//! balance keys, through the native fast path (`token-native`) and through WASM alone
+//! (`token-wasm`). The two token scenarios must end in the same state root.
 
 use crate::report::{median, percentile, Report};
 use crate::{load_key, mix, BenchError};
@@ -13,7 +19,8 @@ use peregrine_execution::{
 };
 use peregrine_state::{Db, RevisionId};
 use peregrine_types::{
-    Address, Block, Hash, Payload, PublicKey, SecretKey, SignedTransaction, Transaction,
+    AccessEntry, AccessMode, Address, Block, Hash, Payload, PublicKey, SecretKey,
+    SignedTransaction, Transaction,
 };
 use std::time::Instant;
 
@@ -81,11 +88,79 @@ fn scenario_txs(
                 transfer(&senders[i % 10], (i / 10) as u64, to)
             })
             .collect(),
+        "token-native" | "token-wasm" => (0..n)
+            .map(|i| {
+                let to = account((mix(i as u64) % u64::from(options.accounts)) as u32);
+                token_transfer(&senders[i], to)
+            })
+            .collect(),
         // One account sends everything.
         _ => (0..n as u64)
             .map(|nonce| transfer(&senders[0], nonce, account(nonce as u32)))
             .collect(),
     }
+}
+
+/// Where the genesis places the token contract.
+const TOKEN: Address = Address([0x70; 20]);
+/// The fee of a token transfer: a budget of 50,000 gas.
+const TOKEN_FEE: u64 = 50;
+
+fn balance_key(owner: &Address) -> Vec<u8> {
+    [&b"b"[..], &owner.0].concat()
+}
+
+/// A token transfer of 1 from `key`'s holder to `to`, declaring both balances.
+fn token_transfer(key: &SecretKey, to: Address) -> SignedTransaction {
+    let from = key.public_key().address();
+    let entry = |owner: &Address| AccessEntry {
+        address: TOKEN,
+        prefix: balance_key(owner),
+        mode: AccessMode::Write,
+    };
+    let payload = Payload::Call {
+        contract: TOKEN,
+        method: b"transfer".to_vec(),
+        args: peregrine_sdk::codec::ArgsBuilder::new()
+            .address(&to.0)
+            .u128(1)
+            .build(),
+    };
+    Transaction {
+        chain_id: CHAIN_ID,
+        sender: key.public_key(),
+        nonce: 0,
+        fee: TOKEN_FEE,
+        payload,
+        access: vec![entry(&from), entry(&to)],
+    }
+    .sign(key)
+}
+
+/// Deploys the committed token at [`TOKEN`] with a balance for every sender.
+fn with_token(
+    db: &Db,
+    parent: RevisionId,
+    senders: &[SecretKey],
+) -> Result<RevisionId, BenchError> {
+    use peregrine_types::keys;
+    let code = peregrine_execution::contracts::TOKEN_CODE;
+    let hash = *blake3::hash(code).as_bytes();
+    let mut ws = db.begin(parent)?;
+    ws.put(keys::code(&hash), code.to_vec())?;
+    ws.put(keys::contract(&TOKEN), hash.to_vec())?;
+    let mut balances: Vec<(Vec<u8>, Vec<u8>)> = senders
+        .iter()
+        .map(|k| {
+            let key = keys::storage(&TOKEN, &balance_key(&k.public_key().address()));
+            (key, 1_000_000u128.to_le_bytes().to_vec())
+        })
+        .collect();
+    balances.sort();
+    for (key, value) in balances {
+        ws.put(key, value)?;
+    }
+    Ok(db.commit(ws)?)
 }
 
 fn genesis(
@@ -103,14 +178,15 @@ fn genesis(
             balance: 1_000_000_000,
         })
         .collect();
-    Ok(apply_genesis(db, &allocation)?)
+    let root = apply_genesis(db, &allocation)?;
+    with_token(db, root, senders)
 }
 
 /// Engines under test, by name.
 type Engines = Vec<(String, Box<dyn BlockExecutor>)>;
 
-fn engines(options: &ExecOptions) -> Result<Engines, BenchError> {
-    let vm = peregrine_vm::Vm::new().map_err(|e| BenchError::Load(format!("vm: {e}")))?;
+/// The engines, running contracts on `vm`.
+fn engines(options: &ExecOptions, vm: &peregrine_vm::Vm) -> Result<Engines, BenchError> {
     let serial = SerialExecutor::new(FEE_SINK, vm.clone());
     let mut engines: Engines = vec![("serial".into(), Box::new(serial))];
     for &threads in &options.threads {
@@ -124,7 +200,8 @@ fn engines(options: &ExecOptions) -> Result<Engines, BenchError> {
 
 /// Executes `block` on `parent` `repeats` times with every engine, interleaving engines within
 /// each repeat so that a noisy moment on a shared machine hits all of them alike. Returns each
-/// engine's per-run tx/s, and fails if any engine's state root differs from the first engine's.
+/// engine's per-run tx/s and the state root, and fails if any engine's state root differs from
+/// the first engine's.
 fn measure(
     db: &Db,
     parent: RevisionId,
@@ -132,7 +209,7 @@ fn measure(
     engines: &Engines,
     repeats: u32,
     scenario: &str,
-) -> Result<Vec<Vec<f64>>, BenchError> {
+) -> Result<(Vec<Vec<f64>>, Option<Hash>), BenchError> {
     let mut rates = vec![Vec::new(); engines.len()];
     let mut reference = None;
     for _ in 0..repeats {
@@ -148,7 +225,30 @@ fn measure(
             }
         }
     }
-    Ok(rates)
+    Ok((rates, reference))
+}
+
+/// Fails unless every transaction of `block` succeeds: a benchmark of failures measures nothing.
+fn all_succeed(
+    db: &Db,
+    parent: RevisionId,
+    block: &Block,
+    engines: &Engines,
+    scenario: &str,
+) -> Result<(), BenchError> {
+    let Some((_, engine)) = engines.first() else {
+        return Ok(());
+    };
+    let out = engine.execute(db, parent, block)?;
+    match out.receipts.iter().find(|r| !r.status.is_success()) {
+        Some(receipt) => Err(BenchError::Load(format!(
+            "{scenario}: transaction {} ended {} ({})",
+            receipt.index,
+            receipt.status.name(),
+            String::from_utf8_lossy(&receipt.output)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Runs every scenario with every engine and returns the figures.
@@ -166,8 +266,24 @@ pub fn run(
     ));
     let senders: Vec<SecretKey> = (0..options.block_txs).map(load_key).collect();
     let parent = genesis(&db, options, &senders)?;
-    let engines = engines(options)?;
-    for scenario in ["low-contention", "high-contention", "full-contention"] {
+    let vm_error = |e: peregrine_vm::DeployError| BenchError::Load(format!("vm: {e}"));
+    let wasm_only = engines(options, &peregrine_vm::Vm::new().map_err(vm_error)?)?;
+    let native = peregrine_execution::contracts::node_vm(Default::default()).map_err(vm_error)?;
+    let with_native = engines(options, &native)?;
+    let mut token_roots = Vec::new();
+    let scenarios = [
+        "low-contention",
+        "high-contention",
+        "full-contention",
+        "token-native",
+        "token-wasm",
+    ];
+    for scenario in scenarios {
+        let engines = if scenario == "token-wasm" {
+            &wasm_only
+        } else {
+            &with_native
+        };
         let txs = scenario_txs(scenario, options, &senders);
         let block = Block::new(
             1,
@@ -177,7 +293,11 @@ pub fn run(
             Hash::default(),
             txs,
         );
-        let rates = measure(&db, parent, &block, &engines, options.repeats, scenario)?;
+        all_succeed(&db, parent, &block, engines, scenario)?;
+        let (rates, root) = measure(&db, parent, &block, engines, options.repeats, scenario)?;
+        if scenario.starts_with("token") {
+            token_roots.push(root);
+        }
         for ((name, _), mut rates) in engines.iter().zip(rates) {
             let p50 = median(&mut rates);
             report.push("exec", scenario, name, "tx_per_s_median", p50, "tx/s");
@@ -195,6 +315,12 @@ pub fn run(
             ));
         }
         add_speedups(&mut report, scenario, options);
+    }
+    if token_roots.windows(2).any(|w| w[0] != w[1]) {
+        return Err(BenchError::Divergence {
+            scenario: "token-wasm".into(),
+            engine: "the native fast path".into(),
+        });
     }
     Ok(report)
 }

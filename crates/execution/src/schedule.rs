@@ -96,6 +96,10 @@ struct AddressSeen {
     whole: Seen,
     /// Accesses by non-empty prefix.
     prefixes: BTreeMap<Vec<u8>, Seen>,
+    /// Bit `n - 1` is set when a prefix of length `n` (at most 128, as decoded transactions
+    /// allow) is in `prefixes`, so a lookup only tries the lengths in use; longer ones are always
+    /// tried.
+    lengths: u128,
 }
 
 impl AddressSeen {
@@ -104,8 +108,11 @@ impl AddressSeen {
         if prefix.is_empty() {
             return self.all;
         }
-        // Shorter prefixes that start `prefix` (each one lookup), then longer ones it starts.
-        let shorter = (1..prefix.len()).filter_map(|n| self.prefixes.get(&prefix[..n]));
+        // Shorter prefixes that start `prefix` (one lookup per length in use), then longer ones
+        // it starts.
+        let shorter = (1..prefix.len())
+            .filter(|n| *n > 128 || self.lengths & (1u128 << (n - 1)) != 0)
+            .filter_map(|n| self.prefixes.get(&prefix[..n]));
         let longer = self
             .prefixes
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
@@ -121,6 +128,9 @@ impl AddressSeen {
         if prefix.is_empty() {
             self.whole.record(mode, level);
         } else {
+            if prefix.len() <= 128 {
+                self.lengths |= 1u128 << (prefix.len() - 1);
+            }
             self.prefixes
                 .entry(prefix.to_vec())
                 .or_default()
