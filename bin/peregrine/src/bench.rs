@@ -181,6 +181,7 @@ impl ExecArgs {
             block_txs: self.block_txs,
             repeats,
             threads: self.threads,
+            scenarios: self.scenarios,
         }
     }
 }
@@ -275,6 +276,10 @@ pub struct ExecArgs {
     /// Thread counts of the parallel engine, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<usize>,
+    /// Only these scenarios, comma-separated (low-contention, high-contention,
+    /// full-contention, token-native, token-wasm; default: all).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// A quick run (100,000 accounts, 3 repeats) that finishes in well under a minute.
     #[arg(long)]
     quick: bool,

@@ -38,7 +38,18 @@ pub struct ExecOptions {
     pub repeats: u32,
     /// Thread counts of the parallel engine to measure.
     pub threads: Vec<usize>,
+    /// Scenarios to run by name; empty: all of [`SCENARIOS`].
+    pub scenarios: Vec<String>,
 }
+
+/// Every scenario, in the order they run.
+pub const SCENARIOS: [&str; 5] = [
+    "low-contention",
+    "high-contention",
+    "full-contention",
+    "token-native",
+    "token-wasm",
+];
 
 /// A recipient address for account index `i` (only senders need keys).
 fn account(i: u32) -> Address {
@@ -271,14 +282,16 @@ pub fn run(
     let native = peregrine_execution::contracts::node_vm(Default::default()).map_err(vm_error)?;
     let with_native = engines(options, &native)?;
     let mut token_roots = Vec::new();
-    let scenarios = [
-        "low-contention",
-        "high-contention",
-        "full-contention",
-        "token-native",
-        "token-wasm",
-    ];
-    for scenario in scenarios {
+    if let Some(unknown) = options
+        .scenarios
+        .iter()
+        .find(|s| !SCENARIOS.contains(&s.as_str()))
+    {
+        return Err(BenchError::Load(format!("unknown scenario {unknown}")));
+    }
+    let chosen =
+        |s: &&str| options.scenarios.is_empty() || options.scenarios.iter().any(|c| c == s);
+    for scenario in SCENARIOS.iter().copied().filter(chosen) {
         let engines = if scenario == "token-wasm" {
             &wasm_only
         } else {

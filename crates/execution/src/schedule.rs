@@ -100,6 +100,9 @@ struct AddressSeen {
     /// allow) is in `prefixes`, so a lookup only tries the lengths in use; longer ones are always
     /// tried.
     lengths: u128,
+    /// The longest prefix in `prefixes`: when it is no longer than a lookup's, only an exact
+    /// match can be a prefix the lookup starts.
+    longest: usize,
 }
 
 impl AddressSeen {
@@ -113,14 +116,17 @@ impl AddressSeen {
         let shorter = (1..prefix.len())
             .filter(|n| *n > 128 || self.lengths & (1u128 << (n - 1)) != 0)
             .filter_map(|n| self.prefixes.get(&prefix[..n]));
-        let longer = self
-            .prefixes
+        let acc = shorter.fold(self.whole, |acc, seen| acc.join(*seen));
+        if self.longest <= prefix.len() {
+            return self
+                .prefixes
+                .get(prefix)
+                .map_or(acc, |seen| acc.join(*seen));
+        }
+        self.prefixes
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(_, seen)| seen);
-        shorter
-            .chain(longer)
-            .fold(self.whole, |acc, seen| acc.join(*seen))
+            .fold(acc, |acc, (_, seen)| acc.join(*seen))
     }
 
     fn record(&mut self, prefix: &[u8], mode: AccessMode, level: u32) {
@@ -131,6 +137,7 @@ impl AddressSeen {
             if prefix.len() <= 128 {
                 self.lengths |= 1u128 << (prefix.len() - 1);
             }
+            self.longest = self.longest.max(prefix.len());
             self.prefixes
                 .entry(prefix.to_vec())
                 .or_default()

@@ -208,6 +208,11 @@ fn every_bad_contract_ends_in_its_own_failure_receipt() {
         Payload::Deploy {
             code: b"\0asm not a module".to_vec(),
         },
+        Payload::Call {
+            contract: bad,
+            method: vec![0xff, 0xfe],
+            args: vec![],
+        },
     ]);
     let failures: Vec<(TxStatus, String)> = receipts
         .iter()
@@ -257,7 +262,7 @@ fn every_bad_contract_ends_in_its_own_failure_receipt() {
 
     // Only the sender's account and the fee sink changed: no contract state, no contracts.
     let me_after = chain.account(&chain.me());
-    assert_eq!(me_after.nonce, me_before.nonce + 10);
+    assert_eq!(me_after.nonce, me_before.nonce + 11);
     let fees: u64 = receipts.iter().map(|r| r.fee_paid).sum();
     assert_eq!(me_before.balance - me_after.balance, u128::from(fees));
     let snapshot = chain.db.snapshot(chain.head).expect("snapshot");
