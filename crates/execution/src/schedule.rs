@@ -191,7 +191,7 @@ pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peregrine_types::{Hash, PublicKey, SecretKey, Transaction};
+    use peregrine_types::{AccessEntry, Hash, PublicKey, SecretKey, Transaction};
 
     const SINK: Address = Address([0xfe; 20]);
 
@@ -199,18 +199,21 @@ mod tests {
         SecretKey::from_seed([i; 32])
     }
 
-    fn pay(from: u8, to: Address) -> SignedTransaction {
+    fn signed(from: u8, payload: Payload, access: Vec<AccessEntry>) -> SignedTransaction {
         let k = key(from);
-        let payload = Payload::Transfer { to, amount: 1 };
         Transaction {
             chain_id: 1,
             sender: k.public_key(),
             nonce: 0,
             fee: 1,
             payload,
-            access: vec![],
+            access,
         }
         .sign(&k)
+    }
+
+    fn pay(from: u8, to: Address) -> SignedTransaction {
+        signed(from, Payload::Transfer { to, amount: 1 }, vec![])
     }
 
     fn addr(i: u8) -> Address {
@@ -257,10 +260,9 @@ mod tests {
 
     /// A call to the token from `from`, declaring `(prefix, write)` entries on it.
     fn call(from: u8, entries: &[(&[u8], bool)]) -> SignedTransaction {
-        let k = key(from);
         let access = entries
             .iter()
-            .map(|(prefix, write)| peregrine_types::AccessEntry {
+            .map(|(prefix, write)| AccessEntry {
                 address: TOKEN,
                 prefix: prefix.to_vec(),
                 mode: if *write {
@@ -275,15 +277,7 @@ mod tests {
             method: b"transfer".to_vec(),
             args: vec![],
         };
-        Transaction {
-            chain_id: 1,
-            sender: k.public_key(),
-            nonce: 0,
-            fee: 1,
-            payload,
-            access,
-        }
-        .sign(&k)
+        signed(from, payload, access)
     }
 
     #[test]
