@@ -13,7 +13,7 @@
 //! (`token-wasm`). The two token scenarios must end in the same state root.
 
 use crate::report::{median, percentile, Report};
-use crate::{load_key, mix, BenchError};
+use crate::{load_key, mix, vm_error, BenchError};
 use peregrine_execution::{
     apply_genesis, BlockExecutor, GenesisAccount, ParallelExecutor, SerialExecutor,
 };
@@ -277,7 +277,6 @@ pub fn run(
     ));
     let senders: Vec<SecretKey> = (0..options.block_txs).map(load_key).collect();
     let parent = genesis(&db, options, &senders)?;
-    let vm_error = |e: peregrine_vm::DeployError| BenchError::Load(format!("vm: {e}"));
     let wasm_only = engines(options, &peregrine_vm::Vm::new().map_err(vm_error)?)?;
     let native = peregrine_execution::contracts::node_vm(Default::default()).map_err(vm_error)?;
     let with_native = engines(options, &native)?;

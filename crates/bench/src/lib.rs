@@ -46,6 +46,11 @@ pub enum BenchError {
     },
 }
 
+/// A contract engine that could not start or load a contract, as a benchmark error.
+pub(crate) fn vm_error(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Load(format!("vm: {e}"))
+}
+
 /// splitmix64: a cheap deterministic sequence, so every engine and run sees the same keys.
 pub(crate) fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -11,7 +11,7 @@
 //! instantiates (a missing method) and of a read-only `balance_of` (three host calls).
 
 use crate::report::{median, percentile, Report};
-use crate::BenchError;
+use crate::{vm_error, BenchError};
 use parking_lot::Mutex;
 use peregrine_sdk::codec::ArgsBuilder;
 use peregrine_state::{Db, RevisionId, WriteSet};
@@ -44,10 +44,6 @@ fn contract_code(name: &str) -> Result<Vec<u8>, BenchError> {
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).map_err(|e| BenchError::Load(format!("{path}: {e}")))
-}
-
-fn vm_error(e: impl std::fmt::Display) -> BenchError {
-    BenchError::Load(format!("vm: {e}"))
 }
 
 /// The token's storage inside the state database, behind one write set shared with the calls.
