@@ -60,7 +60,7 @@ fn state_key(key: &[u8]) -> Vec<u8> {
 
 impl StorageView for Live {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.lock().get(&state_key(key)).map(<[u8]>::to_vec)
+        self.0.lock().get(&state_key(key)).map(|v| v.to_vec())
     }
 }
 

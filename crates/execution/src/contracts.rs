@@ -39,7 +39,7 @@ impl BlockWorld {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         match self.raw.get(key) {
             Some(written) => written.clone(),
-            None => self.parent.get(key).map(<[u8]>::to_vec),
+            None => self.parent.get(key).map(|v| v.to_vec()),
         }
     }
 }

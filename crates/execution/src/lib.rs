@@ -157,7 +157,7 @@ pub fn total_supply(snapshot: &peregrine_state::Snapshot) -> u128 {
     let end = [peregrine_types::keys::ACCOUNT_PREFIX + 1];
     snapshot
         .range((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
-        .filter_map(|(_, v)| peregrine_types::decode_exact::<Account>(v).ok())
+        .filter_map(|(_, v)| peregrine_types::decode_exact::<Account>(&v).ok())
         .map(|account| account.balance)
         .sum()
 }

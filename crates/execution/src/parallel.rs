@@ -69,7 +69,7 @@ impl Overlay<'_> {
     fn get(&self, address: &Address) -> Result<Account, ExecError> {
         match self.written.get(address) {
             Some(account) => Ok(*account),
-            None => read_account(|key| self.parent.get(key).map(<[u8]>::to_vec), address),
+            None => read_account(|key| self.parent.get(key).map(|v| v.to_vec()), address),
         }
     }
 }

@@ -39,7 +39,7 @@ struct SerialLedger {
 
 impl Ledger for SerialLedger {
     fn get(&mut self, address: &Address) -> Result<Account, ExecError> {
-        read_account(|key| self.ws.get(key).map(<[u8]>::to_vec), address)
+        read_account(|key| self.ws.get(key).map(|v| v.to_vec()), address)
     }
 
     fn set(&mut self, address: Address, account: Account) {

@@ -61,7 +61,7 @@ fn block(height: u64, txs: Vec<peregrine_types::SignedTransaction>) -> Block {
 fn account(db: &Db, rev: RevisionId, i: u8) -> Account {
     let snapshot = db.snapshot(rev).expect("snapshot");
     read_account(
-        |k| snapshot.get(k).map(<[u8]>::to_vec),
+        |k| snapshot.get(k).map(|v| v.to_vec()),
         &key(i).public_key().address(),
     )
     .expect("account")

@@ -61,7 +61,7 @@ impl Chain {
 
     fn account(&self, address: &Address) -> Account {
         let snapshot = self.db.snapshot(self.head).expect("snapshot");
-        Account::from_record(snapshot.get(&keys::account(address))).expect("account")
+        Account::from_record(snapshot.get(&keys::account(address)).as_deref()).expect("account")
     }
 
     /// Executes one block of `payloads` from the funded account; returns the receipts.

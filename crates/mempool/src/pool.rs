@@ -36,8 +36,12 @@ pub(crate) fn cost(tx: &SignedTransaction) -> u128 {
 
 /// The sender's account in `state`.
 pub(crate) fn account_of(state: &Snapshot, sender: &Address) -> Result<Account, Rejection> {
-    Account::from_record(state.get(&peregrine_types::keys::account(sender)))
-        .map_err(|_| Rejection::CorruptState)
+    Account::from_record(
+        state
+            .get(&peregrine_types::keys::account(sender))
+            .as_deref(),
+    )
+    .map_err(|_| Rejection::CorruptState)
 }
 
 struct Entry {

@@ -79,7 +79,7 @@ pub struct Chain {
 
 fn state_height(snapshot: &Snapshot) -> Option<u64> {
     let bytes = snapshot.get(peregrine_types::keys::META_HEIGHT)?;
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
 }
 
 impl Chain {
@@ -299,8 +299,12 @@ impl Chain {
         snapshot: &Snapshot,
         address: &peregrine_types::Address,
     ) -> Result<Account, ChainError> {
-        Account::from_record(snapshot.get(&peregrine_types::keys::account(address)))
-            .map_err(|e| ChainError::Inconsistent(format!("account {address}: {e}")))
+        Account::from_record(
+            snapshot
+                .get(&peregrine_types::keys::account(address))
+                .as_deref(),
+        )
+        .map_err(|e| ChainError::Inconsistent(format!("account {address}: {e}")))
     }
 
     /// Runs `request` read-only on `snapshot` (the state after `height`); nothing is kept.

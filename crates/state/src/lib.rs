@@ -9,13 +9,22 @@
 //! drops every revision that does not descend from it, and keeps the later, not yet final
 //! revisions open.
 //!
-//! # Design (foundation version)
-//! Each revision holds a persistent ordered map (`imbl::OrdMap`, a B-tree with reference-counted,
-//! structurally shared nodes), so a commit copies only the paths it changes and a snapshot is a
-//! pointer copy. Durability is an append-only log of finalized revisions' changes plus periodic
-//! checkpoints (see [`log`]). The commitment is an LtHash over all pairs (see [`commitment`]),
-//! updated in O(changed keys). This whole-state-in-memory design is the correctness reference; the
-//! state database issue replaces the storage underneath this API with one that spills beyond RAM.
+//! # Design
+//! - **Revisions are roots of one copy-on-write Merkle radix trie** ([`trie`]). A write set is an
+//!   in-memory buffer; `commit` merges it into the parent's trie in one sorted pass, copying only the
+//!   changed paths and hashing only the new nodes, so the state commitment of every revision costs
+//!   O(changed keys × depth). Snapshots and forks are a pointer copy.
+//! - **Finalize appends the newly final revisions' changes to a write-ahead log** ([`log`]) and
+//!   syncs it once. Nothing else is written on the finalize path.
+//! - **A background checkpointer writes finalized tries to the node file** ([`nodes`]): only the
+//!   nodes not written before, children first, then one sync and an atomically replaced root file
+//!   ([`root`]). The log's older file is recycled once a checkpoint covers it.
+//! - **Beyond memory**: nodes in the node file can be dropped from memory and stand in the trie as
+//!   stubs, loaded on demand through the operating system's page cache. When the estimated resident
+//!   size exceeds [`Options::memory_budget`], each completed checkpoint replaces the persisted nodes
+//!   below a depth that fits the budget by stubs.
+//! - **Reopening** loads the checkpointed trie (up to the budget) and replays the log records the
+//!   checkpoint does not cover: its time grows with the live data and the log, never with history.
 //!
 //! # Invariants
 //! - A snapshot never changes, whatever is committed or finalized later.
@@ -29,34 +38,88 @@
 //! ws.put(b"k".to_vec(), b"v".to_vec()).unwrap();
 //! let rev = db.commit(ws).unwrap();
 //! db.finalize(rev).unwrap();
-//! assert_eq!(db.snapshot(rev).unwrap().get(b"k"), Some(&b"v"[..]));
+//! assert_eq!(db.snapshot(rev).unwrap().get(b"k").as_deref(), Some(&b"v"[..]));
 //! ```
 
-pub mod commitment;
 pub mod frame;
 pub mod log;
+pub mod nodes;
+pub mod root;
+pub mod trie;
 
-use commitment::LtHash;
-use log::{Change, Durable, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+mod checkpoint;
+
+use checkpoint::Checkpointer;
+use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use nodes::NodeFile;
 use parking_lot::{Mutex, RwLock};
 use peregrine_types::Hash;
-use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use thiserror::Error;
+use trie::{Ctx, Node};
 
-/// A stored key or value. Up to 32 bytes live inline (account keys are 21 bytes, account records
-/// 24), so copying a tree node on write is a memcpy rather than one allocation per entry.
+/// A stored key or value, as read. Up to 32 bytes live inline (account keys are 21 bytes, account
+/// records 24), so a read allocates nothing.
 pub type Bytes = smallvec::SmallVec<[u8; 32]>;
-
-/// The persistent map each revision holds.
-pub type Map = imbl::OrdMap<Bytes, Bytes>;
 
 /// The identity of a revision; ids increase with every commit and survive reopening.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RevisionId(pub u64);
+
+/// Tuning of a database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Log bytes after which the next finalize starts a checkpoint (and may recycle a log file).
+    pub checkpoint_bytes: u64,
+    /// Resident trie size the database aims to stay under; beyond it, persisted nodes are
+    /// dropped from memory after each checkpoint and read from the node file when needed.
+    pub memory_budget: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            checkpoint_bytes: 64 << 20,
+            memory_budget: default_memory_budget(),
+        }
+    }
+}
+
+/// Half of the machine's memory, or 4 GiB where that cannot be read.
+fn default_memory_budget() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+    total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+/// Estimated resident bytes per key of a fully loaded trie (leaf, its share of branches).
+const RESIDENT_BYTES_PER_KEY: u64 = 200;
+/// Estimated resident bytes per branch node.
+const RESIDENT_BYTES_PER_BRANCH: u64 = 320;
+
+/// The trie depth to keep in memory for `keys` keys under `budget` (`usize::MAX`: all of it).
+fn resident_depth(keys: u64, budget: u64) -> usize {
+    if keys.saturating_mul(RESIDENT_BYTES_PER_KEY) <= budget {
+        return usize::MAX;
+    }
+    let mut total = 0u64;
+    let mut level = 1u64;
+    for depth in 0.. {
+        total = total.saturating_add(level.min(keys).saturating_mul(RESIDENT_BYTES_PER_BRANCH));
+        if total > budget || level >= keys {
+            return depth.max(1);
+        }
+        level = level.saturating_mul(16);
+    }
+    unreachable!("the loop returns")
+}
 
 /// Errors of the state database.
 #[derive(Debug, Error)]
@@ -101,8 +164,9 @@ pub enum Error {
 #[derive(Clone)]
 pub struct Snapshot {
     id: RevisionId,
-    map: Map,
-    lthash: Arc<LtHash>,
+    root: Option<Arc<Node>>,
+    count: u64,
+    file: Arc<NodeFile>,
 }
 
 impl Snapshot {
@@ -112,33 +176,56 @@ impl Snapshot {
     }
 
     /// The value under `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(Bytes::as_slice)
+    ///
+    /// # Panics
+    /// If a node that is only on disk cannot be read back (an I/O error, or damage its hash
+    /// detects): a node cannot execute blocks without its state. [`Snapshot::try_get`] returns
+    /// the error instead.
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.try_get(key)
+            .unwrap_or_else(|e| panic!("state read failed: {e}"))
+    }
+
+    /// The value under `key`, or the error reading it from disk.
+    pub fn try_get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        match &self.root {
+            None => Ok(None),
+            Some(root) => trie::get(root, key, &self.file),
+        }
     }
 
     /// Pairs with keys in `range`, in key order.
-    pub fn range<'a, R: RangeBounds<[u8]> + 'a>(
-        &'a self,
-        range: R,
-    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        self.map
-            .range::<R, [u8]>(range)
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    ///
+    /// # Panics
+    /// As [`Snapshot::get`]; [`Snapshot::try_range`] returns errors instead.
+    pub fn range<R: RangeBounds<[u8]>>(&self, range: R) -> impl Iterator<Item = (Bytes, Bytes)> {
+        self.try_range(range)
+            .map(|item| item.unwrap_or_else(|e| panic!("state read failed: {e}")))
+    }
+
+    /// Pairs with keys in `range`, in key order, or the error reading them from disk.
+    pub fn try_range<R: RangeBounds<[u8]>>(&self, range: R) -> trie::Iter {
+        trie::Iter::new(
+            self.root.clone(),
+            self.file.clone(),
+            range.start_bound().map(<[u8]>::to_vec),
+            range.end_bound().map(<[u8]>::to_vec),
+        )
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.count as usize
     }
 
     /// Whether the revision holds no keys.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.count == 0
     }
 
-    /// The state commitment of this revision.
+    /// The state commitment of this revision: the trie's root hash (see [`trie`]).
     pub fn commitment(&self) -> Hash {
-        self.lthash.digest()
+        Hash(self.root.as_ref().map_or_else(trie::empty_hash, |r| r.hash))
     }
 }
 
@@ -155,9 +242,9 @@ impl WriteSet {
     }
 
     /// The value under `key`, including this write set's own writes.
-    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+    pub fn get(&self, key: &[u8]) -> Option<Bytes> {
         match self.writes.get(key) {
-            Some(value) => value.as_deref(),
+            Some(value) => value.as_deref().map(Bytes::from_slice),
             None => self.parent.get(key),
         }
     }
@@ -206,59 +293,6 @@ impl WriteSet {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
-}
-
-/// Changed keys per unit of parallel work: large enough to amortise scheduling, small enough to
-/// balance two cores on a 10,000-transaction block.
-const COMMITMENT_CHUNK: usize = 512;
-
-/// The parent's map with `writes` applied.
-fn build_map(parent: &Map, writes: &[Change]) -> Map {
-    let mut map = parent.clone();
-    for (key, value) in writes {
-        match value {
-            Some(value) => map.insert(Bytes::from_slice(key), Bytes::from_slice(value)),
-            None => map.remove(key.as_slice()),
-        };
-    }
-    map
-}
-
-/// The commitment change `writes` make to `parent`, and which writes change anything at all.
-fn commitment_delta(parent: &Snapshot, writes: &[Change], parallel: bool) -> (LtHash, Vec<bool>) {
-    let chunk_delta = |chunk: &[Change]| {
-        let mut delta = LtHash::default();
-        let mut changed = Vec::with_capacity(chunk.len());
-        for (key, new) in chunk {
-            let old = parent.get(key);
-            changed.push(old != new.as_deref());
-            if old == new.as_deref() {
-                continue;
-            }
-            if let Some(old) = old {
-                delta.remove(key, old);
-            }
-            if let Some(new) = new {
-                delta.insert(key, new);
-            }
-        }
-        (delta, changed)
-    };
-    let parts: Vec<(LtHash, Vec<bool>)> = if parallel {
-        writes
-            .par_chunks(COMMITMENT_CHUNK)
-            .map(chunk_delta)
-            .collect()
-    } else {
-        writes.chunks(COMMITMENT_CHUNK).map(chunk_delta).collect()
-    };
-    let mut total = LtHash::default();
-    let mut changed = Vec::with_capacity(writes.len());
-    for (delta, flags) in parts {
-        total.add(&delta);
-        changed.extend(flags);
-    }
-    (total, changed)
 }
 
 fn check_len(what: &'static str, len: usize, max: u32) -> Result<(), Error> {
@@ -347,39 +381,92 @@ impl Inner {
     }
 }
 
+/// The finalize path's state: the log and the checkpoint bookkeeping.
+struct Durable {
+    wal: Wal,
+    /// Log bytes appended since the last checkpoint started.
+    since_checkpoint: u64,
+    /// The revision of the last durable checkpoint.
+    checkpoint: u64,
+}
+
 /// The versioned state database.
 pub struct Db {
     inner: RwLock<Inner>,
     durable: Mutex<Durable>,
+    file: Arc<NodeFile>,
+    checkpointer: Checkpointer,
+    options: Options,
 }
 
 impl Db {
-    /// Opens the database in `dir`, recovering the last finalized revision.
+    /// Opens the database in `dir` with default [`Options`], recovering the last finalized
+    /// revision.
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let (durable, recovered) = Durable::open(dir)?;
-        let mut lthash = LtHash::default();
-        for (key, value) in recovered.map.iter() {
-            lthash.insert(key, value);
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens the database in `dir`, recovering the last finalized revision: the checkpointed trie,
+    /// loaded up to the memory budget, then the log records the checkpoint does not cover.
+    pub fn open_with(dir: &Path, options: Options) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            context: "create state directory",
+            source,
+        })?;
+        let (file, nodes_end) = NodeFile::open(dir)?;
+        let file = Arc::new(file);
+        let checkpoint = root::read(dir)?;
+        let (mut revision, mut count) = checkpoint.map_or((0, 0), |c| (c.revision, c.count));
+        let mut tree = match checkpoint {
+            Some(c) if c.loc != 0 => {
+                let stub = Node::stub(c.hash, c.loc);
+                let depth = resident_depth(c.count, options.memory_budget);
+                Some(file.preload(&stub, depth, options.memory_budget)?)
+            }
+            _ => None,
+        };
+        let (wal, records) = Wal::open(dir, revision)?;
+        let ctx = Ctx {
+            file: &file,
+            parallel: true,
+        };
+        for (rev, changes) in records {
+            if !changes.is_empty() {
+                let (next, added) = trie::apply(ctx, tree.as_ref(), &changes)?;
+                tree = next;
+                count = count.saturating_add_signed(added);
+            }
+            revision = rev;
         }
-        let id = RevisionId(recovered.revision);
+        let id = RevisionId(revision);
+        let snapshot = Snapshot {
+            id,
+            root: tree,
+            count,
+            file: file.clone(),
+        };
         let root = Revision {
-            snapshot: Snapshot {
-                id,
-                map: recovered.map,
-                lthash: Arc::new(lthash),
-            },
+            snapshot,
             parent: None,
             changes: Arc::new(Vec::new()),
         };
         let inner = Inner {
             revisions: HashMap::from([(id, root)]),
             finalized: id,
-            next_id: recovered.revision + 1,
+            next_id: revision + 1,
             poisoned: None,
+        };
+        let durable = Durable {
+            since_checkpoint: wal.active_bytes(),
+            wal,
+            checkpoint: checkpoint.map_or(0, |c| c.revision),
         };
         Ok(Self {
             inner: RwLock::new(inner),
             durable: Mutex::new(durable),
+            checkpointer: Checkpointer::start_thread(dir, file.clone(), nodes_end)?,
+            file,
+            options,
         })
     }
 
@@ -416,9 +503,9 @@ impl Db {
 
     /// Freezes `ws` into a new revision and returns its id.
     ///
-    /// The commitment update is spread over the current rayon pool (the caller's, inside
-    /// `ThreadPool::install`): each changed key's contribution is independent and the sum is
-    /// order-free, so the result is the same on any number of threads.
+    /// Large commits spread over the current rayon pool (the caller's, inside
+    /// `ThreadPool::install`): disjoint subtrees are merged and hashed independently, and the trie
+    /// is a function of its keys alone, so the result is the same on any number of threads.
     pub fn commit(&self, ws: WriteSet) -> Result<RevisionId, Error> {
         self.commit_with(ws, true)
     }
@@ -430,27 +517,17 @@ impl Db {
 
     fn commit_with(&self, ws: WriteSet, parallel: bool) -> Result<RevisionId, Error> {
         let WriteSet { parent, writes } = ws;
-        let writes: Vec<Change> = writes.into_iter().collect();
-        // Old values come from the immutable parent, so the commitment delta (spread over the
-        // pool) is computed while one thread builds the new map.
-        let (map, (delta, changed)) = if parallel {
-            rayon::join(
-                || build_map(&parent.map, &writes),
-                || commitment_delta(&parent, &writes, true),
-            )
+        let changes: Vec<Change> = writes.into_iter().collect();
+        let (root, count) = if changes.is_empty() {
+            (parent.root.clone(), parent.count)
         } else {
-            (
-                build_map(&parent.map, &writes),
-                commitment_delta(&parent, &writes, false),
-            )
+            let ctx = Ctx {
+                file: &self.file,
+                parallel,
+            };
+            let (root, added) = trie::apply(ctx, parent.root.as_ref(), &changes)?;
+            (root, parent.count.saturating_add_signed(added))
         };
-        let changes: Vec<Change> = writes
-            .into_iter()
-            .zip(changed)
-            .filter_map(|(write, changed)| changed.then_some(write))
-            .collect();
-        let mut lthash = (*parent.lthash).clone();
-        lthash.add(&delta);
         let mut inner = self.inner.write();
         inner.check_writable()?;
         if !inner.revisions.contains_key(&parent.id) {
@@ -460,8 +537,9 @@ impl Db {
         inner.next_id += 1;
         let snapshot = Snapshot {
             id,
-            map,
-            lthash: Arc::new(lthash),
+            root,
+            count,
+            file: self.file.clone(),
         };
         let revision = Revision {
             snapshot,
@@ -472,19 +550,17 @@ impl Db {
         Ok(id)
     }
 
-    /// Makes `rev` durable (one fsync) and drops every revision not descending from it.
+    /// Makes `rev` durable (one fsync of the log) and drops every revision not descending from it.
     pub fn finalize(&self, rev: RevisionId) -> Result<(), Error> {
-        let (path, batch) = {
+        let batch: Vec<(u64, Arc<Vec<Change>>)> = {
             let inner = self.inner.read();
             inner.check_writable()?;
             let path = inner.path_from_finalized(rev)?;
-            let batch: Vec<(u64, Arc<Vec<Change>>)> = path
-                .iter()
+            path.iter()
                 .map(|id| (id.0, inner.revisions[id].changes.clone()))
-                .collect();
-            (path, batch)
+                .collect()
         };
-        if path.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
         let mut durable = self.durable.lock();
@@ -492,26 +568,91 @@ impl Db {
             .iter()
             .map(|(id, changes)| (*id, changes.as_slice()))
             .collect();
-        if let Err(error) = durable.append(&records) {
-            self.inner.write().poisoned = Some(error.to_string());
-            return Err(error);
+        let covered = durable.checkpoint;
+        let appended = durable
+            .wal
+            .switch_if_due(self.options.checkpoint_bytes, covered)
+            .and_then(|()| durable.wal.append(&records));
+        match appended {
+            Ok(bytes) => durable.since_checkpoint += bytes,
+            Err(error) => return Err(self.poison(error)),
         }
-        let snapshot = {
+        {
             let mut inner = self.inner.write();
             inner.finalized = rev;
             inner.prune_to(rev);
             if let Some(root) = inner.revisions.get_mut(&rev) {
                 root.parent = None;
             }
-            inner.revisions[&rev].snapshot.clone()
-        };
-        if durable.wants_compaction() {
-            if let Err(error) = durable.compact(rev.0, &snapshot.map) {
-                self.inner.write().poisoned = Some(error.to_string());
-                return Err(error);
-            }
+        }
+        self.advance_checkpoints(&mut durable)
+    }
+
+    /// Waits for the running checkpoint, if any, then checkpoints the finalized revision if the
+    /// last checkpoint is older: afterwards the node file and the root file hold the finalized
+    /// state. For tests and orderly shutdown; finalize checkpoints on its own.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        let mut durable = self.durable.lock();
+        self.collect_checkpoint(&mut durable, true)?;
+        if durable.checkpoint != self.finalized().0 {
+            self.launch_checkpoint(&mut durable);
+            self.collect_checkpoint(&mut durable, true)?;
         }
         Ok(())
+    }
+
+    /// Collects a finished checkpoint, then starts the next once enough log has accumulated.
+    fn advance_checkpoints(&self, durable: &mut Durable) -> Result<(), Error> {
+        self.collect_checkpoint(durable, false)?;
+        if !self.checkpointer.busy() && durable.since_checkpoint >= self.options.checkpoint_bytes {
+            self.launch_checkpoint(durable);
+        }
+        Ok(())
+    }
+
+    /// Takes the running checkpoint's outcome (waiting for it if `wait`) and trims memory.
+    fn collect_checkpoint(&self, durable: &mut Durable, wait: bool) -> Result<(), Error> {
+        match self.checkpointer.finished(wait) {
+            None => Ok(()),
+            Some(Ok(revision)) => {
+                durable.checkpoint = revision;
+                self.trim_to_budget();
+                Ok(())
+            }
+            Some(Err(error)) => Err(self.poison(Error::Poisoned(error))),
+        }
+    }
+
+    fn launch_checkpoint(&self, durable: &mut Durable) {
+        let snapshot = {
+            let inner = self.inner.read();
+            inner.revisions[&inner.finalized].snapshot.clone()
+        };
+        self.checkpointer
+            .start(snapshot.id.0, snapshot.root, snapshot.count);
+        durable.since_checkpoint = 0;
+    }
+
+    /// Replaces persisted nodes of the finalized trie below the budget's depth by stubs.
+    fn trim_to_budget(&self) {
+        let (id, snapshot) = {
+            let inner = self.inner.read();
+            let id = inner.finalized;
+            (id, inner.revisions[&id].snapshot.clone())
+        };
+        let depth = resident_depth(snapshot.count, self.options.memory_budget);
+        let (Some(root), true) = (&snapshot.root, depth != usize::MAX) else {
+            return;
+        };
+        let trimmed = trie::trim(root, 0, depth);
+        if let Some(revision) = self.inner.write().revisions.get_mut(&id) {
+            revision.snapshot.root = Some(trimmed);
+        }
+    }
+
+    fn poison(&self, error: Error) -> Error {
+        self.inner.write().poisoned = Some(error.to_string());
+        error
     }
 }
 

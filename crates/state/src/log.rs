@@ -1,23 +1,25 @@
-//! The durable side: a checkpoint file plus an append-only log of finalized revisions.
+//! The write-ahead log: every finalized revision's changes, one fsync per finalize.
 //!
-//! Each finalized revision is one log record, a checksummed [`crate::frame`] whose payload is `[revision u64][count u32]` and `count` entries `[key][tag][value]` (tag 0: delete,
-//! 1: put, byte strings length-prefixed). Finalizing appends every newly final revision and calls
-//! `fsync` once. On open, records are replayed until the first one that is truncated or fails its
-//! checksum; the file is cut there, because such a record was never acknowledged as durable.
+//! Each finalized revision is one record, a checksummed [`crate::frame`] whose payload is
+//! `[revision u64][count u32]` and `count` entries `[key][tag][value]` (tag 0: delete, 1: put,
+//! byte strings length-prefixed). Finalizing appends every newly final revision and syncs the file
+//! once. On open, each file is read until its first record that is truncated or fails its
+//! checksum, and cut there: such a record was never acknowledged as durable.
 //!
-//! When the log outgrows the live data, a checkpoint of the whole finalized map is written to a
-//! temporary file, synced, and renamed over `state.checkpoint`; then the log starts afresh. A crash
-//! between the rename and the log reset leaves records the checkpoint already covers: replay skips
-//! every record whose revision is not newer than the checkpoint's.
+//! The log is two files used in turn, `state.wal.0` and `state.wal.1`, so it never grows without
+//! bound and no file is ever created after the database is (creating one would need a directory
+//! sync). Records are appended to the active file. Once a checkpoint (see [`crate::root`]) covers
+//! every record of the other file, and the active one is large enough, the other file is emptied
+//! and becomes the active one. Replay reads both, skips records the checkpoint covers, and applies
+//! the rest in revision order.
 
-use crate::{Bytes, Error, Map};
+use crate::Error;
 use peregrine_types::codec::{put_bytes, Reader};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A key and its new value (`None`: deleted).
-pub type Change = (Vec<u8>, Option<Vec<u8>>);
+pub use crate::trie::Change;
 
 /// Largest key or value stored, in bytes; bounds what replay will allocate for one entry.
 pub const MAX_KEY_BYTES: u32 = 1024;
@@ -25,28 +27,7 @@ pub const MAX_KEY_BYTES: u32 = 1024;
 pub const MAX_VALUE_BYTES: u32 = 1024 * 1024;
 /// Largest log record replay accepts, in bytes (one finalized revision's changes).
 const MAX_RECORD_BYTES: u32 = 1 << 30;
-/// Compact once the log is this many bytes larger than the last checkpoint (and at least this big).
-const COMPACT_MIN_LOG_BYTES: u64 = 64 * 1024 * 1024;
-
-const LOG_FILE: &str = "state.log";
-const CHECKPOINT_FILE: &str = "state.checkpoint";
-const CHECKPOINT_TMP: &str = "state.checkpoint.tmp";
-
-/// The append-only log and checkpoint in one directory.
-pub struct Durable {
-    dir: PathBuf,
-    log: File,
-    log_bytes: u64,
-    checkpoint_bytes: u64,
-}
-
-/// What reopening found on disk.
-pub struct Recovered {
-    /// The finalized state.
-    pub map: Map,
-    /// The finalized revision's id.
-    pub revision: u64,
-}
+const WAL_FILES: [&str; 2] = ["state.wal.0", "state.wal.1"];
 
 fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
@@ -98,121 +79,117 @@ fn read_record(reader: &mut impl Read) -> Option<(u64, Vec<Change>, u64)> {
     ))
 }
 
-fn apply(map: &mut Map, changes: Vec<Change>) {
-    for (key, value) in changes {
-        match value {
-            Some(value) => {
-                map.insert(Bytes::from_vec(key), Bytes::from_vec(value));
-            }
-            None => {
-                map.remove(key.as_slice());
-            }
-        }
-    }
+/// One finalized revision's changes, as replayed.
+pub type Record = (u64, Vec<Change>);
+
+/// The pair of log files.
+pub struct Wal {
+    files: [File; 2],
+    /// Bytes in each file.
+    bytes: [u64; 2],
+    /// Newest revision in each file (0: none).
+    newest: [u64; 2],
+    active: usize,
 }
 
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync state directory"))
+/// Opens one log file, reads its intact records and cuts a torn tail.
+fn open_file(dir: &Path, name: &str) -> Result<(File, Vec<Record>, u64), Error> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(name))
+        .map_err(io("open state log"))?;
+    let mut records = Vec::new();
+    let mut good_bytes = 0u64;
+    {
+        let mut reader = BufReader::new(&mut file);
+        while let Some((rev, changes, len)) = read_record(&mut reader) {
+            good_bytes += len;
+            records.push((rev, changes));
+        }
+    }
+    file.set_len(good_bytes)
+        .map_err(io("truncate torn state log tail"))?;
+    file.seek(SeekFrom::End(0)).map_err(io("seek state log"))?;
+    Ok((file, records, good_bytes))
 }
 
-impl Durable {
-    /// Opens (creating if needed) the files in `dir` and replays them.
-    pub fn open(dir: &Path) -> Result<(Self, Recovered), Error> {
-        fs::create_dir_all(dir).map_err(io("create state directory"))?;
-        let (mut map, mut revision, checkpoint_bytes) = Self::load_checkpoint(dir)?;
-        let mut log = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(dir.join(LOG_FILE))
-            .map_err(io("open state log"))?;
-        let mut good_bytes = 0u64;
-        {
-            let mut reader = BufReader::new(&mut log);
-            while let Some((rev, changes, len)) = read_record(&mut reader) {
-                good_bytes += len;
-                if rev > revision {
-                    apply(&mut map, changes);
-                    revision = rev;
-                }
-            }
-        }
-        // Cut a torn tail so the next append starts on a record boundary.
-        log.set_len(good_bytes)
-            .map_err(io("truncate torn state log tail"))?;
-        log.seek(SeekFrom::End(0)).map_err(io("seek state log"))?;
-        let durable = Self {
-            dir: dir.to_path_buf(),
-            log,
-            log_bytes: good_bytes,
-            checkpoint_bytes,
+impl Wal {
+    /// Opens (creating if needed) both files in `dir`; returns the records newer than
+    /// `checkpoint`, in revision order.
+    pub fn open(dir: &Path, checkpoint: u64) -> Result<(Self, Vec<Record>), Error> {
+        let (f0, r0, b0) = open_file(dir, WAL_FILES[0])?;
+        let (f1, r1, b1) = open_file(dir, WAL_FILES[1])?;
+        let newest = |r: &[Record]| r.iter().map(|(rev, _)| *rev).max().unwrap_or(0);
+        let newest = [newest(&r0), newest(&r1)];
+        let active = usize::from(newest[1] > newest[0]);
+        let mut records: Vec<Record> = r0
+            .into_iter()
+            .chain(r1)
+            .filter(|(rev, _)| *rev > checkpoint)
+            .collect();
+        records.sort_by_key(|(rev, _)| *rev);
+        records.dedup_by_key(|(rev, _)| *rev);
+        let wal = Self {
+            files: [f0, f1],
+            bytes: [b0, b1],
+            newest,
+            active,
         };
-        Ok((durable, Recovered { map, revision }))
+        Ok((wal, records))
     }
 
-    fn load_checkpoint(dir: &Path) -> Result<(Map, u64, u64), Error> {
-        let path = dir.join(CHECKPOINT_FILE);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Map::new(), 0, 0)),
-            Err(e) => {
-                return Err(Error::Io {
-                    context: "open state checkpoint",
-                    source: e,
-                })
-            }
-        };
-        let size = file.metadata().map_err(io("stat state checkpoint"))?.len();
-        let mut reader = BufReader::new(file);
-        // The checkpoint was renamed into place only after a full write and sync, so damage here
-        // is corruption, not a torn write: refuse to open rather than silently lose state.
-        let (revision, changes, _) = read_record(&mut reader).ok_or(Error::Corrupt {
-            what: "state checkpoint fails its checksum",
-        })?;
-        let mut map = Map::new();
-        apply(&mut map, changes);
-        Ok((map, revision, size))
+    /// Bytes in the active file.
+    pub fn active_bytes(&self) -> u64 {
+        self.bytes[self.active]
     }
 
-    /// Appends one record per finalized revision, in order, then syncs once.
-    pub fn append(&mut self, revisions: &[(u64, &[Change])]) -> Result<(), Error> {
-        let mut writer = BufWriter::new(&mut self.log);
+    /// Appends one record per finalized revision, in order, to the active file, then syncs it;
+    /// returns the bytes appended.
+    pub fn append(&mut self, revisions: &[(u64, &[Change])]) -> Result<u64, Error> {
+        let active = self.active;
+        let mut writer = BufWriter::new(&mut self.files[active]);
+        let mut appended = 0;
         for (revision, changes) in revisions {
             let record = encode_record(*revision, changes);
             writer.write_all(&record).map_err(io("append state log"))?;
-            self.log_bytes += record.len() as u64;
+            appended += record.len() as u64;
+            self.newest[active] = self.newest[active].max(*revision);
         }
         writer.flush().map_err(io("flush state log"))?;
         drop(writer);
-        self.log.sync_data().map_err(io("fsync state log"))
+        self.bytes[active] += appended;
+        self.files[active]
+            .sync_data()
+            .map_err(io("fsync state log"))?;
+        Ok(appended)
     }
 
-    /// Whether the log has grown enough, relative to the live data, to be worth compacting.
-    pub fn wants_compaction(&self) -> bool {
-        self.log_bytes >= COMPACT_MIN_LOG_BYTES && self.log_bytes > 2 * self.checkpoint_bytes
-    }
-
-    /// Writes the whole finalized `map` at `revision` as the new checkpoint and resets the log.
-    pub fn compact(&mut self, revision: u64, map: &Map) -> Result<(), Error> {
-        let changes: Vec<Change> = map
-            .iter()
-            .map(|(k, v)| (k.to_vec(), Some(v.to_vec())))
-            .collect();
-        let record = encode_record(revision, &changes);
-        let tmp = self.dir.join(CHECKPOINT_TMP);
-        let mut file = File::create(&tmp).map_err(io("create state checkpoint"))?;
-        file.write_all(&record)
-            .map_err(io("write state checkpoint"))?;
-        file.sync_all().map_err(io("fsync state checkpoint"))?;
-        fs::rename(&tmp, self.dir.join(CHECKPOINT_FILE)).map_err(io("install state checkpoint"))?;
-        sync_dir(&self.dir)?;
-        self.log.set_len(0).map_err(io("reset state log"))?;
-        self.log.sync_all().map_err(io("fsync reset state log"))?;
-        self.log_bytes = 0;
-        self.checkpoint_bytes = record.len() as u64;
+    /// Switches files once the active one holds `threshold` bytes and `checkpoint` covers the other.
+    pub fn switch_if_due(&mut self, threshold: u64, checkpoint: u64) -> Result<(), Error> {
+        if self.active_bytes() >= threshold {
+            self.switch_if_covered(checkpoint)?;
+        }
         Ok(())
+    }
+
+    /// Makes the other file the active one, emptied, if `checkpoint` covers all it holds.
+    /// The emptying need not be durable: records it would lose are all covered anyway.
+    pub fn switch_if_covered(&mut self, checkpoint: u64) -> Result<bool, Error> {
+        let other = 1 - self.active;
+        if self.newest[other] > checkpoint {
+            return Ok(false);
+        }
+        let file = &mut self.files[other];
+        file.set_len(0).map_err(io("empty state log"))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(io("seek state log"))?;
+        self.bytes[other] = 0;
+        self.newest[other] = 0;
+        self.active = other;
+        Ok(true)
     }
 }
 
@@ -220,52 +197,47 @@ impl Durable {
 mod tests {
     use super::*;
 
+    fn put(key: &[u8]) -> Vec<Change> {
+        vec![(key.to_vec(), Some(b"v".to_vec()))]
+    }
+
     #[test]
     fn torn_tail_is_cut_and_earlier_records_survive() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let (mut durable, _) = Durable::open(dir.path()).expect("open");
-            durable
-                .append(&[(1, &[(b"a".to_vec(), Some(b"1".to_vec()))][..])])
-                .expect("append");
-            durable
-                .append(&[(2, &[(b"b".to_vec(), Some(b"2".to_vec()))][..])])
-                .expect("append");
+            let (mut wal, _) = Wal::open(dir.path(), 0).expect("open");
+            wal.append(&[(1, &put(b"a")[..])]).expect("append");
+            wal.append(&[(2, &put(b"b")[..])]).expect("append");
         }
-        let path = dir.path().join(LOG_FILE);
-        let len = fs::metadata(&path).expect("stat").len();
+        let path = dir.path().join(WAL_FILES[0]);
+        let len = std::fs::metadata(&path).expect("stat").len();
         OpenOptions::new()
             .write(true)
             .open(&path)
             .expect("open")
             .set_len(len - 3)
             .expect("cut");
-        let (_, recovered) = Durable::open(dir.path()).expect("reopen");
-        assert_eq!(recovered.revision, 1);
-        assert_eq!(
-            recovered.map.get(&b"a"[..]).map(|v| v.as_slice()),
-            Some(&b"1"[..])
-        );
-        assert_eq!(recovered.map.get(&b"b"[..]), None);
+        let (_, records) = Wal::open(dir.path(), 0).expect("reopen");
+        assert_eq!(records, vec![(1, put(b"a"))]);
     }
 
     #[test]
-    fn checkpoint_then_replay_skips_covered_records() {
+    fn switching_keeps_uncovered_records_and_replay_skips_covered_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut map = Map::new();
-        map.insert(Bytes::from_slice(b"k"), Bytes::from_slice(b"v"));
         {
-            let (mut durable, _) = Durable::open(dir.path()).expect("open");
-            durable
-                .append(&[(1, &[(b"k".to_vec(), Some(b"v".to_vec()))][..])])
+            let (mut wal, _) = Wal::open(dir.path(), 0).expect("open");
+            wal.append(&[(1, &put(b"a")[..]), (2, &put(b"b")[..])])
                 .expect("append");
-            durable.compact(1, &map).expect("compact");
-            durable
-                .append(&[(2, &[(b"k".to_vec(), None)][..])])
-                .expect("append");
+            // The other file is empty: switching is always allowed.
+            assert!(wal.switch_if_covered(0).expect("switch"));
+            wal.append(&[(3, &put(b"c")[..])]).expect("append");
+            // Revisions 1 and 2 are in the other file and not covered by a checkpoint at 1.
+            assert!(!wal.switch_if_covered(1).expect("no switch"));
+            assert!(wal.switch_if_covered(2).expect("switch"));
+            wal.append(&[(4, &put(b"d")[..])]).expect("append");
         }
-        let (_, recovered) = Durable::open(dir.path()).expect("reopen");
-        assert_eq!(recovered.revision, 2);
-        assert!(recovered.map.is_empty());
+        let (_, records) = Wal::open(dir.path(), 2).expect("reopen");
+        let revisions: Vec<u64> = records.iter().map(|(rev, _)| *rev).collect();
+        assert_eq!(revisions, vec![3, 4]);
     }
 }

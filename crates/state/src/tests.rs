@@ -4,25 +4,96 @@ use super::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn assert_matches(db: &Db, rev: RevisionId, model: &Model) {
+/// The documented commitment, computed from scratch over sorted pairs: an independent check of
+/// the incremental one.
+fn reference_commitment(entries: &[(&Vec<u8>, &Vec<u8>)]) -> trie::Hash32 {
+    match entries {
+        [] => trie::empty_hash(),
+        [(k, v)] => trie::leaf_hash(k, v),
+        _ => {
+            let pos = trie::common_nibbles(entries[0].0, entries[entries.len() - 1].0);
+            let mut mask = 0u32;
+            let mut hasher = blake3::Hasher::new();
+            let mut children = Vec::new();
+            let mut start = 0;
+            while start < entries.len() {
+                let slot = trie::nibble(entries[start].0, pos);
+                let len = entries[start..].partition_point(|(k, _)| trie::nibble(k, pos) == slot);
+                mask |= 1 << slot;
+                children.push(reference_commitment(&entries[start..start + len]));
+                start += len;
+            }
+            hasher.update(&[1]);
+            hasher.update(&(pos as u16).to_le_bytes());
+            hasher.update(&mask.to_le_bytes());
+            for child in children {
+                hasher.update(&child);
+            }
+            *hasher.finalize().as_bytes()
+        }
+    }
+}
+
+fn assert_matches(db: &Db, rev: RevisionId, model: &Model, rng: &mut ChaCha8Rng) {
     let snapshot = db.snapshot(rev).expect("retained");
     let got: Model = snapshot
         .range::<std::ops::RangeFull>(..)
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
         .collect();
     assert_eq!(&got, model, "revision {rev:?} differs from the model");
-    let mut lthash = LtHash::default();
-    for (k, v) in model {
-        lthash.insert(k, v);
-    }
+    assert_eq!(snapshot.len(), model.len(), "key count of {rev:?}");
+    let entries: Vec<(&Vec<u8>, &Vec<u8>)> = model.iter().collect();
     assert_eq!(
-        snapshot.commitment(),
-        lthash.digest(),
+        snapshot.commitment().0,
+        reference_commitment(&entries),
         "incremental commitment drifted"
     );
+    for _ in 0..4 {
+        let (a, b) = (random_key(rng), random_key(rng));
+        let bounds = match rng.gen_range(0..3) {
+            0 => (Bound::Included(a), Bound::Excluded(b)),
+            1 => (Bound::Excluded(a), Bound::Included(b)),
+            _ => (Bound::Included(a), Bound::Unbounded),
+        };
+        let got: Vec<(Vec<u8>, Vec<u8>)> = snapshot
+            .range::<(Bound<&[u8]>, Bound<&[u8]>)>((
+                bounds.0.as_ref().map(Vec::as_slice),
+                bounds.1.as_ref().map(Vec::as_slice),
+            ))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = if matches!(
+            (&bounds.0, &bounds.1),
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b
+        ) {
+            Vec::new()
+        } else {
+            model
+                .range::<Vec<u8>, _>(bounds.clone())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(got, want, "range {bounds:?} of {rev:?}");
+        let probe = random_key(rng);
+        assert_eq!(
+            snapshot.get(&probe).map(|v| v.to_vec()),
+            model.get(&probe).cloned()
+        );
+    }
+}
+
+/// Keys from a tiny alphabet with lengths 0 to 3: prefixes of each other, shared nibbles and
+/// empty keys, so every shape of the trie appears.
+fn random_key(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    const ALPHABET: [u8; 5] = [0x00, 0x01, 0x10, 0x11, 0xff];
+    let len = rng.gen_range(0..4);
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())])
+        .collect()
 }
 
 fn random_writes(
@@ -34,19 +105,35 @@ fn random_writes(
     let mut ws = db.begin(parent).expect("begin");
     let mut next = model.clone();
     for _ in 0..rng.gen_range(0..20) {
-        let key = vec![rng.gen_range(0..32u8)];
+        let key = random_key(rng);
         if rng.gen_bool(0.25) {
             ws.delete(key.clone()).expect("delete");
             next.remove(&key);
         } else {
-            let value = vec![rng.gen(); rng.gen_range(0..4)];
+            let value = vec![rng.gen(); rng.gen_range(0..40)];
             ws.put(key.clone(), value.clone()).expect("put");
             next.insert(key, value);
         }
-        let probe = vec![rng.gen_range(0..32u8)];
-        assert_eq!(ws.get(&probe), next.get(&probe).map(Vec::as_slice));
+        let probe = random_key(rng);
+        assert_eq!(
+            ws.get(&probe).map(|v| v.to_vec()),
+            next.get(&probe).cloned()
+        );
     }
     (db.commit(ws).expect("commit"), next)
+}
+
+/// Even seeds keep everything in memory; odd seeds checkpoint on every finalize and hold nothing
+/// below the root in memory, so reads, commits and reopens go through the node file.
+fn options_for(seed: u64) -> Options {
+    if seed.is_multiple_of(2) {
+        Options::default()
+    } else {
+        Options {
+            checkpoint_bytes: 1,
+            memory_budget: 0,
+        }
+    }
 }
 
 /// Random commits on random retained revisions (forks), random finalizations and reopens.
@@ -59,7 +146,7 @@ fn random_forks_finalize_and_reopen_match_the_model() {
     for seed in 0..4u64 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut db = Db::open(dir.path()).expect("open");
+        let mut db = Db::open_with(dir.path(), options_for(seed)).expect("open");
         let mut models: BTreeMap<RevisionId, Model> =
             BTreeMap::from([(db.finalized(), Model::new())]);
         for _ in 0..iterations {
@@ -77,13 +164,13 @@ fn random_forks_finalize_and_reopen_match_the_model() {
                 _ => {
                     let finalized = db.finalized();
                     drop(db);
-                    db = Db::open(dir.path()).expect("reopen");
+                    db = Db::open_with(dir.path(), options_for(seed)).expect("reopen");
                     assert_eq!(db.finalized(), finalized);
                     models.retain(|id, _| *id == finalized);
                 }
             }
             for (rev, model) in &models {
-                assert_matches(&db, *rev, model);
+                assert_matches(&db, *rev, model, &mut rng);
             }
         }
     }
@@ -104,7 +191,10 @@ fn finalize_drops_other_forks_and_keeps_later_revisions() {
     db.finalize(a).expect("finalize");
     assert!(matches!(db.snapshot(b), Err(Error::UnknownRevision(_))));
     assert!(matches!(db.snapshot(root), Err(Error::UnknownRevision(_))));
-    assert_eq!(db.snapshot(a2).expect("kept").get(b"x"), Some(&b"a"[..]));
+    assert_eq!(
+        db.snapshot(a2).expect("kept").get(b"x").as_deref(),
+        Some(&b"a"[..])
+    );
     assert!(matches!(db.finalize(b), Err(Error::UnknownRevision(_))));
 }
 
@@ -118,7 +208,7 @@ fn snapshots_are_immutable_and_readable_across_threads() {
     let first = db.commit(ws).expect("commit");
     let snapshot = db.snapshot(first).expect("snapshot");
     let reader = std::thread::spawn(move || {
-        (0..1000).all(|_| snapshot.get(b"k") == Some(&1u64.to_le_bytes()[..]))
+        (0..1000).all(|_| snapshot.get(b"k").as_deref() == Some(&1u64.to_le_bytes()[..]))
     });
     let mut head = first;
     for i in 2..200u64 {

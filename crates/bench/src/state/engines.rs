@@ -122,7 +122,7 @@ struct PeregrineBlock(peregrine_state::WriteSet);
 
 impl BlockWriter for PeregrineBlock {
     fn get(&mut self, key: &[u8]) -> Result<Option<[u8; 8]>, BenchError> {
-        self.0.get(key).map(value8).transpose()
+        self.0.get(key).as_deref().map(value8).transpose()
     }
 
     fn put(&mut self, key: &[u8], value: &[u8; 8]) -> Result<(), BenchError> {
@@ -158,7 +158,7 @@ impl Engine for Peregrine {
         let head = recent
             .back()
             .ok_or_else(|| BenchError::Load("no head".into()))?;
-        head.get(key).map(value8).transpose()
+        head.get(key).as_deref().map(value8).transpose()
     }
 
     fn reader(&self) -> Option<Reader> {
@@ -167,7 +167,7 @@ impl Engine for Peregrine {
             // The oldest kept snapshot is READER_LAG blocks behind the head.
             let snapshot = recent.lock().front().cloned();
             match snapshot {
-                Some(s) => s.get(key).map(value8).transpose(),
+                Some(s) => s.get(key).as_deref().map(value8).transpose(),
                 None => Ok(None),
             }
         }))

@@ -1,0 +1,320 @@
+//! The node file: trie nodes written by checkpoints, read back on demand.
+//!
+//! `state.nodes` starts with an 8-byte magic, then holds records `[len u32 LE][payload]`, appended
+//! and never rewritten. A node's location is the offset of its record (so 0 never is one).
+//! Payloads:
+//! - leaf: `0x01 ‖ key length u16 ‖ key ‖ value`;
+//! - branch: `0x02 ‖ pos u16 ‖ mask u32 ‖ prefix length u16 ‖ prefix ‖ per child: location u64,
+//!   hash [32]`.
+//!
+//! Records carry no checksum of their own: every node is reached from its parent, which holds the
+//! child's hash, and a loaded node is rehashed and compared with it, so damage anywhere is caught
+//! on the way down from a root whose hash the root file ([`crate::root`]) protects.
+//!
+//! A checkpoint writes, children first, every node of one finalized tree that is not in the file
+//! yet, syncs once, and only then records the new locations in the nodes, so a location is never
+//! visible before its bytes are readable.
+
+use crate::trie::{branch_hash, leaf_hash, Hash32, Kind, Node};
+use crate::{Bytes, Error};
+use smallvec::SmallVec;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"PGNODES1";
+const NODES_FILE: &str = "state.nodes";
+/// Bytes read speculatively per load: a whole branch or a small leaf in one system call.
+const FIRST_READ: usize = 1024;
+/// Largest record accepted: a leaf with a maximal key and value, with room to spare.
+const MAX_RECORD: usize = 2 << 20;
+
+fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+fn corrupt(what: &'static str) -> Error {
+    Error::Corrupt { what }
+}
+
+/// The node file, shared by every snapshot that may need to load a node.
+pub struct NodeFile {
+    file: File,
+}
+
+impl NodeFile {
+    /// Opens (creating if needed) the node file in `dir`; returns it and its length.
+    pub fn open(dir: &Path) -> Result<(Self, u64), Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(NODES_FILE))
+            .map_err(io("open state node file"))?;
+        let mut len = file.metadata().map_err(io("stat state node file"))?.len();
+        if len < MAGIC.len() as u64 {
+            file.set_len(0).map_err(io("reset state node file"))?;
+            file.write_all_at(MAGIC, 0)
+                .map_err(io("write state node file header"))?;
+            len = MAGIC.len() as u64;
+        } else {
+            let mut magic = [0u8; 8];
+            file.read_exact_at(&mut magic, 0)
+                .map_err(io("read state node file header"))?;
+            if &magic != MAGIC {
+                return Err(corrupt("state node file has a wrong header"));
+            }
+        }
+        Ok((Self { file }, len))
+    }
+
+    /// Loads the node at `loc` and checks it against the hash its parent holds.
+    pub fn load(&self, loc: u64, expected: &Hash32) -> Result<Arc<Node>, Error> {
+        let mut buf = vec![0u8; FIRST_READ];
+        let read = read_some(&self.file, &mut buf, loc)?;
+        if read < 4 {
+            return Err(corrupt("node record cut short"));
+        }
+        let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_RECORD {
+            return Err(corrupt("node record too long"));
+        }
+        if len + 4 > read {
+            buf.resize(len + 4, 0);
+            self.file
+                .read_exact_at(&mut buf[read..], loc + read as u64)
+                .map_err(io("read state node"))?;
+        }
+        check(decode(&buf[4..4 + len], loc)?, expected)
+    }
+
+    /// `root`'s tree with nodes loaded down to `depth`. When the whole file fits in `budget`, it
+    /// is read once, sequentially, instead of one read per node.
+    pub fn preload(&self, root: &Arc<Node>, depth: usize, budget: u64) -> Result<Arc<Node>, Error> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(io("stat state node file"))?
+            .len();
+        if len > budget {
+            return crate::trie::preload(root, 0, depth, &|loc, hash| self.load(loc, hash));
+        }
+        let mut image = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut image, 0)
+            .map_err(io("read state node file"))?;
+        crate::trie::preload(root, 0, depth, &|loc, hash| {
+            let record = image
+                .get(loc as usize..)
+                .filter(|r| r.len() >= 4)
+                .ok_or(corrupt("node location past the end of the file"))?;
+            let len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) as usize;
+            let payload = record
+                .get(4..4 + len)
+                .ok_or(corrupt("node record cut short"))?;
+            check(decode(payload, loc)?, hash)
+        })
+    }
+
+    /// Appends every unpersisted node of `root`'s tree at `end`, syncs, then records their
+    /// locations. Returns the root's location and the new end of the file.
+    pub fn write_tree(&self, root: &Arc<Node>, end: u64) -> Result<(u64, u64), Error> {
+        let mut writer = Appender {
+            out: BufWriter::with_capacity(
+                1 << 20,
+                FileAt {
+                    file: &self.file,
+                    at: end,
+                },
+            ),
+            offset: end,
+            written: Vec::new(),
+        };
+        let root_loc = writer.persist(root)?;
+        let Appender {
+            out,
+            offset,
+            written,
+        } = writer;
+        out.into_inner().map_err(|e| Error::Io {
+            context: "write state nodes",
+            source: e.into_error(),
+        })?;
+        self.file.sync_data().map_err(io("fsync state node file"))?;
+        for (node, loc) in written {
+            node.loc.store(loc, Ordering::Release);
+        }
+        Ok((root_loc, offset))
+    }
+}
+
+fn check(node: Arc<Node>, expected: &Hash32) -> Result<Arc<Node>, Error> {
+    if &node.hash != expected {
+        return Err(corrupt("node does not match its hash"));
+    }
+    Ok(node)
+}
+
+fn read_some(file: &File, buf: &mut [u8], at: u64) -> Result<usize, Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], at + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    context: "read state node",
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(filled)
+}
+
+/// A `Write` at a moving offset of a shared file.
+struct FileAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Write for FileAt<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all_at(buf, self.at)?;
+        self.at += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Appender<'a> {
+    out: BufWriter<FileAt<'a>>,
+    offset: u64,
+    written: Vec<(Arc<Node>, u64)>,
+}
+
+impl Appender<'_> {
+    /// Writes `node`'s unpersisted subtree, children first; returns its location.
+    fn persist(&mut self, node: &Arc<Node>) -> Result<u64, Error> {
+        let loc = node.location();
+        if loc != 0 {
+            return Ok(loc);
+        }
+        let mut payload = Vec::new();
+        match &node.kind {
+            Kind::Stub => unreachable!("a stub always has a location"),
+            Kind::Leaf { data, key_len } => {
+                payload.push(1);
+                payload.extend_from_slice(&key_len.to_le_bytes());
+                payload.extend_from_slice(data);
+            }
+            Kind::Branch {
+                pos,
+                mask,
+                prefix,
+                children,
+            } => {
+                let mut locs = SmallVec::<[u64; 17]>::new();
+                for child in children.iter() {
+                    locs.push(self.persist(child)?);
+                }
+                payload.push(2);
+                payload.extend_from_slice(&pos.to_le_bytes());
+                payload.extend_from_slice(&mask.to_le_bytes());
+                payload.extend_from_slice(&(prefix.len() as u16).to_le_bytes());
+                payload.extend_from_slice(prefix);
+                for (child, loc) in children.iter().zip(locs) {
+                    payload.extend_from_slice(&loc.to_le_bytes());
+                    payload.extend_from_slice(&child.hash);
+                }
+            }
+        }
+        let loc = self.offset;
+        self.out
+            .write_all(&(payload.len() as u32).to_le_bytes())
+            .and_then(|()| self.out.write_all(&payload))
+            .map_err(io("write state nodes"))?;
+        self.offset += 4 + payload.len() as u64;
+        self.written.push((node.clone(), loc));
+        Ok(loc)
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        if self.0.len() < n {
+            return Err(corrupt("node record cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u16(&mut self) -> Result<u16, Error> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+}
+
+fn decode(payload: &[u8], loc: u64) -> Result<Arc<Node>, Error> {
+    let mut cur = Cursor(payload);
+    match cur.take(1)?[0] {
+        1 => {
+            let key_len = cur.u16()?;
+            let data = cur.0;
+            if data.len() < key_len as usize {
+                return Err(corrupt("leaf key longer than its record"));
+            }
+            let (key, value) = data.split_at(key_len as usize);
+            Ok(Arc::new(Node {
+                hash: leaf_hash(key, value),
+                loc: AtomicU64::new(loc),
+                kind: Kind::Leaf {
+                    data: SmallVec::from_slice(data),
+                    key_len,
+                },
+            }))
+        }
+        2 => {
+            let pos = cur.u16()?;
+            let mask = u32::from_le_bytes(cur.take(4)?.try_into().expect("4 bytes"));
+            let prefix_len = cur.u16()? as usize;
+            let prefix = Bytes::from_slice(cur.take(prefix_len)?);
+            if mask >> 17 != 0 || mask.count_ones() < 2 {
+                return Err(corrupt("branch with an invalid slot mask"));
+            }
+            let mut children = Vec::with_capacity(mask.count_ones() as usize);
+            for _ in 0..mask.count_ones() {
+                let loc = u64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
+                let hash: Hash32 = cur.take(32)?.try_into().expect("32 bytes");
+                children.push(Node::stub(hash, loc));
+            }
+            if !cur.0.is_empty() {
+                return Err(corrupt("branch record has trailing bytes"));
+            }
+            let children = children.into_boxed_slice();
+            Ok(Arc::new(Node {
+                hash: branch_hash(pos, mask, &children),
+                loc: AtomicU64::new(loc),
+                kind: Kind::Branch {
+                    pos,
+                    mask,
+                    prefix,
+                    children,
+                },
+            }))
+        }
+        _ => Err(corrupt("node record of unknown kind")),
+    }
+}
