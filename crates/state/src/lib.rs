@@ -48,12 +48,14 @@ pub mod root;
 pub mod trie;
 
 mod checkpoint;
+mod reclaim;
 
 use checkpoint::Checkpointer;
 use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use nodes::NodeFile;
 use parking_lot::{Mutex, RwLock};
 use peregrine_types::Hash;
+use reclaim::Reclaimer;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -341,16 +343,24 @@ impl Inner {
         Ok(path)
     }
 
-    /// Drops every revision that does not descend from (or equal) `root`.
-    fn prune_to(&mut self, root: RevisionId) {
+    /// Removes every revision that does not descend from (or equal) `root`, and returns them.
+    fn prune_to(&mut self, root: RevisionId) -> Vec<Revision> {
         let mut keep: HashMap<RevisionId, bool> = HashMap::new();
         keep.insert(root, true);
         let ids: Vec<RevisionId> = self.revisions.keys().copied().collect();
         for id in ids {
             self.descends(id, root, &mut keep);
         }
-        self.revisions
-            .retain(|id, _| keep.get(id).copied().unwrap_or(false));
+        let dropped: Vec<RevisionId> = self
+            .revisions
+            .keys()
+            .filter(|id| !keep.get(id).copied().unwrap_or(false))
+            .copied()
+            .collect();
+        dropped
+            .iter()
+            .filter_map(|id| self.revisions.remove(id))
+            .collect()
     }
 
     fn descends(
@@ -396,6 +406,7 @@ pub struct Db {
     durable: Mutex<Durable>,
     file: Arc<NodeFile>,
     checkpointer: Checkpointer,
+    reclaimer: Reclaimer,
     options: Options,
 }
 
@@ -465,6 +476,7 @@ impl Db {
             inner: RwLock::new(inner),
             durable: Mutex::new(durable),
             checkpointer: Checkpointer::start_thread(dir, file.clone(), nodes_end)?,
+            reclaimer: Reclaimer::start()?,
             file,
             options,
         })
@@ -577,14 +589,16 @@ impl Db {
             Ok(bytes) => durable.since_checkpoint += bytes,
             Err(error) => return Err(self.poison(error)),
         }
-        {
+        let pruned = {
             let mut inner = self.inner.write();
             inner.finalized = rev;
-            inner.prune_to(rev);
+            let pruned = inner.prune_to(rev);
             if let Some(root) = inner.revisions.get_mut(&rev) {
                 root.parent = None;
             }
-        }
+            pruned
+        };
+        self.reclaimer.drop_later(pruned);
         self.advance_checkpoints(&mut durable)
     }
 
@@ -645,9 +659,13 @@ impl Db {
             return;
         };
         let trimmed = trie::trim(root, 0, depth);
-        if let Some(revision) = self.inner.write().revisions.get_mut(&id) {
-            revision.snapshot.root = Some(trimmed);
-        }
+        let untrimmed = self
+            .inner
+            .write()
+            .revisions
+            .get_mut(&id)
+            .and_then(|revision| revision.snapshot.root.replace(trimmed));
+        self.reclaimer.drop_later(untrimmed);
     }
 
     fn poison(&self, error: Error) -> Error {
