@@ -34,12 +34,20 @@ fn main() {
     let mut head = db.commit(ws).expect("commit");
     db.finalize(head).expect("finalize");
     let mut commit_s = 0.0;
+    let mut write_s = 0.0;
+    let mut finalize_s = 0.0;
     for b in 0..blocks {
+        let started = Instant::now();
         let mut ws = db.begin(head).expect("begin");
-        for t in 0..10_000u64 {
-            let key = (mix(b << 32 ^ t) % keys).to_be_bytes().to_vec();
-            ws.put(key, b.to_le_bytes().to_vec()).expect("put");
+        for t in 0..5_000u64 {
+            let r = mix(b << 32 ^ t);
+            let (from, to) = ((r % keys).to_be_bytes(), (mix(r) % keys).to_be_bytes());
+            let a = ws.get(&from).map_or(0, |v| v.len() as u64);
+            let c = ws.get(&to).map_or(0, |v| v.len() as u64);
+            ws.put_slice(&from, &(a + b).to_le_bytes()).expect("put");
+            ws.put_slice(&to, &(c + b).to_le_bytes()).expect("put");
         }
+        write_s += started.elapsed().as_secs_f64();
         let started = Instant::now();
         head = if sequential {
             db.commit_sequential(ws)
@@ -48,11 +56,15 @@ fn main() {
         }
         .expect("commit");
         commit_s += started.elapsed().as_secs_f64();
+        let started = Instant::now();
         db.finalize(head).expect("finalize");
+        finalize_s += started.elapsed().as_secs_f64();
     }
     println!(
-        "{keys} keys: commit of 10,000 updates: {:.2} ms mean ({})",
+        "{keys} keys, 5,000 transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms ({})",
+        write_s * 1e3 / blocks as f64,
         commit_s * 1e3 / blocks as f64,
+        finalize_s * 1e3 / blocks as f64,
         if sequential {
             "one thread"
         } else {

@@ -48,15 +48,16 @@ pub mod root;
 pub mod trie;
 
 mod checkpoint;
-mod reclaim;
+mod background;
 
 use checkpoint::Checkpointer;
 use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use nodes::NodeFile;
 use parking_lot::{Mutex, RwLock};
 use peregrine_types::Hash;
-use reclaim::Reclaimer;
-use std::collections::{BTreeMap, HashMap};
+use background::Background;
+use ahash::AHashMap;
+use std::collections::HashMap;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
@@ -227,14 +228,23 @@ impl Snapshot {
 
     /// The state commitment of this revision: the trie's root hash (see [`trie`]).
     pub fn commitment(&self) -> Hash {
-        Hash(self.root.as_ref().map_or_else(trie::empty_hash, |r| r.hash))
+        Hash(
+            self.root
+                .as_ref()
+                .map_or_else(trie::empty_hash, |r| *r.hash_tree(2)),
+        )
     }
 }
 
 /// Uncommitted changes on top of a parent revision. Reads see the writes made so far.
+///
+/// Writes go to a hash map (no ordering work per write) and are sorted once, at commit; a bulk
+/// load through [`WriteSet::put_sorted`] is kept as the sorted run it already is.
 pub struct WriteSet {
     parent: Snapshot,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: AHashMap<Bytes, Option<Bytes>>,
+    /// Sorted, unique pairs from `put_sorted`; `writes` overrides them.
+    bulk: Vec<Change>,
 }
 
 impl WriteSet {
@@ -245,22 +255,31 @@ impl WriteSet {
 
     /// The value under `key`, including this write set's own writes.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        match self.writes.get(key) {
-            Some(value) => value.as_deref().map(Bytes::from_slice),
-            None => self.parent.get(key),
+        if let Some(value) = self.writes.get(key) {
+            return value.clone();
         }
+        if let Ok(i) = self.bulk.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+            return self.bulk[i].1.clone();
+        }
+        self.parent.get(key)
     }
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), Error> {
+        self.put_slice(&key, &value)
+    }
+
+    /// Sets `key` to `value`, copying both (keys and values up to 32 bytes without allocating).
+    pub fn put_slice(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         check_len("key", key.len(), MAX_KEY_BYTES)?;
         check_len("value", value.len(), MAX_VALUE_BYTES)?;
-        self.writes.insert(key, Some(value));
+        self.writes
+            .insert(Bytes::from_slice(key), Some(Bytes::from_slice(value)));
         Ok(())
     }
 
-    /// Sets many keys at once; `pairs` must be sorted by key with no duplicates. Into an empty
-    /// write set this is a bulk build, much cheaper than one `put` per key.
+    /// Sets many keys at once; `pairs` must be sorted by key with no duplicates. This is a bulk
+    /// build, much cheaper than one `put` per key.
     pub fn put_sorted(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Error> {
         for (key, value) in &pairs {
             check_len("key", key.len(), MAX_KEY_BYTES)?;
@@ -270,11 +289,26 @@ impl WriteSet {
             pairs.windows(2).all(|w| w[0].0 < w[1].0),
             "pairs must be sorted and unique"
         );
-        let pairs = pairs.into_iter().map(|(key, value)| (key, Some(value)));
-        if self.writes.is_empty() {
-            self.writes = pairs.collect();
-        } else {
-            self.writes.extend(pairs);
+        let pairs: Vec<Change> = pairs
+            .into_iter()
+            .map(|(key, value)| (Bytes::from_vec(key), Some(Bytes::from_vec(value))))
+            .collect();
+        if self.bulk.is_empty() {
+            // Later single writes must still win over these.
+            self.bulk = pairs;
+            let shadowed: Vec<Bytes> = self
+                .writes
+                .keys()
+                .filter(|k| self.bulk.binary_search_by(|(b, _)| b.cmp(k)).is_ok())
+                .cloned()
+                .collect();
+            for key in shadowed {
+                self.writes.remove(&key);
+            }
+            return Ok(());
+        }
+        for (key, value) in pairs {
+            self.writes.insert(key, value);
         }
         Ok(())
     }
@@ -282,18 +316,43 @@ impl WriteSet {
     /// Removes `key`.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<(), Error> {
         check_len("key", key.len(), MAX_KEY_BYTES)?;
-        self.writes.insert(key, None);
+        self.writes.insert(Bytes::from_vec(key), None);
         Ok(())
     }
 
-    /// Number of keys written so far.
+    /// Number of distinct keys written so far.
     pub fn len(&self) -> usize {
-        self.writes.len()
+        let shadowed = self
+            .writes
+            .keys()
+            .filter(|k| self.bulk.binary_search_by(|(b, _)| b.cmp(k)).is_ok())
+            .count();
+        self.writes.len() + self.bulk.len() - shadowed
     }
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.is_empty() && self.bulk.is_empty()
+    }
+
+    /// Every write, sorted by key, unique (single writes win over the bulk run).
+    fn into_changes(self) -> (Snapshot, Vec<Change>) {
+        let mut single: Vec<Change> = self.writes.into_iter().collect();
+        single.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if self.bulk.is_empty() {
+            return (self.parent, single);
+        }
+        let mut merged = Vec::with_capacity(single.len() + self.bulk.len());
+        let mut bulk = self.bulk.into_iter().peekable();
+        for change in single {
+            while let Some(b) = bulk.next_if(|b| b.0 < change.0) {
+                merged.push(b);
+            }
+            bulk.next_if(|b| b.0 == change.0);
+            merged.push(change);
+        }
+        merged.extend(bulk);
+        (self.parent, merged)
     }
 }
 
@@ -406,7 +465,7 @@ pub struct Db {
     durable: Mutex<Durable>,
     file: Arc<NodeFile>,
     checkpointer: Checkpointer,
-    reclaimer: Reclaimer,
+    background: Background,
     options: Options,
 }
 
@@ -476,7 +535,7 @@ impl Db {
             inner: RwLock::new(inner),
             durable: Mutex::new(durable),
             checkpointer: Checkpointer::start_thread(dir, file.clone(), nodes_end)?,
-            reclaimer: Reclaimer::start()?,
+            background: Background::start()?,
             file,
             options,
         })
@@ -509,7 +568,8 @@ impl Db {
         self.inner.read().check_writable()?;
         Ok(WriteSet {
             parent: self.snapshot(parent)?,
-            writes: BTreeMap::new(),
+            writes: AHashMap::new(),
+            bulk: Vec::new(),
         })
     }
 
@@ -528,8 +588,11 @@ impl Db {
     }
 
     fn commit_with(&self, ws: WriteSet, parallel: bool) -> Result<RevisionId, Error> {
-        let WriteSet { parent, writes } = ws;
-        let changes: Vec<Change> = writes.into_iter().collect();
+        let (parent, changes) = ws.into_changes();
+        // Hashing lags by at most one block: the parent's must be done (see `background`).
+        if let Some(root) = &parent.root {
+            root.hash_tree(usize::from(parallel) * 2);
+        }
         let (root, count) = if changes.is_empty() {
             (parent.root.clone(), parent.count)
         } else {
@@ -547,6 +610,11 @@ impl Db {
         }
         let id = RevisionId(inner.next_id);
         inner.next_id += 1;
+        if let Some(root) = root.clone() {
+            self.background.run(move || {
+                root.hash_tree(2);
+            });
+        }
         let snapshot = Snapshot {
             id,
             root,
@@ -598,7 +666,7 @@ impl Db {
             }
             pruned
         };
-        self.reclaimer.drop_later(pruned);
+        self.background.drop_later(pruned);
         self.advance_checkpoints(&mut durable)
     }
 
@@ -665,7 +733,7 @@ impl Db {
             .revisions
             .get_mut(&id)
             .and_then(|revision| revision.snapshot.root.replace(trimmed));
-        self.reclaimer.drop_later(untrimmed);
+        self.background.drop_later(untrimmed);
     }
 
     fn poison(&self, error: Error) -> Error {

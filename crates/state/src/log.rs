@@ -13,7 +13,7 @@
 //! and becomes the active one. Replay reads both, skips records the checkpoint covers, and applies
 //! the rest in revision order.
 
-use crate::Error;
+use crate::{Bytes, Error};
 use peregrine_types::codec::{put_bytes, Reader};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -62,7 +62,7 @@ fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Change>)> {
             1 => Some(reader.bytes("value", MAX_VALUE_BYTES).ok()?),
             _ => return None,
         };
-        changes.push((key, value));
+        changes.push((Bytes::from_vec(key), value.map(Bytes::from_vec)));
     }
     reader.finish().ok()?;
     Some((revision, changes))
@@ -198,7 +198,7 @@ mod tests {
     use super::*;
 
     fn put(key: &[u8]) -> Vec<Change> {
-        vec![(key.to_vec(), Some(b"v".to_vec()))]
+        vec![(Bytes::from_slice(key), Some(Bytes::from_slice(b"v")))]
     }
 
     #[test]

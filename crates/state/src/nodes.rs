@@ -23,7 +23,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 const MAGIC: &[u8; 8] = b"PGNODES1";
 const NODES_FILE: &str = "state.nodes";
@@ -153,7 +153,7 @@ impl NodeFile {
 }
 
 fn check(node: Arc<Node>, expected: &Hash32) -> Result<Arc<Node>, Error> {
-    if &node.hash != expected {
+    if node.hash() != expected {
         return Err(corrupt("node does not match its hash"));
     }
     Ok(node)
@@ -233,7 +233,7 @@ impl Appender<'_> {
                 payload.extend_from_slice(prefix);
                 for (child, loc) in children.iter().zip(locs) {
                     payload.extend_from_slice(&loc.to_le_bytes());
-                    payload.extend_from_slice(&child.hash);
+                    payload.extend_from_slice(child.hash());
                 }
             }
         }
@@ -278,7 +278,7 @@ fn decode(payload: &[u8], loc: u64) -> Result<Arc<Node>, Error> {
             }
             let (key, value) = data.split_at(key_len as usize);
             Ok(Arc::new(Node {
-                hash: leaf_hash(key, value),
+                hash: OnceLock::from(leaf_hash(key, value)),
                 loc: AtomicU64::new(loc),
                 kind: Kind::Leaf {
                     data: SmallVec::from_slice(data),
@@ -305,7 +305,7 @@ fn decode(payload: &[u8], loc: u64) -> Result<Arc<Node>, Error> {
             }
             let children = children.into_boxed_slice();
             Ok(Arc::new(Node {
-                hash: branch_hash(pos, mask, &children),
+                hash: OnceLock::from(branch_hash(pos, mask, &children)),
                 loc: AtomicU64::new(loc),
                 kind: Kind::Branch {
                     pos,

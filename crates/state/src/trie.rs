@@ -36,13 +36,13 @@ use smallvec::SmallVec;
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A node hash.
 pub type Hash32 = [u8; 32];
 
 /// A key and its new value (`None`: deleted).
-pub type Change = (Vec<u8>, Option<Vec<u8>>);
+pub type Change = (Bytes, Option<Bytes>);
 
 /// Writes below which a commit's subtrees are applied on one thread: splitting smaller batches
 /// costs more in scheduling than it saves.
@@ -54,7 +54,7 @@ const PARALLEL_MIN_WRITES: usize = 2048;
 /// a child for its count increment also brings in its hash for the parent's rehash.
 #[repr(C)]
 pub struct Node {
-    pub(crate) hash: Hash32,
+    pub(crate) hash: OnceLock<Hash32>,
     /// Where the node file holds this node; 0 until a checkpoint writes it.
     pub(crate) loc: AtomicU64,
     pub(crate) kind: Kind,
@@ -90,7 +90,7 @@ impl Node {
         data.extend_from_slice(key);
         data.extend_from_slice(value);
         Arc::new(Node {
-            hash: leaf_hash(key, value),
+            hash: OnceLock::new(),
             loc: AtomicU64::new(0),
             kind: Kind::Leaf {
                 data,
@@ -108,7 +108,7 @@ impl Node {
         }
         let children = children.into_boxed_slice();
         Arc::new(Node {
-            hash: branch_hash(pos as u16, mask, &children),
+            hash: OnceLock::new(),
             loc: AtomicU64::new(0),
             kind: Kind::Branch {
                 pos: pos as u16,
@@ -121,15 +121,45 @@ impl Node {
 
     pub(crate) fn stub(hash: Hash32, loc: u64) -> Arc<Node> {
         Arc::new(Node {
-            hash,
+            hash: OnceLock::from(hash),
             loc: AtomicU64::new(loc),
             kind: Kind::Stub,
         })
     }
 
-    /// The node's hash.
+    /// The node's hash, computed (with its unhashed descendants') on first use.
     pub fn hash(&self) -> &Hash32 {
-        &self.hash
+        self.hash.get_or_init(|| match &self.kind {
+            Kind::Leaf { data, key_len } => {
+                let (key, value) = data.split_at(*key_len as usize);
+                leaf_hash(key, value)
+            }
+            Kind::Branch {
+                pos,
+                mask,
+                children,
+                ..
+            } => branch_hash(*pos, *mask, children),
+            Kind::Stub => unreachable!("a stub is built with its hash"),
+        })
+    }
+
+    /// Computes every missing hash below and at this node, spreading the top `parallel_depth`
+    /// levels over the rayon pool. Subtrees already hashed are skipped, so this costs
+    /// O(nodes changed since they were last hashed).
+    pub(crate) fn hash_tree(&self, parallel_depth: usize) -> &Hash32 {
+        if let Some(hash) = self.hash.get() {
+            return hash;
+        }
+        if let (Kind::Branch { children, .. }, true) = (&self.kind, parallel_depth > 0) {
+            children
+                .par_iter()
+                .filter(|c| c.hash.get().is_none())
+                .for_each(|c| {
+                    c.hash_tree(parallel_depth - 1);
+                });
+        }
+        self.hash()
     }
 
     pub(crate) fn location(&self) -> u64 {
@@ -162,7 +192,7 @@ pub fn branch_hash(pos: u16, mask: u32, children: &[Arc<Node>]) -> Hash32 {
     buf[1..3].copy_from_slice(&pos.to_le_bytes());
     buf[3..7].copy_from_slice(&mask.to_le_bytes());
     for (i, child) in children.iter().enumerate() {
-        buf[7 + 32 * i..7 + 32 * (i + 1)].copy_from_slice(&child.hash);
+        buf[7 + 32 * i..7 + 32 * (i + 1)].copy_from_slice(child.hash());
     }
     *blake3::hash(&buf[..7 + 32 * children.len()]).as_bytes()
 }
@@ -227,7 +257,7 @@ pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option
                 node = &children[rank(*mask, slot)];
             }
             Kind::Stub => {
-                let loaded = file.load(node.location(), &node.hash)?;
+                let loaded = file.load(node.location(), node.hash())?;
                 return get(&loaded, key, file);
             }
         }
@@ -237,7 +267,7 @@ pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option
 /// `node` itself, or the node its stub stands for.
 fn resolve(node: &Arc<Node>, file: &NodeFile) -> Result<Arc<Node>, Error> {
     match node.kind {
-        Kind::Stub => file.load(node.location(), &node.hash),
+        Kind::Stub => file.load(node.location(), node.hash()),
         _ => Ok(node.clone()),
     }
 }
@@ -465,7 +495,7 @@ pub(crate) fn trim(node: &Arc<Node>, depth: usize, keep: usize) -> Arc<Node> {
     if depth >= keep && loc != 0 {
         return match node.kind {
             Kind::Stub => node.clone(),
-            _ => Node::stub(node.hash, loc),
+            _ => Node::stub(*node.hash(), loc),
         };
     }
     let Kind::Branch {
@@ -486,7 +516,7 @@ pub(crate) fn trim(node: &Arc<Node>, depth: usize, keep: usize) -> Arc<Node> {
         return node.clone();
     }
     Arc::new(Node {
-        hash: node.hash,
+        hash: node.hash.clone(),
         loc: AtomicU64::new(loc),
         kind: Kind::Branch {
             pos: *pos,
@@ -511,7 +541,7 @@ pub(crate) fn preload(
         return Ok(node.clone());
     }
     let node = match node.kind {
-        Kind::Stub => load(node.location(), &node.hash)?,
+        Kind::Stub => load(node.location(), node.hash())?,
         _ => node.clone(),
     };
     let Kind::Branch {
@@ -528,7 +558,7 @@ pub(crate) fn preload(
         .map(|c| preload(c, depth + 1, keep, load))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(Node {
-        hash: node.hash,
+        hash: node.hash.clone(),
         loc: AtomicU64::new(node.location()),
         kind: Kind::Branch {
             pos: *pos,

@@ -126,7 +126,7 @@ impl BlockWriter for PeregrineBlock {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8; 8]) -> Result<(), BenchError> {
-        Ok(self.0.put(key.to_vec(), value.to_vec())?)
+        Ok(self.0.put_slice(key, value)?)
     }
 }
 
