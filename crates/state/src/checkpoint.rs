@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 struct Job {
     revision: u64,
-    root: Option<Arc<Node>>,
+    root: Option<Node>,
     count: u64,
 }
 
@@ -57,7 +57,7 @@ impl Checkpointer {
     }
 
     /// Starts checkpointing `root` as `revision`. The caller checks [`Checkpointer::busy`] first.
-    pub fn start(&self, revision: u64, root: Option<Arc<Node>>, count: u64) {
+    pub fn start(&self, revision: u64, root: Option<Node>, count: u64) {
         let mut busy = self.busy.lock();
         debug_assert!(!*busy, "one checkpoint at a time");
         let sent = self.jobs.as_ref().is_some_and(|jobs| {

@@ -47,16 +47,16 @@ pub mod nodes;
 pub mod root;
 pub mod trie;
 
-mod checkpoint;
 mod background;
+mod checkpoint;
 
+use ahash::AHashMap;
+use background::Background;
 use checkpoint::Checkpointer;
 use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use nodes::NodeFile;
 use parking_lot::{Mutex, RwLock};
 use peregrine_types::Hash;
-use background::Background;
-use ahash::AHashMap;
 use std::collections::HashMap;
 use std::ops::RangeBounds;
 use std::path::Path;
@@ -167,7 +167,7 @@ pub enum Error {
 #[derive(Clone)]
 pub struct Snapshot {
     id: RevisionId,
-    root: Option<Arc<Node>>,
+    root: Option<Node>,
     count: u64,
     file: Arc<NodeFile>,
 }

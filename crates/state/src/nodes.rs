@@ -15,15 +15,13 @@
 //! yet, syncs once, and only then records the new locations in the nodes, so a location is never
 //! visible before its bytes are readable.
 
-use crate::trie::{branch_hash, leaf_hash, Hash32, Kind, Node};
+use crate::trie::{Hash32, Node};
 use crate::{Bytes, Error};
 use smallvec::SmallVec;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 const MAGIC: &[u8; 8] = b"PGNODES1";
 const NODES_FILE: &str = "state.nodes";
@@ -73,7 +71,7 @@ impl NodeFile {
     }
 
     /// Loads the node at `loc` and checks it against the hash its parent holds.
-    pub fn load(&self, loc: u64, expected: &Hash32) -> Result<Arc<Node>, Error> {
+    pub fn load(&self, loc: u64, expected: &Hash32) -> Result<Node, Error> {
         let mut buf = vec![0u8; FIRST_READ];
         let read = read_some(&self.file, &mut buf, loc)?;
         if read < 4 {
@@ -94,7 +92,7 @@ impl NodeFile {
 
     /// `root`'s tree with nodes loaded down to `depth`. When the whole file fits in `budget`, it
     /// is read once, sequentially, instead of one read per node.
-    pub fn preload(&self, root: &Arc<Node>, depth: usize, budget: u64) -> Result<Arc<Node>, Error> {
+    pub fn preload(&self, root: &Node, depth: usize, budget: u64) -> Result<Node, Error> {
         let len = self
             .file
             .metadata()
@@ -122,7 +120,7 @@ impl NodeFile {
 
     /// Appends every unpersisted node of `root`'s tree at `end`, syncs, then records their
     /// locations. Returns the root's location and the new end of the file.
-    pub fn write_tree(&self, root: &Arc<Node>, end: u64) -> Result<(u64, u64), Error> {
+    pub fn write_tree(&self, root: &Node, end: u64) -> Result<(u64, u64), Error> {
         let mut writer = Appender {
             out: BufWriter::with_capacity(
                 1 << 20,
@@ -146,13 +144,13 @@ impl NodeFile {
         })?;
         self.file.sync_data().map_err(io("fsync state node file"))?;
         for (node, loc) in written {
-            node.loc.store(loc, Ordering::Release);
+            node.set_location(loc);
         }
         Ok((root_loc, offset))
     }
 }
 
-fn check(node: Arc<Node>, expected: &Hash32) -> Result<Arc<Node>, Error> {
+fn check(node: Node, expected: &Hash32) -> Result<Node, Error> {
     if node.hash() != expected {
         return Err(corrupt("node does not match its hash"));
     }
@@ -198,40 +196,35 @@ impl Write for FileAt<'_> {
 struct Appender<'a> {
     out: BufWriter<FileAt<'a>>,
     offset: u64,
-    written: Vec<(Arc<Node>, u64)>,
+    written: Vec<(Node, u64)>,
 }
 
 impl Appender<'_> {
     /// Writes `node`'s unpersisted subtree, children first; returns its location.
-    fn persist(&mut self, node: &Arc<Node>) -> Result<u64, Error> {
+    fn persist(&mut self, node: &Node) -> Result<u64, Error> {
         let loc = node.location();
         if loc != 0 {
             return Ok(loc);
         }
         let mut payload = Vec::new();
-        match &node.kind {
-            Kind::Stub => unreachable!("a stub always has a location"),
-            Kind::Leaf { data, key_len } => {
+        match node {
+            Node::Stub(_) => unreachable!("a stub always has a location"),
+            Node::Leaf(leaf) => {
                 payload.push(1);
-                payload.extend_from_slice(&key_len.to_le_bytes());
-                payload.extend_from_slice(data);
+                payload.extend_from_slice(&leaf.key_len.to_le_bytes());
+                payload.extend_from_slice(&leaf.data);
             }
-            Kind::Branch {
-                pos,
-                mask,
-                prefix,
-                children,
-            } => {
+            Node::Branch(b) => {
                 let mut locs = SmallVec::<[u64; 17]>::new();
-                for child in children.iter() {
+                for child in b.iter() {
                     locs.push(self.persist(child)?);
                 }
                 payload.push(2);
-                payload.extend_from_slice(&pos.to_le_bytes());
-                payload.extend_from_slice(&mask.to_le_bytes());
-                payload.extend_from_slice(&(prefix.len() as u16).to_le_bytes());
-                payload.extend_from_slice(prefix);
-                for (child, loc) in children.iter().zip(locs) {
+                payload.extend_from_slice(&b.pos.to_le_bytes());
+                payload.extend_from_slice(&b.mask.to_le_bytes());
+                payload.extend_from_slice(&(b.prefix.len() as u16).to_le_bytes());
+                payload.extend_from_slice(&b.prefix);
+                for (child, loc) in b.iter().zip(locs) {
                     payload.extend_from_slice(&loc.to_le_bytes());
                     payload.extend_from_slice(child.hash());
                 }
@@ -267,24 +260,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode(payload: &[u8], loc: u64) -> Result<Arc<Node>, Error> {
+fn decode(payload: &[u8], loc: u64) -> Result<Node, Error> {
     let mut cur = Cursor(payload);
     match cur.take(1)?[0] {
         1 => {
             let key_len = cur.u16()?;
-            let data = cur.0;
-            if data.len() < key_len as usize {
+            if cur.0.len() < key_len as usize {
                 return Err(corrupt("leaf key longer than its record"));
             }
-            let (key, value) = data.split_at(key_len as usize);
-            Ok(Arc::new(Node {
-                hash: OnceLock::from(leaf_hash(key, value)),
-                loc: AtomicU64::new(loc),
-                kind: Kind::Leaf {
-                    data: SmallVec::from_slice(data),
-                    key_len,
-                },
-            }))
+            Ok(Node::decoded_leaf(cur.0, key_len, loc))
         }
         2 => {
             let pos = cur.u16()?;
@@ -294,26 +278,18 @@ fn decode(payload: &[u8], loc: u64) -> Result<Arc<Node>, Error> {
             if mask >> 17 != 0 || mask.count_ones() < 2 {
                 return Err(corrupt("branch with an invalid slot mask"));
             }
-            let mut children = Vec::with_capacity(mask.count_ones() as usize);
-            for _ in 0..mask.count_ones() {
-                let loc = u64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
-                let hash: Hash32 = cur.take(32)?.try_into().expect("32 bytes");
-                children.push(Node::stub(hash, loc));
+            let mut children: [Option<Node>; 17] = Default::default();
+            for (slot, child) in children.iter_mut().enumerate() {
+                if mask & (1 << slot) != 0 {
+                    let loc = u64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
+                    let hash: Hash32 = cur.take(32)?.try_into().expect("32 bytes");
+                    *child = Some(Node::stub(hash, loc));
+                }
             }
             if !cur.0.is_empty() {
                 return Err(corrupt("branch record has trailing bytes"));
             }
-            let children = children.into_boxed_slice();
-            Ok(Arc::new(Node {
-                hash: OnceLock::from(branch_hash(pos, mask, &children)),
-                loc: AtomicU64::new(loc),
-                kind: Kind::Branch {
-                    pos,
-                    mask,
-                    prefix,
-                    children,
-                },
-            }))
+            Ok(Node::decoded_branch(pos, mask, prefix, children, loc))
         }
         _ => Err(corrupt("node record of unknown kind")),
     }

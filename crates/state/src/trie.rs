@@ -48,129 +48,205 @@ pub type Change = (Bytes, Option<Bytes>);
 /// costs more in scheduling than it saves.
 const PARALLEL_MIN_WRITES: usize = 2048;
 
-/// A trie node: immutable once built, apart from the location it was persisted at.
-///
-/// `repr(C)` puts the hash right after the reference counts, on the same cache line, so warming
-/// a child for its count increment also brings in its hash for the parent's rehash.
-#[repr(C)]
-pub struct Node {
-    pub(crate) hash: OnceLock<Hash32>,
-    /// Where the node file holds this node; 0 until a checkpoint writes it.
-    pub(crate) loc: AtomicU64,
-    pub(crate) kind: Kind,
+/// A trie node: a cheap, cloneable handle to an immutable leaf, branch or stub.
+#[derive(Clone)]
+pub enum Node {
+    /// A key and its value.
+    Leaf(Arc<Leaf>),
+    /// A split on one nibble.
+    Branch(Arc<Branch>),
+    /// A node that is only in the node file.
+    Stub(Arc<Stub>),
 }
 
-/// What a node is.
-pub enum Kind {
-    /// A key and its value, stored together: `data[..key_len]` is the key.
-    Leaf {
-        /// Key then value.
-        data: SmallVec<[u8; 48]>,
-        /// Bytes of `data` that are the key.
-        key_len: u16,
-    },
-    /// A split on the nibble at `pos`.
-    Branch {
-        /// The nibble position this branch splits on.
-        pos: u16,
-        /// Bit `s` is set when slot `s` holds a child.
-        mask: u32,
-        /// The first `ceil(pos / 2)` bytes of every key below.
-        prefix: Bytes,
-        /// The children, in slot order.
-        children: Box<[Arc<Node>]>,
-    },
-    /// A node that is only in the node file, at `loc`.
-    Stub,
+/// A key and its value, stored together: `data[..key_len]` is the key.
+pub struct Leaf {
+    hash: OnceLock<Hash32>,
+    /// Where the node file holds this node; 0 until a checkpoint writes it.
+    pub(crate) loc: AtomicU64,
+    pub(crate) data: SmallVec<[u8; 48]>,
+    pub(crate) key_len: u16,
+}
+
+/// A split on the nibble at `pos`.
+///
+/// The children sit inline, indexed by slot: finding a child is one load from the branch itself,
+/// which the processor can issue together with the load of the branch's header.
+pub struct Branch {
+    hash: OnceLock<Hash32>,
+    /// Where the node file holds this node; 0 until a checkpoint writes it.
+    pub(crate) loc: AtomicU64,
+    /// The nibble position this branch splits on.
+    pub(crate) pos: u16,
+    /// Bit `s` is set when slot `s` holds a child.
+    pub(crate) mask: u32,
+    /// The first `ceil(pos / 2)` bytes of every key below.
+    pub(crate) prefix: Bytes,
+    /// The children by slot.
+    pub(crate) children: [Option<Node>; 17],
+}
+
+/// A node that lives only in the node file, at `loc`.
+pub struct Stub {
+    hash: Hash32,
+    loc: u64,
+}
+
+impl Leaf {
+    /// The key and the value.
+    pub(crate) fn entry(&self) -> (&[u8], &[u8]) {
+        self.data.split_at(self.key_len as usize)
+    }
+}
+
+impl Branch {
+    /// The children in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.children.iter().flatten()
+    }
+
+    /// A copy with other children (same slots) and the same hash and location: for trimming
+    /// and loading, which change where nodes live, never what they hold.
+    fn with_children(&self, children: [Option<Node>; 17]) -> Arc<Branch> {
+        Arc::new(Branch {
+            hash: self.hash.clone(),
+            loc: AtomicU64::new(self.loc.load(AtomicOrdering::Acquire)),
+            pos: self.pos,
+            mask: self.mask,
+            prefix: self.prefix.clone(),
+            children,
+        })
+    }
 }
 
 impl Node {
-    pub(crate) fn leaf(key: &[u8], value: &[u8]) -> Arc<Node> {
+    pub(crate) fn leaf(key: &[u8], value: &[u8]) -> Node {
         let mut data = SmallVec::with_capacity(key.len() + value.len());
         data.extend_from_slice(key);
         data.extend_from_slice(value);
-        Arc::new(Node {
+        Node::Leaf(Arc::new(Leaf {
             hash: OnceLock::new(),
             loc: AtomicU64::new(0),
-            kind: Kind::Leaf {
-                data,
-                key_len: key.len() as u16,
-            },
-        })
+            data,
+            key_len: key.len() as u16,
+        }))
     }
 
-    pub(crate) fn branch(pos: usize, prefix: &[u8], slots: Vec<(usize, Arc<Node>)>) -> Arc<Node> {
+    pub(crate) fn branch(pos: usize, prefix: &[u8], slots: Vec<(usize, Node)>) -> Node {
         let mut mask = 0u32;
-        let mut children = Vec::with_capacity(slots.len());
+        let mut children: [Option<Node>; 17] = Default::default();
         for (slot, child) in slots {
             mask |= 1 << slot;
-            children.push(child);
+            children[slot] = Some(child);
         }
-        let children = children.into_boxed_slice();
-        Arc::new(Node {
+        Node::Branch(Arc::new(Branch {
             hash: OnceLock::new(),
             loc: AtomicU64::new(0),
-            kind: Kind::Branch {
-                pos: pos as u16,
-                mask,
-                prefix: Bytes::from_slice(&prefix[..pos.div_ceil(2)]),
-                children,
-            },
-        })
+            pos: pos as u16,
+            mask,
+            prefix: Bytes::from_slice(&prefix[..pos.div_ceil(2)]),
+            children,
+        }))
     }
 
-    pub(crate) fn stub(hash: Hash32, loc: u64) -> Arc<Node> {
-        Arc::new(Node {
+    pub(crate) fn decoded_leaf(data: &[u8], key_len: u16, loc: u64) -> Node {
+        let (key, value) = data.split_at(key_len as usize);
+        Node::Leaf(Arc::new(Leaf {
+            hash: OnceLock::from(leaf_hash(key, value)),
+            loc: AtomicU64::new(loc),
+            data: SmallVec::from_slice(data),
+            key_len,
+        }))
+    }
+
+    pub(crate) fn decoded_branch(
+        pos: u16,
+        mask: u32,
+        prefix: Bytes,
+        children: [Option<Node>; 17],
+        loc: u64,
+    ) -> Node {
+        let hash = branch_hash(pos, mask, children.iter().flatten());
+        Node::Branch(Arc::new(Branch {
             hash: OnceLock::from(hash),
             loc: AtomicU64::new(loc),
-            kind: Kind::Stub,
-        })
+            pos,
+            mask,
+            prefix,
+            children,
+        }))
+    }
+
+    pub(crate) fn stub(hash: Hash32, loc: u64) -> Node {
+        Node::Stub(Arc::new(Stub { hash, loc }))
     }
 
     /// The node's hash, computed (with its unhashed descendants') on first use.
     pub fn hash(&self) -> &Hash32 {
-        self.hash.get_or_init(|| match &self.kind {
-            Kind::Leaf { data, key_len } => {
-                let (key, value) = data.split_at(*key_len as usize);
+        match self {
+            Node::Leaf(leaf) => leaf.hash.get_or_init(|| {
+                let (key, value) = leaf.entry();
                 leaf_hash(key, value)
-            }
-            Kind::Branch {
-                pos,
-                mask,
-                children,
-                ..
-            } => branch_hash(*pos, *mask, children),
-            Kind::Stub => unreachable!("a stub is built with its hash"),
-        })
+            }),
+            Node::Branch(b) => b.hash.get_or_init(|| branch_hash(b.pos, b.mask, b.iter())),
+            Node::Stub(stub) => &stub.hash,
+        }
+    }
+
+    fn hash_done(&self) -> bool {
+        match self {
+            Node::Leaf(leaf) => leaf.hash.get().is_some(),
+            Node::Branch(b) => b.hash.get().is_some(),
+            Node::Stub(_) => true,
+        }
     }
 
     /// Computes every missing hash below and at this node, spreading the top `parallel_depth`
     /// levels over the rayon pool. Subtrees already hashed are skipped, so this costs
     /// O(nodes changed since they were last hashed).
     pub(crate) fn hash_tree(&self, parallel_depth: usize) -> &Hash32 {
-        if let Some(hash) = self.hash.get() {
-            return hash;
-        }
-        if let (Kind::Branch { children, .. }, true) = (&self.kind, parallel_depth > 0) {
-            children
-                .par_iter()
-                .filter(|c| c.hash.get().is_none())
-                .for_each(|c| {
-                    c.hash_tree(parallel_depth - 1);
-                });
+        if let (Node::Branch(b), true) = (self, parallel_depth > 0 && !self.hash_done()) {
+            let pending: SmallVec<[&Node; 17]> = b.iter().filter(|c| !c.hash_done()).collect();
+            pending.par_iter().for_each(|c| {
+                c.hash_tree(parallel_depth - 1);
+            });
         }
         self.hash()
     }
 
+    /// Where the node file holds this node; 0 if it is not there yet.
     pub(crate) fn location(&self) -> u64 {
-        self.loc.load(AtomicOrdering::Acquire)
+        match self {
+            Node::Leaf(leaf) => leaf.loc.load(AtomicOrdering::Acquire),
+            Node::Branch(b) => b.loc.load(AtomicOrdering::Acquire),
+            Node::Stub(stub) => stub.loc,
+        }
     }
 
-    /// The key and value of a leaf.
-    pub(crate) fn entry(&self) -> Option<(&[u8], &[u8])> {
-        match &self.kind {
-            Kind::Leaf { data, key_len } => Some(data.split_at(*key_len as usize)),
-            _ => None,
+    /// Records that the node file holds this node at `loc`.
+    pub(crate) fn set_location(&self, loc: u64) {
+        match self {
+            Node::Leaf(leaf) => leaf.loc.store(loc, AtomicOrdering::Release),
+            Node::Branch(b) => b.loc.store(loc, AtomicOrdering::Release),
+            Node::Stub(_) => {}
+        }
+    }
+
+    /// Reads the reference count: a plain load that brings the node's first line into cache.
+    fn touch(&self) -> usize {
+        match self {
+            Node::Leaf(leaf) => Arc::strong_count(leaf),
+            Node::Branch(b) => Arc::strong_count(b),
+            Node::Stub(stub) => Arc::strong_count(stub),
+        }
+    }
+
+    fn ptr_eq(&self, other: &Node) -> bool {
+        match (self, other) {
+            (Node::Leaf(a), Node::Leaf(b)) => Arc::ptr_eq(a, b),
+            (Node::Branch(a), Node::Branch(b)) => Arc::ptr_eq(a, b),
+            (Node::Stub(a), Node::Stub(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 }
@@ -185,16 +261,18 @@ pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash32 {
     *hasher.finalize().as_bytes()
 }
 
-/// The hash of a branch from its children's hashes.
-pub fn branch_hash(pos: u16, mask: u32, children: &[Arc<Node>]) -> Hash32 {
+/// The hash of a branch from its children's hashes, in slot order.
+pub fn branch_hash<'a>(pos: u16, mask: u32, children: impl Iterator<Item = &'a Node>) -> Hash32 {
     let mut buf = [0u8; 7 + 17 * 32];
     buf[0] = 1;
     buf[1..3].copy_from_slice(&pos.to_le_bytes());
     buf[3..7].copy_from_slice(&mask.to_le_bytes());
-    for (i, child) in children.iter().enumerate() {
-        buf[7 + 32 * i..7 + 32 * (i + 1)].copy_from_slice(child.hash());
+    let mut len = 7;
+    for child in children {
+        buf[len..len + 32].copy_from_slice(child.hash());
+        len += 32;
     }
-    *blake3::hash(&buf[..7 + 32 * children.len()]).as_bytes()
+    *blake3::hash(&buf[..len]).as_bytes()
 }
 
 /// The commitment of the empty state.
@@ -221,11 +299,6 @@ pub(crate) fn common_nibbles(a: &[u8], b: &[u8]) -> usize {
     }
 }
 
-#[inline]
-fn rank(mask: u32, slot: usize) -> usize {
-    (mask & ((1u32 << slot) - 1)).count_ones() as usize
-}
-
 /// A key and value borrowed from a write set or a leaf.
 type Entry<'a> = (&'a [u8], &'a [u8]);
 
@@ -239,25 +312,17 @@ pub(crate) struct Ctx<'a> {
 /// The value under `key`.
 pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option<Bytes>, Error> {
     loop {
-        match &node.kind {
-            Kind::Leaf { data, key_len } => {
-                let (k, v) = data.split_at(*key_len as usize);
+        match node {
+            Node::Leaf(leaf) => {
+                let (k, v) = leaf.entry();
                 return Ok((k == key).then(|| Bytes::from_slice(v)));
             }
-            Kind::Branch {
-                pos,
-                mask,
-                children,
-                ..
-            } => {
-                let slot = nibble(key, *pos as usize);
-                if mask & (1 << slot) == 0 {
-                    return Ok(None);
-                }
-                node = &children[rank(*mask, slot)];
-            }
-            Kind::Stub => {
-                let loaded = file.load(node.location(), node.hash())?;
+            Node::Branch(b) => match &b.children[nibble(key, b.pos as usize)] {
+                Some(child) => node = child,
+                None => return Ok(None),
+            },
+            Node::Stub(stub) => {
+                let loaded = file.load(stub.loc, &stub.hash)?;
                 return get(&loaded, key, file);
             }
         }
@@ -265,24 +330,20 @@ pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option
 }
 
 /// `node` itself, or the node its stub stands for.
-fn resolve(node: &Arc<Node>, file: &NodeFile) -> Result<Arc<Node>, Error> {
-    match node.kind {
-        Kind::Stub => file.load(node.location(), node.hash()),
+fn resolve(node: &Node, file: &NodeFile) -> Result<Node, Error> {
+    match node {
+        Node::Stub(stub) => file.load(stub.loc, &stub.hash),
         _ => Ok(node.clone()),
     }
 }
 
 /// A subtree and the change in its key count.
-type Applied = (Option<Arc<Node>>, i64);
+type Applied = (Option<Node>, i64);
 
 /// Applies `writes` (sorted by key, unique, non-empty) to the subtree at `node`.
-pub(crate) fn apply(
-    ctx: Ctx,
-    node: Option<&Arc<Node>>,
-    writes: &[Change],
-) -> Result<Applied, Error> {
+pub(crate) fn apply(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applied, Error> {
     let Some(node) = node else {
-        let puts: Vec<(&[u8], &[u8])> = writes
+        let puts: Vec<Entry> = writes
             .iter()
             .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
             .collect();
@@ -290,38 +351,38 @@ pub(crate) fn apply(
         return Ok((build(ctx, &puts), added));
     };
     let node = resolve(node, ctx.file)?;
-    match &node.kind {
-        Kind::Leaf { .. } => Ok(apply_leaf(ctx, &node, writes)),
-        Kind::Branch { pos, prefix, .. } => {
-            let pos = *pos as usize;
+    match &node {
+        Node::Leaf(leaf) => Ok(apply_leaf(ctx, &node, leaf, writes)),
+        Node::Branch(b) => {
+            let pos = b.pos as usize;
             let (first, last) = (&writes[0].0, &writes[writes.len() - 1].0);
             // Sorted writes: every write shares at least what the first and last share.
             let split = pos
-                .min(common_nibbles(first, prefix))
-                .min(common_nibbles(last, prefix));
+                .min(common_nibbles(first, &b.prefix))
+                .min(common_nibbles(last, &b.prefix));
             if split == pos {
-                apply_branch(ctx, &node, writes)
+                apply_branch(ctx, b, writes)
             } else {
-                let prefix = prefix.clone();
+                let prefix = b.prefix.clone();
                 split_above(ctx, node, split, &prefix, writes)
             }
         }
-        Kind::Stub => unreachable!("resolved above"),
+        Node::Stub(_) => unreachable!("resolved above"),
     }
 }
 
-fn apply_leaf(ctx: Ctx, leaf: &Arc<Node>, writes: &[Change]) -> Applied {
-    let (key, value) = leaf.entry().expect("a leaf");
+fn apply_leaf(ctx: Ctx, node: &Node, leaf: &Leaf, writes: &[Change]) -> Applied {
+    let (key, value) = leaf.entry();
     if let [(k, new)] = writes {
         if k.as_slice() == key {
             return match new {
-                Some(new) if new.as_slice() == value => (Some(leaf.clone()), 0),
+                Some(new) if new.as_slice() == value => (Some(node.clone()), 0),
                 Some(new) => (Some(Node::leaf(key, new)), 0),
                 None => (None, -1),
             };
         }
     }
-    let mut merged: Vec<(&[u8], &[u8])> = Vec::with_capacity(writes.len() + 1);
+    let mut merged: Vec<Entry> = Vec::with_capacity(writes.len() + 1);
     let mut leaf_pending = true;
     for (k, new) in writes {
         if leaf_pending && key <= k.as_slice() {
@@ -342,53 +403,39 @@ fn apply_leaf(ctx: Ctx, leaf: &Arc<Node>, writes: &[Change]) -> Applied {
 }
 
 /// Writes that all share the branch's prefix: grouped by the nibble at `pos`.
-fn apply_branch(ctx: Ctx, node: &Arc<Node>, writes: &[Change]) -> Result<Applied, Error> {
-    let Kind::Branch {
-        pos,
-        mask,
-        prefix,
-        children,
-    } = &node.kind
-    else {
-        unreachable!("a branch");
-    };
-    let pos = *pos as usize;
-    warm(children);
+fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Error> {
+    let pos = b.pos as usize;
+    warm(b);
     let groups = group_by_nibble(writes, pos);
-    let existing = |slot: usize| (mask & (1 << slot) != 0).then(|| &children[rank(*mask, slot)]);
     let results = run_groups(ctx, writes.len(), &groups, |slot, group| {
-        apply(ctx, existing(slot), group)
+        apply(ctx, b.children[slot].as_ref(), group)
     })?;
     let mut added = 0;
-    let mut slots = Vec::with_capacity(17);
-    let mut results = results.into_iter().peekable();
-    for slot in 0..17 {
-        match results.peek() {
-            Some((s, _)) if *s == slot => {
-                let (_, (child, delta)) = results.next().expect("peeked");
-                added += delta;
-                slots.extend(child.map(|c| (slot, c)));
-            }
-            _ => slots.extend(existing(slot).map(|c| (slot, c.clone()))),
-        }
+    let mut children = b.children.clone();
+    for (slot, (child, delta)) in results {
+        added += delta;
+        children[slot] = child;
     }
-    Ok((assemble(pos, prefix, slots), added))
+    let slots: Vec<(usize, Node)> = children
+        .into_iter()
+        .enumerate()
+        .filter_map(|(slot, child)| child.map(|c| (slot, c)))
+        .collect();
+    Ok((assemble(pos, &b.prefix, slots), added))
 }
 
 /// Reads every child once with plain, independent loads, so their cache misses overlap. The
 /// reference-count increments that follow are locked instructions, which the processor does not
 /// overlap: without this, copying a branch paid one full memory latency per untouched sibling.
-fn warm(children: &[Arc<Node>]) {
-    let touched = children
-        .iter()
-        .fold(0usize, |acc, child| acc ^ Arc::strong_count(child));
+fn warm(b: &Branch) {
+    let touched = b.iter().fold(0usize, |acc, child| acc ^ child.touch());
     std::hint::black_box(touched);
 }
 
 /// Writes that leave the branch's prefix before `pos`: a new split at `split` above it.
 fn split_above(
     ctx: Ctx,
-    node: Arc<Node>,
+    node: Node,
     split: usize,
     prefix: &[u8],
     writes: &[Change],
@@ -450,7 +497,7 @@ fn group_by_nibble(writes: &[Change], pos: usize) -> SmallVec<[(usize, &[Change]
 }
 
 /// A canonical subtree from children at a split: none, the single child, or a branch.
-fn assemble(pos: usize, prefix: &[u8], mut slots: Vec<(usize, Arc<Node>)>) -> Option<Arc<Node>> {
+fn assemble(pos: usize, prefix: &[u8], mut slots: Vec<(usize, Node)>) -> Option<Node> {
     match slots.len() {
         0 => None,
         1 => slots.pop().map(|(_, child)| child),
@@ -459,7 +506,7 @@ fn assemble(pos: usize, prefix: &[u8], mut slots: Vec<(usize, Arc<Node>)>) -> Op
 }
 
 /// The subtree holding exactly `entries` (sorted by key, unique).
-pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Arc<Node>> {
+pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Node> {
     match entries {
         [] => None,
         [(k, v)] => Some(Node::leaf(k, v)),
@@ -477,12 +524,12 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Arc<Node>> {
             let child = |&(slot, group): &(usize, &[Entry])| {
                 (slot, build(ctx, group).expect("a non-empty group"))
             };
-            let slots: Vec<(usize, Arc<Node>)> =
-                if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES {
-                    groups.par_iter().map(child).collect()
-                } else {
-                    groups.iter().map(child).collect()
-                };
+            let slots: Vec<(usize, Node)> = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES
+            {
+                groups.par_iter().map(child).collect()
+            } else {
+                groups.iter().map(child).collect()
+            };
             Some(Node::branch(pos, first, slots))
         }
     }
@@ -490,83 +537,61 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Arc<Node>> {
 
 /// The tree under `node` with every persisted node at depth `keep` or deeper replaced by a stub,
 /// so it no longer holds those nodes in memory. Unpersisted nodes stay resident.
-pub(crate) fn trim(node: &Arc<Node>, depth: usize, keep: usize) -> Arc<Node> {
+pub(crate) fn trim(node: &Node, depth: usize, keep: usize) -> Node {
     let loc = node.location();
     if depth >= keep && loc != 0 {
-        return match node.kind {
-            Kind::Stub => node.clone(),
+        return match node {
+            Node::Stub(_) => node.clone(),
             _ => Node::stub(*node.hash(), loc),
         };
     }
-    let Kind::Branch {
-        pos,
-        mask,
-        prefix,
-        children,
-    } = &node.kind
-    else {
+    let Node::Branch(b) = node else {
         return node.clone();
     };
-    let trimmed: Vec<Arc<Node>> = children.iter().map(|c| trim(c, depth + 1, keep)).collect();
-    if trimmed
+    let trimmed = b
+        .children
+        .clone()
+        .map(|c| c.map(|c| trim(&c, depth + 1, keep)));
+    let same = trimmed
         .iter()
-        .zip(children.iter())
-        .all(|(a, b)| Arc::ptr_eq(a, b))
-    {
+        .zip(b.children.iter())
+        .all(|(a, c)| match (a, c) {
+            (Some(a), Some(c)) => a.ptr_eq(c),
+            _ => true,
+        });
+    if same {
         return node.clone();
     }
-    Arc::new(Node {
-        hash: node.hash.clone(),
-        loc: AtomicU64::new(loc),
-        kind: Kind::Branch {
-            pos: *pos,
-            mask: *mask,
-            prefix: prefix.clone(),
-            children: trimmed.into_boxed_slice(),
-        },
-    })
+    Node::Branch(b.with_children(trimmed))
 }
 
 /// Loads the node at a location, checked against its hash.
-pub(crate) type Loader<'a> = dyn Fn(u64, &Hash32) -> Result<Arc<Node>, Error> + 'a;
+pub(crate) type Loader<'a> = dyn Fn(u64, &Hash32) -> Result<Node, Error> + 'a;
 
 /// The tree under `node` with stubs loaded down to depth `keep`.
 pub(crate) fn preload(
-    node: &Arc<Node>,
+    node: &Node,
     depth: usize,
     keep: usize,
     load: &Loader,
-) -> Result<Arc<Node>, Error> {
+) -> Result<Node, Error> {
     if depth >= keep {
         return Ok(node.clone());
     }
-    let node = match node.kind {
-        Kind::Stub => load(node.location(), node.hash())?,
+    let node = match node {
+        Node::Stub(stub) => load(stub.loc, &stub.hash)?,
         _ => node.clone(),
     };
-    let Kind::Branch {
-        pos,
-        mask,
-        prefix,
-        children,
-    } = &node.kind
-    else {
+    let Node::Branch(b) = &node else {
         return Ok(node);
     };
-    let loaded = children
-        .iter()
-        .map(|c| preload(c, depth + 1, keep, load))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Arc::new(Node {
-        hash: node.hash.clone(),
-        loc: AtomicU64::new(node.location()),
-        kind: Kind::Branch {
-            pos: *pos,
-            mask: *mask,
-            prefix: prefix.clone(),
-            children: loaded.into_boxed_slice(),
-        },
-    }))
+    let mut loaded: [Option<Node>; 17] = Default::default();
+    for (slot, child) in b.children.iter().enumerate() {
+        if let Some(child) = child {
+            loaded[slot] = Some(preload(child, depth + 1, keep, load)?);
+        }
+    }
+    Ok(Node::Branch(b.with_children(loaded)))
 }
 
 /// Ordered iteration over the leaves in a key range.
@@ -574,16 +599,16 @@ pub struct Iter {
     file: Arc<NodeFile>,
     /// Branches being walked, with the next slot to visit and whether the lower bound can still
     /// cut into them.
-    stack: Vec<(Arc<Node>, usize, bool)>,
+    stack: Vec<(Arc<Branch>, usize, bool)>,
     /// The next node to enter, and whether the lower bound can cut into it.
-    next: Option<(Arc<Node>, bool)>,
+    next: Option<(Node, bool)>,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
 }
 
 impl Iter {
     pub(crate) fn new(
-        root: Option<Arc<Node>>,
+        root: Option<Node>,
         file: Arc<NodeFile>,
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
@@ -631,47 +656,39 @@ impl Iter {
     fn step(&mut self) -> Result<Option<(Bytes, Bytes)>, Error> {
         loop {
             if let Some((node, bounded)) = self.next.take() {
-                let node = resolve(&node, &self.file)?;
-                if let Some((k, v)) = node.entry() {
-                    if self.after_end(k) {
-                        self.stack.clear();
-                        return Ok(None);
+                match resolve(&node, &self.file)? {
+                    Node::Leaf(leaf) => {
+                        let (k, v) = leaf.entry();
+                        if self.after_end(k) {
+                            self.stack.clear();
+                            return Ok(None);
+                        }
+                        if bounded && self.before_start(k) {
+                            continue;
+                        }
+                        return Ok(Some((Bytes::from_slice(k), Bytes::from_slice(v))));
                     }
-                    if bounded && self.before_start(k) {
-                        continue;
-                    }
-                    return Ok(Some((Bytes::from_slice(k), Bytes::from_slice(v))));
+                    Node::Branch(b) => self.stack.push((b, 0, bounded)),
+                    Node::Stub(_) => unreachable!("resolved above"),
                 }
-                self.stack.push((node, 0, bounded));
                 continue;
             }
-            let Some((node, slot, bounded)) = self.stack.last_mut() else {
+            let Some((b, slot, bounded)) = self.stack.last_mut() else {
                 return Ok(None);
             };
-            let Kind::Branch {
-                pos,
-                mask,
-                prefix,
-                children,
-            } = &node.kind
-            else {
-                unreachable!("only branches are stacked");
-            };
-            let Some(found) = (*slot..17).find(|s| mask & (1 << s) != 0) else {
+            let Some(found) = (*slot..17).find(|s| b.children[*s].is_some()) else {
                 self.stack.pop();
                 continue;
             };
             *slot = found + 1;
-            let (child, was_bounded) = (children[rank(*mask, found)].clone(), *bounded);
-            let (pos, prefix) = (*pos as usize, prefix.clone());
-            let still_bounded = if was_bounded {
-                match self.slot_vs_start(pos, &prefix, found) {
+            let child = b.children[found].clone().expect("found a child");
+            let still_bounded = *bounded && {
+                let b = b.clone();
+                match self.slot_vs_start(b.pos as usize, &b.prefix, found) {
                     Ordering::Less => continue,
                     Ordering::Equal => true,
                     Ordering::Greater => false,
                 }
-            } else {
-                false
             };
             self.next = Some((child, still_bounded));
         }
