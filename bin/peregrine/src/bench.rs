@@ -6,6 +6,7 @@ use peregrine_bench::exec::ExecOptions;
 use peregrine_bench::load::{LoadOptions, Schedule};
 use peregrine_bench::mempool::MempoolOptions;
 use peregrine_bench::report::Report;
+use peregrine_bench::state::beyond::BeyondOptions;
 use peregrine_bench::state::StateOptions;
 use peregrine_bench::vm::VmOptions;
 use std::path::PathBuf;
@@ -95,6 +96,38 @@ pub struct StateArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only workload 4: insert this many random keys under a memory cap, then read them.
+    #[arg(long = "beyond-ram")]
+    beyond_ram: Option<u64>,
+    /// The memory cap of `--beyond-ram`, in bytes (suffixes K, M, G); enforced by a cgroup
+    /// where the machine allows it.
+    #[arg(long = "memory-cap", default_value = "1G", value_parser = parse_bytes)]
+    memory_cap: u64,
+    /// Seconds each engine may spend inserting in `--beyond-ram`; one that runs out is measured
+    /// on what it inserted.
+    #[arg(long = "time-limit", default_value_t = 300)]
+    time_limit: u64,
+}
+
+/// `123`, `64K`, `512M` or `2G` as bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        other => return Err(format!("unknown size unit {other}: use K, M or G")),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|e| format!("{text:?} is not a size: {e}"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text} is too large"))
 }
 
 impl StateArgs {
@@ -104,6 +137,12 @@ impl StateArgs {
         } else {
             (self.keys, self.reads, self.accounts, self.blocks)
         };
+        let beyond = self.beyond_ram.map(|keys| BeyondOptions {
+            keys,
+            memory_cap: self.memory_cap,
+            reads,
+            time_limit: std::time::Duration::from_secs(self.time_limit),
+        });
         StateOptions {
             engines: self.engines,
             keys,
@@ -111,6 +150,7 @@ impl StateArgs {
             accounts,
             blocks,
             plot: self.plot,
+            beyond,
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct RevisionId(pub u64);
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Log bytes after which the next finalize starts a checkpoint (and may recycle a log file).
+    /// The database checkpoints sooner when its memory budget is small: see
+    /// [`Options::checkpoint_threshold`].
     pub checkpoint_bytes: u64,
     /// Resident trie size the database aims to stay under; beyond it, persisted nodes are
     /// dropped from memory after each checkpoint and read from the node file when needed.
@@ -91,6 +93,17 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The log bytes that start a checkpoint: `checkpoint_bytes`, or less when the memory budget
+    /// is small. Nodes built since the last checkpoint cannot be dropped from memory, and with
+    /// random keys they take up to about twenty times the log bytes that describe them (a new
+    /// leaf and a copied branch per change), so checkpointing every budget / 64 log bytes keeps
+    /// them within about a third of the budget.
+    pub fn checkpoint_threshold(&self) -> u64 {
+        self.checkpoint_bytes.min(self.memory_budget / 64)
+    }
+}
+
 /// Half of the machine's memory, or 4 GiB where that cannot be read.
 fn default_memory_budget() -> u64 {
     let total_kib = std::fs::read_to_string("/proc/meminfo")
@@ -103,15 +116,18 @@ fn default_memory_budget() -> u64 {
 }
 
 /// Estimated resident bytes per key of a fully loaded trie (leaf, its share of branches).
-const RESIDENT_BYTES_PER_KEY: u64 = 200;
-/// Estimated resident bytes per branch node.
-const RESIDENT_BYTES_PER_BRANCH: u64 = 320;
+const RESIDENT_BYTES_PER_KEY: u64 = 330;
+/// Estimated resident bytes per branch node (17 inline child slots).
+const RESIDENT_BYTES_PER_BRANCH: u64 = 420;
 
 /// The trie depth to keep in memory for `keys` keys under `budget` (`usize::MAX`: all of it).
+/// The settled trie gets a quarter of the budget once it no longer fits whole; the rest is for
+/// the nodes built since the last checkpoint (see [`Options::checkpoint_threshold`]).
 fn resident_depth(keys: u64, budget: u64) -> usize {
     if keys.saturating_mul(RESIDENT_BYTES_PER_KEY) <= budget {
         return usize::MAX;
     }
+    let budget = budget / 4;
     let mut total = 0u64;
     let mut level = 1u64;
     for depth in 0.. {
@@ -651,7 +667,7 @@ impl Db {
         let covered = durable.checkpoint;
         let appended = durable
             .wal
-            .switch_if_due(self.options.checkpoint_bytes, covered)
+            .switch_if_due(self.options.checkpoint_threshold(), covered)
             .and_then(|()| durable.wal.append(&records));
         match appended {
             Ok(bytes) => durable.since_checkpoint += bytes,
@@ -667,7 +683,10 @@ impl Db {
             pruned
         };
         self.background.drop_later(pruned);
-        self.advance_checkpoints(&mut durable)
+        // `rev` is durable now. A failed checkpoint poisons the database, and the next write
+        // reports it; this finalize did what it promised.
+        let _ = self.advance_checkpoints(&mut durable);
+        Ok(())
     }
 
     /// Waits for the running checkpoint, if any, then checkpoints the finalized revision if the
@@ -686,7 +705,9 @@ impl Db {
     /// Collects a finished checkpoint, then starts the next once enough log has accumulated.
     fn advance_checkpoints(&self, durable: &mut Durable) -> Result<(), Error> {
         self.collect_checkpoint(durable, false)?;
-        if !self.checkpointer.busy() && durable.since_checkpoint >= self.options.checkpoint_bytes {
+        if !self.checkpointer.busy()
+            && durable.since_checkpoint >= self.options.checkpoint_threshold()
+        {
             self.launch_checkpoint(durable);
         }
         Ok(())
@@ -701,7 +722,11 @@ impl Db {
                 self.trim_to_budget();
                 Ok(())
             }
-            Some(Err(error)) => Err(self.poison(Error::Poisoned(error))),
+            Some(Err(error)) => {
+                let reason = format!("state checkpoint failed: {error}");
+                self.inner.write().poisoned = Some(reason.clone());
+                Err(Error::Poisoned(reason))
+            }
         }
     }
 

@@ -149,6 +149,32 @@ impl Node {
         }))
     }
 
+    /// The canonical subtree over `children` at a split on `pos`: none, the single child, or a
+    /// branch.
+    pub(crate) fn from_children(
+        pos: usize,
+        prefix: &[u8],
+        mut children: [Option<Node>; 17],
+    ) -> Option<Node> {
+        let mask = children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .fold(0u32, |mask, (slot, _)| mask | 1 << slot);
+        match mask.count_ones() {
+            0 => None,
+            1 => children[mask.trailing_zeros() as usize].take(),
+            _ => Some(Node::Branch(Arc::new(Branch {
+                hash: OnceLock::new(),
+                loc: AtomicU64::new(0),
+                pos: pos as u16,
+                mask,
+                prefix: Bytes::from_slice(&prefix[..pos.div_ceil(2)]),
+                children,
+            }))),
+        }
+    }
+
     pub(crate) fn decoded_leaf(data: &[u8], key_len: u16, loc: u64) -> Node {
         let (key, value) = data.split_at(key_len as usize);
         Node::Leaf(Arc::new(Leaf {
@@ -350,9 +376,8 @@ pub(crate) fn apply(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<
         let added = puts.len() as i64;
         return Ok((build(ctx, &puts), added));
     };
-    let node = resolve(node, ctx.file)?;
-    match &node {
-        Node::Leaf(leaf) => Ok(apply_leaf(ctx, &node, leaf, writes)),
+    match node {
+        Node::Leaf(leaf) => Ok(apply_leaf(ctx, node, leaf, writes)),
         Node::Branch(b) => {
             let pos = b.pos as usize;
             let (first, last) = (&writes[0].0, &writes[writes.len() - 1].0);
@@ -363,11 +388,13 @@ pub(crate) fn apply(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<
             if split == pos {
                 apply_branch(ctx, b, writes)
             } else {
-                let prefix = b.prefix.clone();
-                split_above(ctx, node, split, &prefix, writes)
+                split_above(ctx, node.clone(), split, &b.prefix, writes)
             }
         }
-        Node::Stub(_) => unreachable!("resolved above"),
+        Node::Stub(stub) => {
+            let loaded = ctx.file.load(stub.loc, &stub.hash)?;
+            apply(ctx, Some(&loaded), writes)
+        }
     }
 }
 
@@ -381,6 +408,19 @@ fn apply_leaf(ctx: Ctx, node: &Node, leaf: &Leaf, writes: &[Change]) -> Applied 
                 None => (None, -1),
             };
         }
+        // The common insert: one new key beside this leaf, under a new two-way branch.
+        return match new {
+            None => (Some(node.clone()), 0),
+            Some(new) => {
+                let pos = common_nibbles(key, k);
+                let fresh = Node::leaf(k, new);
+                let (old_slot, new_slot) = (nibble(key, pos), nibble(k, pos));
+                let mut children: [Option<Node>; 17] = Default::default();
+                children[old_slot] = Some(node.clone());
+                children[new_slot] = Some(fresh);
+                (Node::from_children(pos, key, children), 1)
+            }
+        };
     }
     let mut merged: Vec<Entry> = Vec::with_capacity(writes.len() + 1);
     let mut leaf_pending = true;
@@ -406,22 +446,25 @@ fn apply_leaf(ctx: Ctx, node: &Node, leaf: &Leaf, writes: &[Change]) -> Applied 
 fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Error> {
     let pos = b.pos as usize;
     warm(b);
-    let groups = group_by_nibble(writes, pos);
-    let results = run_groups(ctx, writes.len(), &groups, |slot, group| {
-        apply(ctx, b.children[slot].as_ref(), group)
-    })?;
-    let mut added = 0;
     let mut children = b.children.clone();
-    for (slot, (child, delta)) in results {
-        added += delta;
+    let mut added = 0;
+    if let [(key, _)] = writes {
+        // The common deep case: one write, one child to rebuild.
+        let slot = nibble(key, pos);
+        let (child, delta) = apply(ctx, b.children[slot].as_ref(), writes)?;
         children[slot] = child;
+        added = delta;
+    } else {
+        let groups = group_by_nibble(writes, pos);
+        let results = run_groups(ctx, writes.len(), &groups, |slot, group| {
+            apply(ctx, b.children[slot].as_ref(), group)
+        })?;
+        for (slot, (child, delta)) in results {
+            added += delta;
+            children[slot] = child;
+        }
     }
-    let slots: Vec<(usize, Node)> = children
-        .into_iter()
-        .enumerate()
-        .filter_map(|(slot, child)| child.map(|c| (slot, c)))
-        .collect();
-    Ok((assemble(pos, &b.prefix, slots), added))
+    Ok((Node::from_children(pos, &b.prefix, children), added))
 }
 
 /// Reads every child once with plain, independent loads, so their cache misses overlap. The

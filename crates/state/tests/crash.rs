@@ -180,3 +180,96 @@ fn sigkill_at_random_moments_loses_nothing_finalized() {
     }
     assert!(last > 0, "the child never finalized a block");
 }
+
+/// The child of the I/O error test: finalizes blocks until a write fails (the file size limit its
+/// shell set), then checks that the database refuses writes, and reports the last finalized
+/// height.
+#[test]
+fn io_error_child() {
+    let Ok(dir) = std::env::var("PEREGRINE_IO_ERROR_CHILD") else {
+        return;
+    };
+    let db = Db::open_with(Path::new(&dir), options()).expect("child open");
+    let mut head = db.finalized();
+    let mut finalized = 0;
+    for b in 1.. {
+        // A failed checkpoint is reported by the next write: here.
+        let mut ws = match db.begin(head) {
+            Ok(ws) => ws,
+            Err(error) => {
+                println!("\nchild-error {error}");
+                break;
+            }
+        };
+        for (key, value) in block_writes(b) {
+            match value {
+                Some(value) => ws.put(key, value).expect("put"),
+                None => ws.delete(key).expect("delete"),
+            }
+        }
+        head = db.commit(ws).expect("commit");
+        match db.finalize(head) {
+            Ok(()) => finalized = b,
+            Err(error) => {
+                println!("\nchild-error {error}");
+                break;
+            }
+        }
+    }
+    let refused = matches!(db.begin(head), Err(peregrine_state::Error::Poisoned(_)))
+        && matches!(db.finalize(head), Err(peregrine_state::Error::Poisoned(_)));
+    println!("\nchild-refused {refused}");
+    println!("\nchild-finalized {finalized}");
+}
+
+/// A write that fails (the file size limit is reached) poisons the database, and what was
+/// finalized before the failure reopens intact.
+#[test]
+fn an_io_error_poisons_writes_and_keeps_what_was_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    // `ulimit -f` in 1 KiB blocks: the log fails after a few dozen blocks. SIGXFSZ is ignored so
+    // the write returns EFBIG instead of killing the child.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 600; exec '{}' --exact io_error_child --nocapture --test-threads=1",
+        exe.display()
+    );
+    let output = Command::new("bash")
+        .args(["-c", &script])
+        .env("PEREGRINE_IO_ERROR_CHILD", dir.path())
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("child printed no {name:?}: {stdout}"))
+            .to_string()
+    };
+    let error = field("child-error ");
+    assert!(
+        error.contains("state log") || error.contains("node file") || error.contains("refuses"),
+        "the error names what failed: {error}"
+    );
+    assert_eq!(
+        field("child-refused "),
+        "true",
+        "writes after the error are refused"
+    );
+    let finalized: u64 = field("child-finalized ").parse().expect("a height");
+    assert!(finalized > 0, "the limit left no room for a single block");
+    let db = Db::open_with(dir.path(), options()).expect("reopen after the error");
+    let snapshot = db.snapshot(db.finalized()).expect("snapshot");
+    let h = height(&db, db.finalized());
+    assert_eq!(h, finalized, "reopened at the last finalized height");
+    let got: BTreeMap<Vec<u8>, Vec<u8>> = snapshot
+        .range::<std::ops::RangeFull>(..)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
+    assert!(
+        got == model_at(h),
+        "state after the error differs from the model"
+    );
+}

@@ -109,9 +109,13 @@ pub struct Peregrine {
 }
 
 impl Peregrine {
-    /// Opens a fresh database in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, BenchError> {
-        let db = Db::open(dir)?;
+    /// Opens a fresh database in `dir`, with `memory` as its memory budget if given.
+    pub fn open(dir: &Path, memory: Option<u64>) -> Result<Self, BenchError> {
+        let mut options = peregrine_state::Options::default();
+        if let Some(memory) = memory {
+            options.memory_budget = memory;
+        }
+        let db = Db::open_with(dir, options)?;
         let head = db.finalized();
         let recent = Arc::new(Mutex::new(VecDeque::from([db.snapshot(head)?])));
         Ok(Self { db, head, recent })
@@ -182,10 +186,10 @@ pub struct Redb {
 }
 
 impl Redb {
-    /// Creates a fresh database file in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, BenchError> {
+    /// Creates a fresh database file in `dir` with a `cache`-byte cache.
+    pub fn open(dir: &Path, cache: usize) -> Result<Self, BenchError> {
         let db = redb::Database::builder()
-            .set_cache_size(PEER_CACHE_BYTES)
+            .set_cache_size(cache)
             .create(dir.join("redb"))
             .map_err(|e| peer("redb open")(&e))?;
         Ok(Self { db: Arc::new(db) })
@@ -343,10 +347,10 @@ pub struct Fjall {
 }
 
 impl Fjall {
-    /// Creates a fresh database in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, BenchError> {
+    /// Creates a fresh database in `dir` with a `cache`-byte block cache.
+    pub fn open(dir: &Path, cache: usize) -> Result<Self, BenchError> {
         let db = fjall::Database::builder(dir.join("fjall"))
-            .cache_size(PEER_CACHE_BYTES as u64)
+            .cache_size(cache as u64)
             .open()
             .map_err(|e| peer("fjall open")(&e))?;
         let tree = db
@@ -416,12 +420,23 @@ impl Engine for Fjall {
 
 /// Opens the engine called `name` in `dir`.
 pub fn open(name: &str, dir: &Path) -> Result<Box<dyn Engine>, BenchError> {
+    open_capped(name, dir, None)
+}
+
+/// Opens engine `name` in `dir`; with `memory`, the engine's cache (Peregrine: its memory
+/// budget) is that many bytes instead of the default.
+pub fn open_capped(
+    name: &str,
+    dir: &Path,
+    memory: Option<u64>,
+) -> Result<Box<dyn Engine>, BenchError> {
+    let cache = memory.map_or(PEER_CACHE_BYTES, |m| m as usize);
     Ok(match name {
         "btreemap" => Box::new(BTree::default()),
-        "peregrine" => Box::new(Peregrine::open(dir)?),
-        "redb" => Box::new(Redb::open(dir)?),
+        "peregrine" => Box::new(Peregrine::open(dir, memory)?),
+        "redb" => Box::new(Redb::open(dir, cache)?),
         "lmdb" => Box::new(Lmdb::open(dir)?),
-        "fjall" => Box::new(Fjall::open(dir)?),
+        "fjall" => Box::new(Fjall::open(dir, cache)?),
         other => return Err(BenchError::Load(format!("unknown engine {other}"))),
     })
 }

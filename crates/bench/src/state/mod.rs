@@ -11,9 +11,10 @@
 //!    head; peers: their latest committed state): both throughputs;
 //! 5. Peregrine's latencies: snapshot open, fork (begin on an old revision), commit, finalize.
 //!
-//! Workload 4 (a dataset beyond a memory cap) needs an engine that spills to disk: Peregrine's
-//! current engine keeps the whole state in memory, so it is not run yet.
+//! 4. beyond RAM ([`beyond`], run alone with `--beyond-ram`): a dataset larger than a memory cap
+//!    that a cgroup enforces.
 
+pub mod beyond;
 pub mod engines;
 
 use crate::plot::{Chart, Series};
@@ -43,11 +44,20 @@ pub struct StateOptions {
     pub blocks: u32,
     /// Where the SVG plot goes.
     pub plot: Option<std::path::PathBuf>,
+    /// Run only workload 4, beyond RAM, with these options.
+    pub beyond: Option<beyond::BeyondOptions>,
 }
 
 fn fresh(name: &str) -> Result<(tempfile::TempDir, Box<dyn Engine>), BenchError> {
+    fresh_capped(name, None)
+}
+
+fn fresh_capped(
+    name: &str,
+    memory: Option<u64>,
+) -> Result<(tempfile::TempDir, Box<dyn Engine>), BenchError> {
     let dir = tempfile::tempdir_in(std::env::temp_dir())?;
-    let engine = engines::open(name, dir.path())?;
+    let engine = engines::open_capped(name, dir.path(), memory)?;
     Ok((dir, engine))
 }
 
@@ -215,6 +225,10 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, BenchError> {
     let mut report = Report::new(command);
+    if let Some(beyond) = &options.beyond {
+        beyond::run(&mut report, &options.engines, beyond, progress)?;
+        return Ok(report);
+    }
     let mut curves: Vec<Series> = Vec::new();
     for name in &options.engines {
         let mut points = Vec::new();
