@@ -12,11 +12,11 @@ use crate::contracts::{BlockWorld, RawWrites};
 use crate::rules::{apply_tx, credit_fee, Ledger, Outcome, TxEnv};
 use crate::schedule::schedule;
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
+use ahash::AHashMap as HashMap;
 use peregrine_state::{Db, RevisionId, Snapshot};
 use peregrine_types::{Account, Address, Block, Encode, SignedTransaction};
 use peregrine_vm::Vm;
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Levels with fewer transactions than this run inline: below it, a fork-join costs more than it
