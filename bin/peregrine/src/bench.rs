@@ -383,3 +383,19 @@ fn print_table(report: &Report) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn memory_caps_parse_with_and_without_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert!(parse_bytes("2T").is_err());
+        assert!(parse_bytes("G").is_err());
+        assert!(parse_bytes("99999999999999G").is_err());
+    }
+}

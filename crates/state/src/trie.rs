@@ -139,6 +139,11 @@ impl Node {
             mask |= 1 << slot;
             children[slot] = Some(child);
         }
+        Node::new_branch(pos, prefix, mask, children)
+    }
+
+    /// A new, unhashed, unpersisted branch.
+    fn new_branch(pos: usize, prefix: &[u8], mask: u32, children: [Option<Node>; 17]) -> Node {
         Node::Branch(Arc::new(Branch {
             hash: OnceLock::new(),
             loc: AtomicU64::new(0),
@@ -164,14 +169,7 @@ impl Node {
         match mask.count_ones() {
             0 => None,
             1 => children[mask.trailing_zeros() as usize].take(),
-            _ => Some(Node::Branch(Arc::new(Branch {
-                hash: OnceLock::new(),
-                loc: AtomicU64::new(0),
-                pos: pos as u16,
-                mask,
-                prefix: Bytes::from_slice(&prefix[..pos.div_ceil(2)]),
-                children,
-            }))),
+            _ => Some(Node::new_branch(pos, prefix, mask, children)),
         }
     }
 

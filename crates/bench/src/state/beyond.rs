@@ -12,12 +12,11 @@
 //! then random reads of existing keys; inserts/s, reads/s, and the bytes the process caused to be
 //! written to storage (`/proc/self/io` `write_bytes`) per logical byte inserted (16 per key).
 
-use super::engines::Engine;
-use super::{fresh_capped, BLOCK_OPS};
+use super::{fresh_capped, inserts_within};
 use crate::report::Report;
-use crate::{mix, BenchError};
+use crate::BenchError;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Options of workload 4.
 #[derive(Debug, Clone)]
@@ -44,41 +43,6 @@ fn device_bytes_written() -> Result<u64, BenchError> {
 
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
     std::fs::write(path, value)
-}
-
-/// Inserts up to `n` random keys in blocks within `limit`, then reads random inserted keys back:
-/// (keys inserted, inserts/s, reads/s).
-fn inserts_within(
-    engine: &mut dyn Engine,
-    n: u64,
-    reads: u64,
-    limit: Duration,
-) -> Result<(u64, f64, f64), BenchError> {
-    let started = Instant::now();
-    let mut next = 0u64;
-    while next < n && started.elapsed() < limit {
-        let end = (next + BLOCK_OPS as u64).min(n);
-        engine.block(&mut |block| {
-            for i in next..end {
-                block.put(&mix(i).to_be_bytes(), &i.to_le_bytes())?;
-            }
-            Ok(())
-        })?;
-        next = end;
-    }
-    let inserts = next as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    for r in 0..reads {
-        let i = mix(r ^ 0x5eed) % next.max(1);
-        if engine.get(&mix(i).to_be_bytes())? != Some(i.to_le_bytes()) {
-            return Err(BenchError::Load(format!("{}: key {i} lost", engine.name())));
-        }
-    }
-    Ok((
-        next,
-        inserts,
-        reads as f64 / started.elapsed().as_secs_f64(),
-    ))
 }
 
 /// Moves this process back to the root memory cgroup and removes `group`, the one it made.
@@ -173,48 +137,46 @@ fn run_engine(
     options: &BeyondOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), BenchError> {
-    {
-        let (_dir, mut engine) = fresh_capped(name, Some(options.memory_cap / 2))?;
-        let before = device_bytes_written()?;
-        let (keys, inserts, reads) = inserts_within(
-            engine.as_mut(),
-            options.keys,
-            options.reads,
-            options.time_limit,
-        )?;
-        let written = device_bytes_written()?.saturating_sub(before);
-        let per_logical = written as f64 / (keys.max(1) * 16) as f64;
-        progress(&format!(
-            "beyond RAM {name:>10}: {keys} keys, {inserts:>10.0} inserts/s {reads:>10.0} reads/s, \
+    let (_dir, mut engine) = fresh_capped(name, Some(options.memory_cap / 2))?;
+    let before = device_bytes_written()?;
+    let (keys, inserts, reads) = inserts_within(
+        engine.as_mut(),
+        options.keys,
+        options.reads,
+        Some(options.time_limit),
+    )?;
+    let written = device_bytes_written()?.saturating_sub(before);
+    let per_logical = written as f64 / (keys.max(1) * 16) as f64;
+    progress(&format!(
+        "beyond RAM {name:>10}: {keys} keys, {inserts:>10.0} inserts/s {reads:>10.0} reads/s, \
              {written} bytes written ({per_logical:.2} per logical byte)"
-        ));
-        let scenario = format!("beyond-ram-{}", options.keys);
-        report.push(
-            "state",
-            &scenario,
-            name,
-            "keys_inserted",
-            keys as f64,
-            "keys",
-        );
-        report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
-        report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
-        report.push(
-            "state",
-            &scenario,
-            name,
-            "device_bytes_written",
-            written as f64,
-            "bytes",
-        );
-        report.push(
-            "state",
-            &scenario,
-            name,
-            "device_bytes_per_logical_byte",
-            per_logical,
-            "x",
-        );
-    }
+    ));
+    let scenario = format!("beyond-ram-{}", options.keys);
+    report.push(
+        "state",
+        &scenario,
+        name,
+        "keys_inserted",
+        keys as f64,
+        "keys",
+    );
+    report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
+    report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
+    report.push(
+        "state",
+        &scenario,
+        name,
+        "device_bytes_written",
+        written as f64,
+        "bytes",
+    );
+    report.push(
+        "state",
+        &scenario,
+        name,
+        "device_bytes_per_logical_byte",
+        per_logical,
+        "x",
+    );
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::report::{median, percentile, Report};
 use crate::{mix, BenchError};
 use engines::Engine;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Operations per block.
 pub const BLOCK_OPS: usize = 10_000;
@@ -63,29 +63,43 @@ fn fresh_capped(
 
 /// Workload 1 at `n` keys: (inserts/s, reads/s).
 fn random_inserts(engine: &mut dyn Engine, n: u64, reads: u64) -> Result<(f64, f64), BenchError> {
+    let (_, inserts, reads) = inserts_within(engine, n, reads, None)?;
+    Ok((inserts, reads))
+}
+
+/// Inserts up to `n` random keys in blocks (stopping early once `limit` has passed), then reads
+/// random inserted keys back: (keys inserted, inserts/s, reads/s).
+fn inserts_within(
+    engine: &mut dyn Engine,
+    n: u64,
+    reads: u64,
+    limit: Option<Duration>,
+) -> Result<(u64, f64, f64), BenchError> {
     let started = Instant::now();
     let mut next = 0u64;
-    while next < n {
+    while next < n && limit.is_none_or(|limit| started.elapsed() < limit) {
         let end = (next + BLOCK_OPS as u64).min(n);
         engine.block(&mut |block| {
             for i in next..end {
-                let key = mix(i).to_be_bytes();
-                block.put(&key, &i.to_le_bytes())?;
+                block.put(&mix(i).to_be_bytes(), &i.to_le_bytes())?;
             }
             Ok(())
         })?;
         next = end;
     }
-    let inserts = n as f64 / started.elapsed().as_secs_f64();
+    let inserts = next as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     for r in 0..reads {
-        let i = mix(r ^ 0x5eed) % n;
-        let found = engine.get(&mix(i).to_be_bytes())?;
-        if found != Some(i.to_le_bytes()) {
+        let i = mix(r ^ 0x5eed) % next.max(1);
+        if engine.get(&mix(i).to_be_bytes())? != Some(i.to_le_bytes()) {
             return Err(BenchError::Load(format!("{}: key {i} lost", engine.name())));
         }
     }
-    Ok((inserts, reads as f64 / started.elapsed().as_secs_f64()))
+    Ok((
+        next,
+        inserts,
+        reads as f64 / started.elapsed().as_secs_f64(),
+    ))
 }
 
 fn account_key(i: u64) -> [u8; 8] {
