@@ -11,9 +11,10 @@
 use crate::contracts::{BlockWorld, RawWrites};
 use crate::rules::{apply_tx, credit_fee, Ledger, Outcome, TxEnv};
 use crate::schedule::schedule;
+use crate::serial::execute_in_order;
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
 use ahash::AHashMap as HashMap;
-use peregrine_state::{Db, RevisionId, Snapshot};
+use peregrine_state::{Db, RevisionId, Snapshot, WriteSet};
 use peregrine_types::{Account, Address, Block, Encode, SignedTransaction};
 use peregrine_vm::Vm;
 use rayon::prelude::*;
@@ -22,6 +23,27 @@ use std::sync::Arc;
 /// Levels with fewer transactions than this run inline: below it, a fork-join costs more than it
 /// saves (a native transfer executes in about a microsecond).
 const MIN_PARALLEL_LEVEL: usize = 64;
+
+/// A block where one sender has at least (CHAIN_FRACTION - 1) / CHAIN_FRACTION of the
+/// transactions has almost nothing to run side by side, and runs serially.
+const CHAIN_FRACTION: usize = 10;
+
+/// Whether one sender has nearly all of `block`'s transactions. Transactions of one sender always
+/// conflict (nonce and balance), so their count bounds the schedule's depth from below; counting
+/// senders is far cheaper than scheduling.
+pub(crate) fn nearly_a_chain(block: &Block) -> bool {
+    let n = block.txs.len();
+    if n < MIN_PARALLEL_LEVEL {
+        return false;
+    }
+    let mut counts: HashMap<Address, usize> = HashMap::new();
+    let top = block.txs.iter().fold(0, |top, tx| {
+        let count = counts.entry(tx.sender()).or_default();
+        *count += 1;
+        top.max(*count)
+    });
+    top * CHAIN_FRACTION >= n * (CHAIN_FRACTION - 1)
+}
 
 /// Executes the levels of a block on a pool of worker threads.
 pub struct ParallelExecutor {
@@ -174,6 +196,16 @@ impl ParallelExecutor {
         })
     }
 
+    /// Commits on this executor's pool, so its thread count holds throughout; on one thread the
+    /// sequential commit avoids the extra parent lookups that overlapping needs.
+    fn commit(&self, db: &Db, ws: WriteSet) -> Result<RevisionId, peregrine_state::Error> {
+        if self.threads() == 1 {
+            db.commit_sequential(ws)
+        } else {
+            self.pool.install(|| db.commit(ws))
+        }
+    }
+
     fn run_level(&self, overlay: &Overlay<'_>, block: &Block, level: &[u32]) -> Vec<TxResult> {
         let env = TxEnv {
             height: block.header.height,
@@ -202,8 +234,16 @@ impl BlockExecutor for ParallelExecutor {
             written: HashMap::new(),
             raw: Arc::default(),
         };
+        if nearly_a_chain(block) {
+            // The levels would run one transaction at a time, and the serial path does that with
+            // less bookkeeping, with identical results by construction.
+            return execute_in_order(&self.fee_sink, &self.vm, db, parent, block, |ws| {
+                self.commit(db, ws)
+            });
+        }
+        let levels = schedule(block, &self.fee_sink).levels;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; block.txs.len()];
-        for level in schedule(block, &self.fee_sink).levels {
+        for level in levels {
             let results = self.run_level(&overlay, block, &level);
             // Merge in block order: each transaction's writes, then its fee as a delta.
             for (&index, result) in level.iter().zip(results) {
@@ -230,14 +270,6 @@ impl BlockExecutor for ParallelExecutor {
         let raw = std::mem::take(&mut overlay.raw);
         ws.put_sorted(self.encode_sorted(overlay.written))?;
         crate::put_raw_writes(&mut ws, raw)?;
-        // The commit runs on this executor's pool, so its thread count holds throughout; on one
-        // thread the sequential commit avoids the extra parent lookups that overlapping needs.
-        crate::seal(db, ws, block, receipts, |ws| {
-            if self.threads() == 1 {
-                db.commit_sequential(ws)
-            } else {
-                self.pool.install(|| db.commit(ws))
-            }
-        })
+        crate::seal(db, ws, block, receipts, |ws| self.commit(db, ws))
     }
 }

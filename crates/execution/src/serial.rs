@@ -72,28 +72,43 @@ impl BlockExecutor for SerialExecutor {
         parent: RevisionId,
         block: &Block,
     ) -> Result<BlockOutput, ExecError> {
-        let mut ledger = SerialLedger {
-            ws: db.begin(parent)?,
-            parent: db.snapshot(parent)?,
-            raw: Arc::default(),
-            error: None,
-        };
-        let env = TxEnv {
-            height: block.header.height,
-            time_ms: block.header.timestamp_ms,
-            vm: &self.vm,
-        };
-        let mut receipts = Vec::with_capacity(block.txs.len());
-        for (index, tx) in block.txs.iter().enumerate() {
-            let outcome = apply_tx(&mut ledger, env, tx)?;
-            credit_fee(&mut ledger, &self.fee_sink, outcome.fee)?;
-            if let Some(error) = ledger.error.take() {
-                return Err(error.into());
-            }
-            receipts.push(crate::receipt(block, index, tx, outcome));
-        }
-        let mut ws = ledger.ws;
-        crate::put_raw_writes(&mut ws, ledger.raw)?;
-        crate::seal(db, ws, block, receipts, |ws| db.commit_sequential(ws))
+        execute_in_order(&self.fee_sink, &self.vm, db, parent, block, |ws| {
+            db.commit_sequential(ws)
+        })
     }
+}
+
+/// Runs `block`'s transactions one after another, in block order, on a write set over `parent`,
+/// and seals it with `commit`: the reference semantics every executor must reproduce.
+pub(crate) fn execute_in_order(
+    fee_sink: &Address,
+    vm: &Vm,
+    db: &Db,
+    parent: RevisionId,
+    block: &Block,
+    commit: impl FnOnce(WriteSet) -> Result<RevisionId, peregrine_state::Error>,
+) -> Result<BlockOutput, ExecError> {
+    let mut ledger = SerialLedger {
+        ws: db.begin(parent)?,
+        parent: db.snapshot(parent)?,
+        raw: Arc::default(),
+        error: None,
+    };
+    let env = TxEnv {
+        height: block.header.height,
+        time_ms: block.header.timestamp_ms,
+        vm,
+    };
+    let mut receipts = Vec::with_capacity(block.txs.len());
+    for (index, tx) in block.txs.iter().enumerate() {
+        let outcome = apply_tx(&mut ledger, env, tx)?;
+        credit_fee(&mut ledger, fee_sink, outcome.fee)?;
+        if let Some(error) = ledger.error.take() {
+            return Err(error.into());
+        }
+        receipts.push(crate::receipt(block, index, tx, outcome));
+    }
+    let mut ws = ledger.ws;
+    crate::put_raw_writes(&mut ws, ledger.raw)?;
+    crate::seal(db, ws, block, receipts, commit)
 }

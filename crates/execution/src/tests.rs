@@ -206,3 +206,34 @@ fn genesis_supply_overflow_is_rejected() {
         Err(ExecError::SupplyOverflow)
     ));
 }
+
+/// A block where one sender has nearly every transaction takes the parallel executor's serial
+/// path; a block with many senders takes the levels. Both must match the serial executor.
+#[test]
+fn chain_shaped_and_spread_blocks_match_serial_in_parallel() {
+    let balances = [1_000_000u128, 1_000_000, 1_000_000, 1_000_000, 1_000_000];
+    for (name, senders) in [("one sender", 1u8), ("five senders", 5u8)] {
+        let (_d1, db1, rev1) = setup(&balances);
+        let (_d2, db2, rev2) = setup(&balances);
+        let mut nonces = [0u64; 5];
+        let txs: Vec<_> = (0..200u64)
+            .map(|i| {
+                let from = (i % u64::from(senders)) as u8;
+                let nonce = nonces[from as usize];
+                nonces[from as usize] += 1;
+                transfer(from, nonce, 1, key((i % 7) as u8).public_key().address(), 3)
+            })
+            .collect();
+        let b = block(1, txs);
+        assert_eq!(parallel::nearly_a_chain(&b), senders == 1, "{name}");
+        let serial = SerialExecutor::new(SINK, vm())
+            .execute(&db1, rev1, &b)
+            .expect("serial");
+        let parallel = ParallelExecutor::new(SINK, 2, vm())
+            .expect("pool")
+            .execute(&db2, rev2, &b)
+            .expect("parallel");
+        assert_eq!(serial.state_root, parallel.state_root, "{name}");
+        assert_eq!(serial.receipts, parallel.receipts, "{name}");
+    }
+}
