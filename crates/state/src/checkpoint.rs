@@ -71,19 +71,13 @@ impl Checkpointer {
         *busy = sent;
     }
 
-    /// The finished checkpoint's revision or error; waits for a running one if `wait`.
-    pub fn finished(&self, wait: bool) -> Option<Result<u64, String>> {
+    /// The finished checkpoint's revision or error, if one has finished since the last call.
+    pub fn finished(&self) -> Option<Result<u64, String>> {
         let mut busy = self.busy.lock();
         if !*busy {
             return None;
         }
-        let outcome = if wait {
-            self.outcomes
-                .recv()
-                .unwrap_or_else(|_| Err("the state checkpointer stopped".into()))
-        } else {
-            self.outcomes.try_recv().ok()?
-        };
+        let outcome = self.outcomes.try_recv().ok()?;
         *busy = false;
         Some(outcome)
     }

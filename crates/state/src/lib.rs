@@ -689,22 +689,9 @@ impl Db {
         Ok(())
     }
 
-    /// Waits for the running checkpoint, if any, then checkpoints the finalized revision if the
-    /// last checkpoint is older: afterwards the node file and the root file hold the finalized
-    /// state. For tests and orderly shutdown; finalize checkpoints on its own.
-    pub fn checkpoint(&self) -> Result<(), Error> {
-        let mut durable = self.durable.lock();
-        self.collect_checkpoint(&mut durable, true)?;
-        if durable.checkpoint != self.finalized().0 {
-            self.launch_checkpoint(&mut durable);
-            self.collect_checkpoint(&mut durable, true)?;
-        }
-        Ok(())
-    }
-
     /// Collects a finished checkpoint, then starts the next once enough log has accumulated.
     fn advance_checkpoints(&self, durable: &mut Durable) -> Result<(), Error> {
-        self.collect_checkpoint(durable, false)?;
+        self.collect_checkpoint(durable)?;
         if !self.checkpointer.busy()
             && durable.since_checkpoint >= self.options.checkpoint_threshold()
         {
@@ -713,9 +700,9 @@ impl Db {
         Ok(())
     }
 
-    /// Takes the running checkpoint's outcome (waiting for it if `wait`) and trims memory.
-    fn collect_checkpoint(&self, durable: &mut Durable, wait: bool) -> Result<(), Error> {
-        match self.checkpointer.finished(wait) {
+    /// Takes a finished checkpoint's outcome, if any, and trims memory.
+    fn collect_checkpoint(&self, durable: &mut Durable) -> Result<(), Error> {
+        match self.checkpointer.finished() {
             None => Ok(()),
             Some(Ok(revision)) => {
                 durable.checkpoint = revision;

@@ -486,22 +486,14 @@ fn split_above(
     let results = run_groups(ctx, writes.len(), &groups, |slot, group| {
         apply(ctx, (slot == old_slot).then_some(&node), group)
     })?;
+    let mut children: [Option<Node>; 17] = Default::default();
+    children[old_slot] = Some(node.clone());
     let mut added = 0;
-    let mut slots = Vec::with_capacity(groups.len() + 1);
-    let mut old_pending = true;
     for (slot, (child, delta)) in results {
-        if old_pending && old_slot < slot {
-            slots.push((old_slot, node.clone()));
-            old_pending = false;
-        }
-        old_pending &= slot != old_slot;
         added += delta;
-        slots.extend(child.map(|c| (slot, c)));
+        children[slot] = child;
     }
-    if old_pending {
-        slots.push((old_slot, node.clone()));
-    }
-    Ok((assemble(split, prefix, slots), added))
+    Ok((Node::from_children(split, prefix, children), added))
 }
 
 /// Runs `f` on each group, on the rayon pool when the batch is big enough.
@@ -535,15 +527,6 @@ fn group_by_nibble(writes: &[Change], pos: usize) -> SmallVec<[(usize, &[Change]
         start += len;
     }
     groups
-}
-
-/// A canonical subtree from children at a split: none, the single child, or a branch.
-fn assemble(pos: usize, prefix: &[u8], mut slots: Vec<(usize, Node)>) -> Option<Node> {
-    match slots.len() {
-        0 => None,
-        1 => slots.pop().map(|(_, child)| child),
-        _ => Some(Node::branch(pos, prefix, slots)),
-    }
 }
 
 /// The subtree holding exactly `entries` (sorted by key, unique).
