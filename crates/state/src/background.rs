@@ -1,13 +1,8 @@
-//! One background thread for the work that need not delay the writer: hashing committed tries
-//! and freeing pruned revisions.
+//! One background thread for the work that need not delay the writer: freeing pruned revisions.
 //!
-//! - **Hashing.** `commit` builds the new trie without hashes; the background thread computes
-//!   them (spreading the top levels over the rayon pool) while the writer goes on to the next
-//!   block. The next commit first makes sure its parent's hashes are done, helping if they are
-//!   not, so hashing lags the writer by at most one block and every figure includes it.
-//! - **Freeing.** Finalizing drops the revisions it prunes, and with them every node no surviving
-//!   revision shares: tens of thousands per 10,000-transfer block, which took as long as the
-//!   commit itself when freed inline.
+//! Finalizing drops the revisions it prunes, and with them every node no surviving revision
+//! shares: tens of thousands per 10,000-transfer block, which took as long as the commit itself
+//! when freed inline.
 //!
 //! The queue is bounded: when the thread falls behind, the caller runs the job itself.
 
@@ -54,6 +49,16 @@ impl Background {
         }
     }
 
+    /// Waits until every job queued before this call has run.
+    pub fn settle(&self) {
+        let (done, finished) = bounded::<()>(1);
+        self.run(move || {
+            let _ = done.send(());
+        });
+        // A job that ran here, or a thread that has stopped, has already sent or dropped `done`.
+        let _ = finished.recv();
+    }
+
     /// Frees `value` on the background thread.
     pub fn drop_later(&self, value: impl Send + 'static) {
         self.run(move || drop(value));
@@ -66,5 +71,32 @@ impl Drop for Background {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Background;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Sets its flag when dropped, after a pause that a racing check would lose.
+    struct Slow(Arc<AtomicBool>);
+
+    impl Drop for Slow {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(50));
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn settle_waits_for_the_jobs_queued_before_it() {
+        let background = Background::start().expect("start");
+        let freed = Arc::new(AtomicBool::new(false));
+        background.drop_later(Slow(freed.clone()));
+        background.settle();
+        assert!(freed.load(Ordering::SeqCst));
     }
 }

@@ -112,7 +112,7 @@ fn write(dir: &Path, file: &NodeFile, end: &mut u64, job: &Job) -> Result<u64, E
         Some(root) => {
             let (loc, new_end) = file.write_tree(root, *end)?;
             *end = new_end;
-            (loc, *root.hash_tree(2))
+            (loc, *root.hash())
         }
         None => (0, empty_hash()),
     };

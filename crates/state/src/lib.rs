@@ -247,7 +247,7 @@ impl Snapshot {
         Hash(
             self.root
                 .as_ref()
-                .map_or_else(trie::empty_hash, |r| *r.hash_tree(2)),
+                .map_or_else(trie::empty_hash, |r| *r.hash()),
         )
     }
 }
@@ -557,6 +557,12 @@ impl Db {
         })
     }
 
+    /// Waits until the background work queued so far (freeing pruned revisions) is done: for
+    /// benchmarks, so that one measurement does not pay for the previous one's garbage.
+    pub fn settle(&self) {
+        self.background.settle();
+    }
+
     /// The last finalized revision.
     pub fn finalized(&self) -> RevisionId {
         self.inner.read().finalized
@@ -605,10 +611,6 @@ impl Db {
 
     fn commit_with(&self, ws: WriteSet, parallel: bool) -> Result<RevisionId, Error> {
         let (parent, changes) = ws.into_changes();
-        // Hashing lags by at most one block: the parent's must be done (see `background`).
-        if let Some(root) = &parent.root {
-            root.hash_tree(usize::from(parallel) * 2);
-        }
         let (root, count) = if changes.is_empty() {
             (parent.root.clone(), parent.count)
         } else {
@@ -626,11 +628,6 @@ impl Db {
         }
         let id = RevisionId(inner.next_id);
         inner.next_id += 1;
-        if let Some(root) = root.clone() {
-            self.background.run(move || {
-                root.hash_tree(2);
-            });
-        }
         let snapshot = Snapshot {
             id,
             root,

@@ -15,7 +15,8 @@
 //! snapshot are one pointer, and no reader ever waits for the writer.
 //!
 //! # Commitment
-//! Each node carries its BLAKE3 hash, computed when the node is built:
+//! Each node carries its BLAKE3 hash. A branch's is computed when the branch is built, bottom-up,
+//! right after its children were read to copy them; a leaf's when its parent is built:
 //! - leaf: `H(0x00 ‖ key length u16 LE ‖ key ‖ value)`;
 //! - branch: `H(0x01 ‖ pos u16 LE ‖ slot mask u32 LE ‖ child hashes in slot order)`;
 //! - the empty state: `H("peregrine v2 empty state")`.
@@ -60,6 +61,7 @@ pub enum Node {
 }
 
 /// A key and its value, stored together: `data[..key_len]` is the key.
+#[repr(C)]
 pub struct Leaf {
     hash: OnceLock<Hash32>,
     /// Where the node file holds this node; 0 until a checkpoint writes it.
@@ -72,8 +74,11 @@ pub struct Leaf {
 ///
 /// The children sit inline, indexed by slot: finding a child is one load from the branch itself,
 /// which the processor can issue together with the load of the branch's header.
+#[repr(C)]
 pub struct Branch {
-    hash: OnceLock<Hash32>,
+    /// Computed when the branch is built, from its children's: building is bottom-up, and the
+    /// children were just read to copy them, so their hashes are in cache.
+    hash: Hash32,
     /// Where the node file holds this node; 0 until a checkpoint writes it.
     pub(crate) loc: AtomicU64,
     /// The nibble position this branch splits on.
@@ -99,6 +104,14 @@ impl Leaf {
     }
 }
 
+impl Drop for Branch {
+    /// Freeing a branch decrements every child's reference count: warm them all first, as a copy
+    /// does, so the misses overlap instead of queueing behind one locked instruction each.
+    fn drop(&mut self) {
+        warm(self);
+    }
+}
+
 impl Branch {
     /// The children in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Node> {
@@ -109,7 +122,7 @@ impl Branch {
     /// and loading, which change where nodes live, never what they hold.
     fn with_children(&self, children: [Option<Node>; 17]) -> Arc<Branch> {
         Arc::new(Branch {
-            hash: self.hash.clone(),
+            hash: self.hash,
             loc: AtomicU64::new(self.loc.load(AtomicOrdering::Acquire)),
             pos: self.pos,
             mask: self.mask,
@@ -144,8 +157,9 @@ impl Node {
 
     /// A new, unhashed, unpersisted branch.
     fn new_branch(pos: usize, prefix: &[u8], mask: u32, children: [Option<Node>; 17]) -> Node {
+        let hash = branch_hash(pos as u16, mask, children.iter().flatten());
         Node::Branch(Arc::new(Branch {
-            hash: OnceLock::new(),
+            hash,
             loc: AtomicU64::new(0),
             pos: pos as u16,
             mask,
@@ -192,7 +206,7 @@ impl Node {
     ) -> Node {
         let hash = branch_hash(pos, mask, children.iter().flatten());
         Node::Branch(Arc::new(Branch {
-            hash: OnceLock::from(hash),
+            hash,
             loc: AtomicU64::new(loc),
             pos,
             mask,
@@ -205,37 +219,17 @@ impl Node {
         Node::Stub(Arc::new(Stub { hash, loc }))
     }
 
-    /// The node's hash, computed (with its unhashed descendants') on first use.
+    /// The node's hash. A leaf's is computed on first use (in practice, when its parent is
+    /// built); a branch's when it is built.
     pub fn hash(&self) -> &Hash32 {
         match self {
             Node::Leaf(leaf) => leaf.hash.get_or_init(|| {
                 let (key, value) = leaf.entry();
                 leaf_hash(key, value)
             }),
-            Node::Branch(b) => b.hash.get_or_init(|| branch_hash(b.pos, b.mask, b.iter())),
+            Node::Branch(b) => &b.hash,
             Node::Stub(stub) => &stub.hash,
         }
-    }
-
-    fn hash_done(&self) -> bool {
-        match self {
-            Node::Leaf(leaf) => leaf.hash.get().is_some(),
-            Node::Branch(b) => b.hash.get().is_some(),
-            Node::Stub(_) => true,
-        }
-    }
-
-    /// Computes every missing hash below and at this node, spreading the top `parallel_depth`
-    /// levels over the rayon pool. Subtrees already hashed are skipped, so this costs
-    /// O(nodes changed since they were last hashed).
-    pub(crate) fn hash_tree(&self, parallel_depth: usize) -> &Hash32 {
-        if let (Node::Branch(b), true) = (self, parallel_depth > 0 && !self.hash_done()) {
-            let pending: SmallVec<[&Node; 17]> = b.iter().filter(|c| !c.hash_done()).collect();
-            pending.par_iter().for_each(|c| {
-                c.hash_tree(parallel_depth - 1);
-            });
-        }
-        self.hash()
     }
 
     /// Where the node file holds this node; 0 if it is not there yet.
