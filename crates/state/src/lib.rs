@@ -146,6 +146,9 @@ pub enum Error {
     /// The revision is not retained (never existed, or dropped by finalization).
     #[error("revision {0:?} is not retained")]
     UnknownRevision(RevisionId),
+    /// `discard` was asked for the finalized revision, which only a later finalize replaces.
+    #[error("revision {0:?} is the finalized revision and cannot be discarded")]
+    DiscardFinalized(RevisionId),
     /// `finalize` was asked for a revision that does not descend from the finalized one.
     #[error("revision {0:?} does not descend from the finalized revision {1:?}")]
     NotDescendant(RevisionId, RevisionId),
@@ -420,19 +423,23 @@ impl Inner {
 
     /// Removes every revision that does not descend from (or equal) `root`, and returns them.
     fn prune_to(&mut self, root: RevisionId) -> Vec<Revision> {
-        let mut keep: HashMap<RevisionId, bool> = HashMap::new();
-        keep.insert(root, true);
+        self.remove_where(root, false)
+    }
+
+    /// Removes `root` and every revision descending from it.
+    fn remove_descendants(&mut self, root: RevisionId) -> Vec<Revision> {
+        self.remove_where(root, true)
+    }
+
+    /// Removes the revisions that descend (or not) from `root`; `root` descends from itself.
+    fn remove_where(&mut self, root: RevisionId, descending: bool) -> Vec<Revision> {
+        let mut memo: HashMap<RevisionId, bool> = HashMap::from([(root, true)]);
         let ids: Vec<RevisionId> = self.revisions.keys().copied().collect();
-        for id in ids {
-            self.descends(id, root, &mut keep);
-        }
-        let dropped: Vec<RevisionId> = self
-            .revisions
-            .keys()
-            .filter(|id| !keep.get(id).copied().unwrap_or(false))
-            .copied()
+        let doomed: Vec<RevisionId> = ids
+            .into_iter()
+            .filter(|&id| self.descends(id, root, &mut memo) == descending)
             .collect();
-        dropped
+        doomed
             .iter()
             .filter_map(|id| self.revisions.remove(id))
             .collect()
@@ -683,6 +690,24 @@ impl Db {
         // `rev` is durable now. A failed checkpoint poisons the database, and the next write
         // reports it; this finalize did what it promised.
         let _ = self.advance_checkpoints(&mut durable);
+        Ok(())
+    }
+
+    /// Drops `rev` and every revision descending from it: a fork the chain abandoned, or a
+    /// speculative execution no longer needed. Their nodes are freed in the background; open
+    /// snapshots of them stay readable until dropped.
+    pub fn discard(&self, rev: RevisionId) -> Result<(), Error> {
+        let dropped = {
+            let mut inner = self.inner.write();
+            if rev == inner.finalized {
+                return Err(Error::DiscardFinalized(rev));
+            }
+            if !inner.revisions.contains_key(&rev) {
+                return Err(Error::UnknownRevision(rev));
+            }
+            inner.remove_descendants(rev)
+        };
+        self.background.drop_later(dropped);
         Ok(())
     }
 

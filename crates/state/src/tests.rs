@@ -199,6 +199,34 @@ fn finalize_drops_other_forks_and_keeps_later_revisions() {
 }
 
 #[test]
+fn discard_drops_a_fork_and_its_descendants_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let root = db.finalized();
+    let child = |parent, value: &[u8]| {
+        let mut ws = db.begin(parent).expect("begin");
+        ws.put(b"x".to_vec(), value.to_vec()).expect("put");
+        db.commit(ws).expect("commit")
+    };
+    let a = child(root, b"a");
+    let a2 = child(a, b"a2");
+    let b = child(root, b"b");
+    let b2 = child(b, b"b2");
+    let held = db.snapshot(b2).expect("snapshot");
+    db.discard(b).expect("discard");
+    assert_eq!(db.retained(), vec![root, a, a2]);
+    assert!(matches!(db.snapshot(b2), Err(Error::UnknownRevision(_))));
+    assert_eq!(held.get(b"x").as_deref(), Some(&b"b2"[..]));
+    assert!(matches!(db.discard(b), Err(Error::UnknownRevision(_))));
+    assert!(matches!(db.discard(root), Err(Error::DiscardFinalized(_))));
+    db.finalize(a2).expect("finalize the surviving fork");
+    assert_eq!(
+        db.snapshot(a2).expect("kept").get(b"x").as_deref(),
+        Some(&b"a2"[..])
+    );
+}
+
+#[test]
 fn snapshots_are_immutable_and_readable_across_threads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Arc::new(Db::open(dir.path()).expect("open"));
