@@ -279,12 +279,12 @@ pub fn failure_kind(failure: &CallFailure) -> Failure {
 }
 
 /// Credits `fee` to the sink. A zero fee writes nothing, so it never creates an empty record.
-pub fn credit_fee(ledger: &mut impl Ledger, sink: &Address, fee: u64) -> Result<(), ExecError> {
+pub fn credit_fee(ledger: &mut impl Ledger, sink: &Address, fee: u128) -> Result<(), ExecError> {
     if fee == 0 {
         return Ok(());
     }
     let mut account = ledger.get(sink)?;
-    account.balance += u128::from(fee);
+    account.balance += fee;
     ledger.set(*sink, account);
     Ok(())
 }

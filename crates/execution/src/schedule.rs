@@ -25,8 +25,10 @@
 //! sender and the address it creates (its code is stored under its hash, which only ever holds
 //! that code, so deployments of the same code never disagree).
 
+use ahash::AHashMap as HashMap;
 use peregrine_types::{AccessMode, Address, Block, Payload, SignedTransaction};
-use std::collections::{BTreeMap, HashMap};
+use smallvec::SmallVec;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// The levels of a block: transaction indices, each level in increasing index order.
@@ -36,12 +38,16 @@ pub struct Schedule {
     pub levels: Vec<Vec<u32>>,
 }
 
+/// A transaction's accesses; a transfer's two fit inline.
+pub type AccessSet<'a> = SmallVec<[(Address, &'a [u8], AccessMode); 4]>;
+
 /// What a transaction touches: addresses with a storage key prefix (empty: the whole account or
 /// contract), and whether it may write them.
-pub fn access_set(tx: &SignedTransaction) -> Vec<(Address, &[u8], AccessMode)> {
+pub fn access_set(tx: &SignedTransaction) -> AccessSet<'_> {
     let body = tx.tx();
     let whole: &[u8] = &[];
-    let mut set = vec![(tx.sender(), whole, AccessMode::Write)];
+    let mut set = AccessSet::new();
+    set.push((tx.sender(), whole, AccessMode::Write));
     match &body.payload {
         Payload::Transfer { to, .. } => set.push((*to, whole, AccessMode::Write)),
         Payload::Deploy { .. } => set.push((body.deployed_address(), whole, AccessMode::Write)),
@@ -153,7 +159,7 @@ fn is_undeclared_call(tx: &SignedTransaction) -> bool {
 
 /// Computes the levels of `block` for fee sink `fee_sink`.
 pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
-    let mut seen: HashMap<Address, AddressSeen> = HashMap::new();
+    let mut seen: HashMap<Address, AddressSeen> = HashMap::with_capacity(2 * block.txs.len());
     let mut levels: Vec<Vec<u32>> = Vec::new();
     // No transaction may be placed below the last barrier's level.
     let mut floor = 0u32;

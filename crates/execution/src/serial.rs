@@ -102,7 +102,7 @@ pub(crate) fn execute_in_order(
     let mut receipts = Vec::with_capacity(block.txs.len());
     for (index, tx) in block.txs.iter().enumerate() {
         let outcome = apply_tx(&mut ledger, env, tx)?;
-        credit_fee(&mut ledger, fee_sink, outcome.fee)?;
+        credit_fee(&mut ledger, fee_sink, u128::from(outcome.fee))?;
         if let Some(error) = ledger.error.take() {
             return Err(error.into());
         }
