@@ -2,8 +2,10 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use peregrine_rpc::{BlockTag, CallRequest, PeregrineApiClient, TxLocation};
-use peregrine_types::{AccessEntry, Address, Encode, Hash, Payload, SecretKey, Transaction};
+use peregrine_rpc::{BlockTag, CallRequest, PeregrineApiClient, ProofView, TxLocation};
+use peregrine_types::{
+    AccessEntry, Account, Address, Encode, Hash, Payload, SecretKey, Transaction,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -223,6 +225,20 @@ pub enum QueryCommand {
         #[command(flatten)]
         rpc: RpcArg,
     },
+    /// An account with a Merkle proof, checked here against the state commitment the node
+    /// names: prints the proved balance and nonce, or fails if the proof does not verify.
+    Proof {
+        /// The address.
+        address: Address,
+        /// `latest`, `finalized` or a height.
+        #[arg(long, default_value = "latest")]
+        at: String,
+        /// Also print the proof itself.
+        #[arg(long)]
+        show: bool,
+        #[command(flatten)]
+        rpc: RpcArg,
+    },
     /// A finalized block by height or hash.
     Block {
         /// A height, or a `0x`-prefixed block hash.
@@ -264,6 +280,23 @@ pub enum QueryCommand {
     },
 }
 
+/// The account a proof proves, once it verifies against its state root.
+fn verified_account(proof: &ProofView) -> anyhow::Result<serde_json::Value> {
+    let record = proof
+        .verify()
+        .map_err(|e| anyhow::anyhow!("the proof for {} does not verify: {e}", proof.address))?;
+    let account = Account::from_record(record.as_deref())
+        .map_err(|e| anyhow::anyhow!("the proved record does not decode: {e}"))?;
+    Ok(serde_json::json!({
+        "address": proof.address,
+        "height": proof.height,
+        "stateRoot": proof.state_root,
+        "verified": true,
+        "balance": account.balance.to_string(),
+        "nonce": account.nonce,
+    }))
+}
+
 fn parse_tag(text: &str) -> anyhow::Result<BlockTag> {
     serde_json::from_value(serde_json::Value::String(text.to_string()))
         .map_err(|e| anyhow::anyhow!("--at: {e}"))
@@ -283,6 +316,20 @@ impl QueryCommand {
                     .get_account(address, Some(parse_tag(&at)?))
                     .await?,
             ),
+            QueryCommand::Proof {
+                address,
+                at,
+                show,
+                rpc,
+            } => {
+                let proof = client(&rpc)?
+                    .get_proof(address, Some(parse_tag(&at)?))
+                    .await?;
+                if show {
+                    print(&proof)?;
+                }
+                print(&verified_account(&proof)?)
+            }
             QueryCommand::Block { id, rpc } => {
                 let client = client(&rpc)?;
                 let block = if id.starts_with("0x") {

@@ -119,6 +119,34 @@ async fn check_balances(client: &HttpClient) {
     assert_eq!(balance(client, FEE_SINK).await, fees);
 }
 
+/// Proofs of a funded and an untouched account verify against the commitment the block at that
+/// height names, and against no other.
+async fn check_proofs(client: &HttpClient) {
+    let height = client.status().await.expect("status").finalized_height;
+    let block = client.get_block_by_height(height).await.expect("rpc");
+    let root = block.expect("finalized block").header.state_root;
+    let at = Some(BlockTag::Height(height));
+    let sender = dev_key(0).public_key().address();
+    let proof = client.get_proof(sender, at).await.expect("rpc");
+    assert_eq!(Some(proof.state_root), root);
+    let record = proof
+        .verify()
+        .expect("verifies")
+        .expect("a funded account has a record");
+    let account = peregrine_types::Account::from_record(Some(&record)).expect("decodes");
+    let view = client.get_account(sender, at).await.expect("rpc");
+    assert_eq!(
+        (account.balance.to_string(), account.nonce),
+        (view.balance, view.nonce)
+    );
+    let nobody = Address([0x42; 20]);
+    let absent = client.get_proof(nobody, at).await.expect("rpc");
+    assert_eq!(absent.verify(), Ok(None));
+    let mut forged = proof;
+    forged.state_root.0[0] ^= 1;
+    assert!(forged.verify().is_err());
+}
+
 async fn check_history(client: &HttpClient, heads: &mut Subscription<HeaderView>) {
     let status = client.status().await.expect("status");
     assert_eq!(status.chain_id, CHAIN_ID);
@@ -171,6 +199,7 @@ async fn transfers_from_several_accounts_finalize_with_receipts_and_conserve_sup
         );
     }
     check_balances(&client).await;
+    check_proofs(&client).await;
     // Supply: every account the chain knows, summed inside the node, equals the genesis supply.
     assert_eq!(supply(&node), u128::from(ACCOUNTS) * DEV_BALANCE);
     check_history(&client, &mut heads).await;

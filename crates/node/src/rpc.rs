@@ -7,8 +7,8 @@ use jsonrpsee::PendingSubscriptionSink;
 use peregrine_mempool::Rejection;
 use peregrine_rpc::{
     codes, error, AccountView, BlockTag, BlockView, CallRequest, CallResult, ChainStatus,
-    EventView, HeaderView, PeregrineApiServer, ReceiptView, SubmitResult, TransactionView,
-    TxLocation, TxLookup, MAX_BATCH_TXS,
+    EventView, HeaderView, PeregrineApiServer, ProofView, ReceiptView, SubmitResult,
+    TransactionView, TxLocation, TxLookup, MAX_BATCH_TXS,
 };
 use peregrine_state::Snapshot;
 use peregrine_types::{Address, Block, Hash, SignedTransaction, MAX_TX_BYTES};
@@ -194,6 +194,19 @@ impl PeregrineApiServer for RpcServer {
             nonce: account.nonce,
             height,
         })
+    }
+
+    async fn get_proof(&self, address: Address, at: Option<BlockTag>) -> RpcResult<ProofView> {
+        let (height, snapshot) = self.state(at)?;
+        let key = peregrine_types::keys::account(&address);
+        let proof = snapshot.prove(&key).map_err(internal)?;
+        Ok(ProofView::new(
+            address,
+            height,
+            snapshot.commitment(),
+            &key,
+            &proof,
+        ))
     }
 
     async fn get_block_by_height(&self, height: u64) -> RpcResult<Option<BlockView>> {

@@ -78,6 +78,11 @@ pub trait PeregrineApi {
     #[method(name = "getAccount")]
     async fn get_account(&self, address: Address, at: Option<BlockTag>) -> RpcResult<AccountView>;
 
+    /// A Merkle proof of an account's record (or of its absence) in the state at `at` (default
+    /// `"latest"`), against that state's commitment.
+    #[method(name = "getProof")]
+    async fn get_proof(&self, address: Address, at: Option<BlockTag>) -> RpcResult<ProofView>;
+
     /// A finalized block by height, or null.
     #[method(name = "getBlockByHeight")]
     async fn get_block_by_height(&self, height: u64) -> RpcResult<Option<BlockView>>;

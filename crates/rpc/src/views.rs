@@ -224,7 +224,7 @@ impl EventView {
         Self {
             contract: event.contract,
             topic: String::from_utf8_lossy(&event.topic).into_owned(),
-            data: format!("0x{}", hex::encode(&event.data)),
+            data: to_hex(&event.data),
         }
     }
 }
@@ -282,7 +282,7 @@ impl ReceiptView {
         let output = if failure.is_some() || contract_address.is_some() {
             "0x".to_string()
         } else {
-            format!("0x{}", hex::encode(&receipt.output))
+            to_hex(&receipt.output)
         };
         Self {
             tx_hash: receipt.tx_hash,
@@ -352,4 +352,125 @@ pub struct ChainStatus {
     pub mempool_size: u64,
     /// The minimum fee the mempool admits.
     pub min_fee: u64,
+}
+
+/// A Merkle proof of an account record (or of its absence) against a state commitment; see
+/// `docs/STATE.md`. Byte strings are `0x`-prefixed hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProofView {
+    /// The account.
+    pub address: Address,
+    /// The height of the state proved.
+    pub height: u64,
+    /// That state's commitment: what the proof verifies against.
+    pub state_root: Hash,
+    /// The state key proved.
+    pub key: String,
+    /// The branches on the key's path, from the root down.
+    pub steps: Vec<ProofStepView>,
+    /// Where the path ends.
+    pub end: ProofEndView,
+}
+
+/// One branch of a [`ProofView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofStepView {
+    /// The nibble position the branch splits on.
+    pub pos: u16,
+    /// Its slot mask.
+    pub mask: u32,
+    /// The hashes of its children in the other slots, in slot order.
+    pub siblings: Vec<Hash>,
+}
+
+/// Where a [`ProofView`]'s path ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ProofEndView {
+    /// The state is empty.
+    EmptyState,
+    /// No child in the key's slot: the key is absent.
+    NoChild,
+    /// The leaf below the path: the key's record, or another key's (the key is absent).
+    Leaf {
+        /// The leaf's key.
+        key: String,
+        /// The leaf's value.
+        value: String,
+    },
+}
+
+impl ProofView {
+    /// The view of `proof` for `address`'s record `key` in the state at `height`.
+    pub fn new(
+        address: Address,
+        height: u64,
+        state_root: Hash,
+        key: &[u8],
+        proof: &peregrine_state::proof::Proof,
+    ) -> Self {
+        use peregrine_state::proof::End;
+        let steps = proof
+            .steps
+            .iter()
+            .map(|step| ProofStepView {
+                pos: step.pos,
+                mask: step.mask,
+                siblings: step.siblings.iter().map(|h| Hash(*h)).collect(),
+            })
+            .collect();
+        let end = match &proof.end {
+            End::EmptyTrie => ProofEndView::EmptyState,
+            End::NoChild => ProofEndView::NoChild,
+            End::Leaf { key, value } => ProofEndView::Leaf {
+                key: to_hex(key),
+                value: to_hex(value),
+            },
+        };
+        Self {
+            address,
+            height,
+            state_root,
+            key: to_hex(key),
+            steps,
+            end,
+        }
+    }
+
+    /// Checks the proof against its own `state_root` and returns the account record it proves
+    /// (`None`: no record). The caller decides whether it trusts that root, e.g. by comparing it
+    /// with the execution receipt a later block carries.
+    pub fn verify(&self) -> Result<Option<Vec<u8>>, String> {
+        use peregrine_state::proof::{End, Proof, Step};
+        let key = from_hex(&self.key)?;
+        let end = match &self.end {
+            ProofEndView::EmptyState => End::EmptyTrie,
+            ProofEndView::NoChild => End::NoChild,
+            ProofEndView::Leaf { key, value } => End::Leaf {
+                key: from_hex(key)?,
+                value: from_hex(value)?,
+            },
+        };
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| Step {
+                pos: step.pos,
+                mask: step.mask,
+                siblings: step.siblings.iter().map(|h| h.0).collect(),
+            })
+            .collect();
+        Proof { steps, end }
+            .verify(&self.state_root.0, &key)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    hex::decode(text.trim_start_matches("0x")).map_err(|e| format!("bad hex {text:?}: {e}"))
 }

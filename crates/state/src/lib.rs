@@ -44,6 +44,7 @@
 pub mod frame;
 pub mod log;
 pub mod nodes;
+pub mod proof;
 pub mod root;
 pub mod trie;
 
@@ -214,6 +215,12 @@ impl Snapshot {
             None => Ok(None),
             Some(root) => trie::get(root, key, &self.file),
         }
+    }
+
+    /// A Merkle proof of `key`'s value, or of its absence, against [`Snapshot::commitment`]
+    /// (see [`proof`]).
+    pub fn prove(&self, key: &[u8]) -> Result<proof::Proof, Error> {
+        proof::prove(self.root.as_ref(), key, &self.file)
     }
 
     /// Pairs with keys in `range`, in key order.

@@ -83,6 +83,31 @@ fn assert_matches(db: &Db, rev: RevisionId, model: &Model, rng: &mut ChaCha8Rng)
             snapshot.get(&probe).map(|v| v.to_vec()),
             model.get(&probe).cloned()
         );
+        assert_proof(&snapshot, &probe, model);
+    }
+    if let Some(present) = model.keys().nth(rng.gen_range(0..model.len().max(1))) {
+        assert_proof(&snapshot, present, model);
+    }
+}
+
+/// The proof for `key` verifies against the revision's commitment to the model's answer, and
+/// not for a different key's answer.
+fn assert_proof(snapshot: &Snapshot, key: &[u8], model: &Model) {
+    let commitment = snapshot.commitment().0;
+    let proof = snapshot.prove(key).expect("prove");
+    assert_eq!(
+        proof.verify(&commitment, key),
+        Ok(model.get(key).cloned()),
+        "proof of {key:?}"
+    );
+    let mut other = key.to_vec();
+    other.push(0x5a);
+    if let Ok(Some(value)) = proof.verify(&commitment, &other) {
+        assert_eq!(
+            model.get(&other),
+            Some(&value),
+            "a proof vouched for another key"
+        );
     }
 }
 
@@ -259,4 +284,92 @@ fn oversized_keys_and_values_are_rejected() {
         Err(Error::TooLarge { what: "key", .. })
     ));
     assert!(ws.is_empty());
+}
+
+/// Every part of a proof is bound: changing any of it makes it fail.
+#[test]
+fn tampered_proofs_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let mut ws = db.begin(db.finalized()).expect("begin");
+    for i in 0..2_000u32 {
+        ws.put((i * 7).to_be_bytes().to_vec(), i.to_le_bytes().to_vec())
+            .expect("put");
+    }
+    let snapshot = db
+        .snapshot(db.commit(ws).expect("commit"))
+        .expect("snapshot");
+    let commitment = snapshot.commitment().0;
+    let present = 700u32.to_be_bytes();
+    let absent = 701u32.to_be_bytes();
+    let proof = snapshot.prove(&present).expect("prove");
+    assert_eq!(
+        proof.verify(&commitment, &present),
+        Ok(Some(100u32.to_le_bytes().to_vec()))
+    );
+    assert_eq!(
+        snapshot
+            .prove(&absent)
+            .expect("prove")
+            .verify(&commitment, &absent),
+        Ok(None)
+    );
+
+    let mut wrong_value = proof.clone();
+    if let proof::End::Leaf { value, .. } = &mut wrong_value.end {
+        value[0] ^= 1;
+    }
+    let mut wrong_sibling = proof.clone();
+    wrong_sibling.steps[1].siblings[0][5] ^= 1;
+    let mut wrong_mask = proof.clone();
+    wrong_mask.steps[0].mask ^= 1 << 16;
+    let mut dropped_leaf = proof.clone();
+    dropped_leaf.end = proof::End::NoChild;
+    for tampered in [wrong_value, wrong_sibling, wrong_mask, dropped_leaf] {
+        assert!(
+            tampered.verify(&commitment, &present).is_err(),
+            "{tampered:?}"
+        );
+    }
+    // A proof of one key says nothing of a key on another path.
+    assert!(proof.verify(&commitment, &absent).is_err());
+    let mut other_root = commitment;
+    other_root[0] ^= 1;
+    assert_eq!(
+        proof.verify(&other_root, &present),
+        Err(proof::ProofError::Mismatch)
+    );
+}
+
+#[test]
+fn proofs_read_nodes_back_from_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || Options {
+        memory_budget: 0,
+        checkpoint_bytes: 1,
+    };
+    let db = Db::open_with(dir.path(), options()).expect("open");
+    let mut head = db.finalized();
+    for block in 0..4u32 {
+        let mut ws = db.begin(head).expect("begin");
+        for i in 0..500u32 {
+            ws.put(
+                (block * 500 + i).to_be_bytes().to_vec(),
+                vec![block as u8; 9],
+            )
+            .expect("put");
+        }
+        head = db.commit(ws).expect("commit");
+        db.finalize(head).expect("finalize");
+    }
+    drop(db);
+    let db = Db::open_with(dir.path(), options()).expect("reopen");
+    let snapshot = db.snapshot(db.finalized()).expect("snapshot");
+    let commitment = snapshot.commitment().0;
+    for i in [0u32, 777, 1_999, 2_000] {
+        let key = i.to_be_bytes();
+        let want = (i < 2_000).then(|| vec![(i / 500) as u8; 9]);
+        let proof = snapshot.prove(&key).expect("prove");
+        assert_eq!(proof.verify(&commitment, &key), Ok(want), "key {i}");
+    }
 }

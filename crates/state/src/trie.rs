@@ -279,15 +279,24 @@ pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash32 {
     *hasher.finalize().as_bytes()
 }
 
-/// The hash of a branch from its children's hashes, in slot order.
+/// The hash of a branch from its children, in slot order.
 pub fn branch_hash<'a>(pos: u16, mask: u32, children: impl Iterator<Item = &'a Node>) -> Hash32 {
+    branch_hash_of(pos, mask, children.map(Node::hash))
+}
+
+/// The hash of a branch from its children's hashes, in slot order (at most 17).
+pub fn branch_hash_of<'a>(
+    pos: u16,
+    mask: u32,
+    child_hashes: impl Iterator<Item = &'a Hash32>,
+) -> Hash32 {
     let mut buf = [0u8; 7 + 17 * 32];
     buf[0] = 1;
     buf[1..3].copy_from_slice(&pos.to_le_bytes());
     buf[3..7].copy_from_slice(&mask.to_le_bytes());
     let mut len = 7;
-    for child in children {
-        buf[len..len + 32].copy_from_slice(child.hash());
+    for hash in child_hashes.take(17) {
+        buf[len..len + 32].copy_from_slice(hash);
         len += 32;
     }
     *blake3::hash(&buf[..len]).as_bytes()
@@ -348,7 +357,7 @@ pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option
 }
 
 /// `node` itself, or the node its stub stands for.
-fn resolve(node: &Node, file: &NodeFile) -> Result<Node, Error> {
+pub(crate) fn resolve(node: &Node, file: &NodeFile) -> Result<Node, Error> {
     match node {
         Node::Stub(stub) => file.load(stub.loc, &stub.hash),
         _ => Ok(node.clone()),

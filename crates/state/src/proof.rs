@@ -1,0 +1,182 @@
+//! Merkle proofs that a key holds a value, or holds none, in a revision of known commitment.
+//!
+//! A proof is the key's path from the root (see [`crate::trie`] for the hashes):
+//! - one [`Step`] per branch on the path: its `pos`, its slot mask, and the hashes of its other
+//!   children in slot order;
+//! - then an [`End`]: the leaf the path reaches, or no child in the key's slot, or an empty trie.
+//!
+//! A verifier recomputes the root from the bottom: the leaf's hash (or nothing), then each
+//! branch's hash with the running hash placed in the slot the key's nibble at `pos` selects.
+//! Every key in the trie whose nibbles at those positions match the queried key's lies below the
+//! path, so the path's end settles the question:
+//! - a leaf with the queried key proves its value;
+//! - a leaf with another key proves absence (a subtree holding one key is that leaf);
+//! - an empty slot proves absence.
+//!
+//! Branch hashes do not cover the nibbles a branch skips (its prefix), and need not: inclusion
+//! is bound by the leaf, which hashes the whole key, and absence follows from the slots alone.
+
+use crate::nodes::NodeFile;
+use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Node};
+use crate::Error;
+
+/// One branch on a key's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The nibble position the branch splits on.
+    pub pos: u16,
+    /// Bit `s` is set when slot `s` holds a child.
+    pub mask: u32,
+    /// The hashes of the children in the other slots, in slot order.
+    pub siblings: Vec<Hash32>,
+}
+
+/// Where a key's path ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The state is empty; there are no steps.
+    EmptyTrie,
+    /// The last branch has no child in the key's slot: the key is absent.
+    NoChild,
+    /// The one leaf below the path: the key itself, or another key (the key is absent).
+    Leaf {
+        /// The leaf's key.
+        key: Vec<u8>,
+        /// The leaf's value.
+        value: Vec<u8>,
+    },
+}
+
+/// A proof of a key's value (or absence) in one revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// The branches from the root down.
+    pub steps: Vec<Step>,
+    /// Where the path ends.
+    pub end: End,
+}
+
+/// Why a proof was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The proof is well formed but does not lead to the commitment.
+    #[error("the proof does not match the state commitment")]
+    Mismatch,
+    /// The proof cannot be a path of any trie.
+    #[error("malformed proof: {0}")]
+    Malformed(&'static str),
+}
+
+/// Slots of a branch.
+const SLOTS: u32 = 17;
+
+impl Proof {
+    /// Checks the proof for `key` against `commitment`: the key's value, or `None` if the proof
+    /// shows it absent.
+    pub fn verify(&self, commitment: &Hash32, key: &[u8]) -> Result<Option<Vec<u8>>, ProofError> {
+        if self.steps.windows(2).any(|w| w[0].pos >= w[1].pos) {
+            return Err(ProofError::Malformed("branch positions must increase"));
+        }
+        let (mut hash, found) = match &self.end {
+            End::EmptyTrie if self.steps.is_empty() => {
+                return (*commitment == empty_hash())
+                    .then_some(None)
+                    .ok_or(ProofError::Mismatch);
+            }
+            End::EmptyTrie => return Err(ProofError::Malformed("an empty trie has no branches")),
+            End::NoChild if self.steps.is_empty() => {
+                return Err(ProofError::Malformed("an empty slot needs a branch"));
+            }
+            End::NoChild => (None, None),
+            End::Leaf { key: k, value } => {
+                let same_path = self
+                    .steps
+                    .iter()
+                    .all(|s| nibble(k, usize::from(s.pos)) == nibble(key, usize::from(s.pos)));
+                if !same_path {
+                    return Err(ProofError::Malformed("the leaf is not on the key's path"));
+                }
+                (Some(leaf_hash(k, value)), (k == key).then(|| value.clone()))
+            }
+        };
+        for step in self.steps.iter().rev() {
+            hash = Some(step_hash(step, key, hash.as_ref())?);
+        }
+        match hash {
+            Some(root) if root == *commitment => Ok(found),
+            _ => Err(ProofError::Mismatch),
+        }
+    }
+}
+
+/// The hash of `step`'s branch with `below` (the path's running hash; `None` at an empty slot)
+/// in the slot of `key`'s nibble.
+fn step_hash(step: &Step, key: &[u8], below: Option<&Hash32>) -> Result<Hash32, ProofError> {
+    let slot = nibble(key, usize::from(step.pos));
+    let occupied = step.mask & (1 << slot) != 0;
+    if step.mask >> SLOTS != 0 || step.mask.count_ones() < 2 {
+        return Err(ProofError::Malformed("a branch has two to 17 children"));
+    }
+    if occupied != below.is_some() {
+        return Err(ProofError::Mismatch);
+    }
+    let others = step.mask.count_ones() as usize - usize::from(occupied);
+    if step.siblings.len() != others {
+        return Err(ProofError::Malformed("sibling count differs from the mask"));
+    }
+    let mut siblings = step.siblings.iter();
+    let children = (0..SLOTS as usize)
+        .filter(|s| step.mask & (1 << s) != 0)
+        .filter_map(|s| if s == slot { below } else { siblings.next() });
+    Ok(branch_hash_of(step.pos, step.mask, children))
+}
+
+/// The proof for `key` in the trie at `root`, loading on-disk nodes from `file`.
+pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<Proof, Error> {
+    let Some(root) = root else {
+        return Ok(Proof {
+            steps: Vec::new(),
+            end: End::EmptyTrie,
+        });
+    };
+    let mut node = trie::resolve(root, file)?;
+    let mut steps = Vec::new();
+    loop {
+        let next = match &node {
+            Node::Leaf(leaf) => {
+                let (k, value) = leaf.entry();
+                let end = End::Leaf {
+                    key: k.to_vec(),
+                    value: value.to_vec(),
+                };
+                return Ok(Proof { steps, end });
+            }
+            Node::Branch(b) => {
+                let slot = nibble(key, usize::from(b.pos));
+                let siblings = b
+                    .children
+                    .iter()
+                    .enumerate()
+                    .filter(|(s, _)| *s != slot)
+                    .filter_map(|(_, child)| child.as_ref().map(|c| *c.hash()))
+                    .collect();
+                steps.push(Step {
+                    pos: b.pos,
+                    mask: b.mask,
+                    siblings,
+                });
+                match &b.children[slot] {
+                    Some(child) => trie::resolve(child, file)?,
+                    None => {
+                        return Ok(Proof {
+                            steps,
+                            end: End::NoChild,
+                        })
+                    }
+                }
+            }
+            Node::Stub(_) => trie::resolve(&node, file)?,
+        };
+        node = next;
+    }
+}
