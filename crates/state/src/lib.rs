@@ -403,6 +403,13 @@ struct Inner {
 }
 
 impl Inner {
+    fn snapshot(&self, rev: RevisionId) -> Result<Snapshot, Error> {
+        self.revisions
+            .get(&rev)
+            .map(|revision| revision.snapshot.clone())
+            .ok_or(Error::UnknownRevision(rev))
+    }
+
     fn check_writable(&self) -> Result<(), Error> {
         match &self.poisoned {
             Some(reason) => Err(Error::Poisoned(reason.clone())),
@@ -591,19 +598,18 @@ impl Db {
 
     /// A read-only view of `rev`.
     pub fn snapshot(&self, rev: RevisionId) -> Result<Snapshot, Error> {
-        let inner = self.inner.read();
-        let revision = inner
-            .revisions
-            .get(&rev)
-            .ok_or(Error::UnknownRevision(rev))?;
-        Ok(revision.snapshot.clone())
+        self.inner.read().snapshot(rev)
     }
 
     /// Opens a write set on top of `parent`.
     pub fn begin(&self, parent: RevisionId) -> Result<WriteSet, Error> {
-        self.inner.read().check_writable()?;
+        let parent = {
+            let inner = self.inner.read();
+            inner.check_writable()?;
+            inner.snapshot(parent)?
+        };
         Ok(WriteSet {
-            parent: self.snapshot(parent)?,
+            parent,
             writes: AHashMap::new(),
             bulk: Vec::new(),
         })
