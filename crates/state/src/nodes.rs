@@ -206,38 +206,55 @@ impl Appender<'_> {
         if loc != 0 {
             return Ok(loc);
         }
-        let mut payload = Vec::new();
-        match node {
+        let len = match node {
             Node::Stub(_) => unreachable!("a stub always has a location"),
             Node::Leaf(leaf) => {
-                payload.push(1);
-                payload.extend_from_slice(&leaf.key_len.to_le_bytes());
-                payload.extend_from_slice(&leaf.data);
+                let len = 1 + 2 + leaf.data.len();
+                self.record(len, &[&[1], &leaf.key_len.to_le_bytes(), &leaf.data])?;
+                len
             }
             Node::Branch(b) => {
-                let mut locs = SmallVec::<[u64; 17]>::new();
-                for child in b.iter() {
-                    locs.push(self.persist(child)?);
+                // Read every child's location first, with independent loads, so the misses
+                // overlap; then write the children that are not in the file yet.
+                let mut locs: SmallVec<[u64; 17]> = b.iter().map(Node::location).collect();
+                for (child, loc) in b.iter().zip(locs.iter_mut()) {
+                    if *loc == 0 {
+                        *loc = self.persist(child)?;
+                    }
                 }
-                payload.push(2);
-                payload.extend_from_slice(&b.pos.to_le_bytes());
-                payload.extend_from_slice(&b.mask.to_le_bytes());
-                payload.extend_from_slice(&(b.prefix.len() as u16).to_le_bytes());
-                payload.extend_from_slice(&b.prefix);
+                let len = 1 + 2 + 4 + 2 + b.prefix.len() + locs.len() * (8 + 32);
+                let prefix_len = (b.prefix.len() as u16).to_le_bytes();
+                let header: [&[u8]; 5] = [
+                    &[2],
+                    &b.pos.to_le_bytes(),
+                    &b.mask.to_le_bytes(),
+                    &prefix_len,
+                    &b.prefix,
+                ];
+                self.record(len, &header)?;
                 for (child, loc) in b.iter().zip(locs) {
-                    payload.extend_from_slice(&loc.to_le_bytes());
-                    payload.extend_from_slice(child.hash());
+                    self.write(&loc.to_le_bytes())?;
+                    self.write(child.hash())?;
                 }
+                len
             }
-        }
+        };
         let loc = self.offset;
-        self.out
-            .write_all(&(payload.len() as u32).to_le_bytes())
-            .and_then(|()| self.out.write_all(&payload))
-            .map_err(io("write state nodes"))?;
-        self.offset += 4 + payload.len() as u64;
+        self.offset += 4 + len as u64;
         self.written.push((node.clone(), loc));
         Ok(loc)
+    }
+
+    /// Starts a record of `len` payload bytes with `parts` (the rest follows through `write`).
+    fn record(&mut self, len: usize, parts: &[&[u8]]) -> Result<(), Error> {
+        self.write(&(len as u32).to_le_bytes())?;
+        parts.iter().try_for_each(|part| self.write(part))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.out
+            .write_all(bytes)
+            .map_err(io("write state nodes"))
     }
 }
 
