@@ -252,9 +252,7 @@ impl Appender<'_> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.out
-            .write_all(bytes)
-            .map_err(io("write state nodes"))
+        self.out.write_all(bytes).map_err(io("write state nodes"))
     }
 }
 
