@@ -60,7 +60,8 @@ pub enum Node {
     Stub(Arc<Stub>),
 }
 
-/// A key and its value, stored together: `data[..key_len]` is the key.
+/// A key and its value, stored together: `data[..key_len]` is the key. Laid out in field order,
+/// so the hash sits right after the reference counts, in the line that `warm` loads.
 #[repr(C)]
 pub struct Leaf {
     hash: OnceLock<Hash32>,
@@ -73,7 +74,8 @@ pub struct Leaf {
 /// A split on the nibble at `pos`.
 ///
 /// The children sit inline, indexed by slot: finding a child is one load from the branch itself,
-/// which the processor can issue together with the load of the branch's header.
+/// which the processor can issue together with the load of the branch's header. Laid out in
+/// field order, so the hash sits right after the reference counts, in the line `warm` loads.
 #[repr(C)]
 pub struct Branch {
     /// Computed when the branch is built, from its children's: building is bottom-up, and the
@@ -155,7 +157,7 @@ impl Node {
         Node::new_branch(pos, prefix, mask, children)
     }
 
-    /// A new, unhashed, unpersisted branch.
+    /// A new, hashed, unpersisted branch.
     fn new_branch(pos: usize, prefix: &[u8], mask: u32, children: [Option<Node>; 17]) -> Node {
         let hash = branch_hash(pos as u16, mask, children.iter().flatten());
         Node::Branch(Arc::new(Branch {
