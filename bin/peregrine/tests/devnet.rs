@@ -316,6 +316,13 @@ async fn check_protocol_errors(client: &HttpClient, any_tx: &SignedTransaction) 
         error_of(unretained),
         (codes::STATE_UNAVAILABLE, "height_not_retained".into())
     );
+    let unretained = client
+        .get_proof(me, Some(BlockTag::Height(1_000_000)))
+        .await;
+    assert_eq!(
+        error_of(unretained),
+        (codes::STATE_UNAVAILABLE, "height_not_retained".into())
+    );
 }
 
 #[tokio::test]
