@@ -140,10 +140,10 @@ pub trait BlockExecutor: Send + Sync {
 
 /// Reads an account from any key/value source; a missing record is the empty account.
 pub fn read_account(
-    get: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    get: impl FnOnce(&[u8]) -> Option<peregrine_state::Bytes>,
     address: &Address,
 ) -> Result<Account, ExecError> {
-    let record = get(&peregrine_types::keys::account(address));
+    let record = get(&peregrine_types::keys::account_key(address));
     Account::from_record(record.as_deref()).map_err(|source| ExecError::CorruptAccount {
         address: *address,
         source,

@@ -4,20 +4,26 @@
 //!
 //! Each transaction of a level runs against a read-only view (the parent revision plus the
 //! block's writes up to the previous level) and records its own writes. After the level, writes
-//! are merged in block order and each fee is credited to the sink as a delta. Levels too small to
-//! be worth a fork-join run inline on the calling thread, so a fully contended block costs about
-//! what serial execution does.
+//! are merged in block order and the level's fees are credited to the sink as one delta. Levels
+//! too small to be worth a fork-join run inline on the calling thread, so a fully contended block
+//! costs about what serial execution does.
+//!
+//! Merging is an append to a log of account writes; only the few accounts that a later level or
+//! the fee credit reads back also go into a lookup table. At the end the log is sorted on the
+//! pool (the last write of each account wins) and handed to the state commit as one sorted run,
+//! so the serial part of a block is scheduling and the append.
 
 use crate::contracts::{BlockWorld, RawWrites};
 use crate::rules::{apply_tx, credit_fee, Ledger, Outcome, TxEnv};
-use crate::schedule::schedule;
+use crate::schedule::{access_set, schedule};
 use crate::serial::execute_in_order;
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
-use ahash::AHashMap as HashMap;
-use peregrine_state::{Db, RevisionId, Snapshot, WriteSet};
-use peregrine_types::{Account, Address, Block, Encode, SignedTransaction};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
+use peregrine_state::{Bytes, Db, RevisionId, Snapshot, WriteSet};
+use peregrine_types::{keys, Account, Address, Block, SignedTransaction};
 use peregrine_vm::Vm;
 use rayon::prelude::*;
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// Levels with fewer transactions than this run inline: below it, a fork-join costs more than it
@@ -83,20 +89,43 @@ impl ParallelExecutor {
 /// The block's writes so far, over the parent revision.
 struct Overlay<'a> {
     parent: &'a Snapshot,
+    /// The latest write of each account that anything may still read back (see [`Tracked`]).
     written: HashMap<Address, Account>,
+    tracked: Tracked,
+    /// Every account write in block order: the last one of an address is its final state.
+    log: Vec<(Address, Account)>,
     raw: Arc<RawWrites>,
+}
+
+/// Which accounts the overlay keeps in its lookup table.
+///
+/// A transaction reads only accounts in its access set (its sender, and a transfer's
+/// recipient), the merge reads the fee sink, and transactions of one level never read each
+/// other's writes. So only the fee sink and the accounts touched by transactions past the
+/// first level are ever read back; at low contention that is a few hundred of the block's
+/// twenty thousand writes, and the rest need no hashing at all.
+struct Tracked(HashSet<Address>);
+
+impl Tracked {
+    fn new(block: &Block, levels: &[Vec<u32>], fee_sink: &Address) -> Self {
+        let later = levels.iter().skip(1).flatten();
+        let mut set: HashSet<Address> = later
+            .flat_map(|&i| access_set(&block.txs[i as usize]))
+            .map(|(address, _, _)| address)
+            .collect();
+        set.insert(*fee_sink);
+        Self(set)
+    }
 }
 
 impl Overlay<'_> {
     fn get(&self, address: &Address) -> Result<Account, ExecError> {
         match self.written.get(address) {
             Some(account) => Ok(*account),
-            None => read_account(|key| self.parent.get(key).map(|v| v.to_vec()), address),
+            None => read_account(|key| self.parent.get(key), address),
         }
     }
-}
 
-impl Overlay<'_> {
     fn world(&self) -> BlockWorld {
         BlockWorld {
             parent: self.parent.clone(),
@@ -111,7 +140,10 @@ impl Ledger for Overlay<'_> {
     }
 
     fn set(&mut self, address: Address, account: Account) {
-        self.written.insert(address, account);
+        if self.tracked.0.contains(&address) {
+            self.written.insert(address, account);
+        }
+        self.log.push((address, account));
     }
 
     fn world(&self) -> BlockWorld {
@@ -129,10 +161,10 @@ struct TxView<'a, 'b> {
     writes: Writes,
 }
 
-/// One transaction's writes: accounts, and contract state.
+/// One transaction's writes: accounts (a transfer's two inline), and contract state.
 #[derive(Default)]
 struct Writes {
-    accounts: Vec<(Address, Account)>,
+    accounts: SmallVec<[(Address, Account); 2]>,
     raw: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
@@ -171,26 +203,29 @@ type TxResult = Result<(Outcome, Writes), ExecError>;
 fn run_tx(base: &Overlay<'_>, env: TxEnv<'_>, tx: &SignedTransaction) -> TxResult {
     let mut view = TxView {
         base,
-        writes: Writes {
-            accounts: Vec::with_capacity(2),
-            raw: Vec::new(),
-        },
+        writes: Writes::default(),
     };
     let outcome = apply_tx(&mut view, env, tx)?;
     Ok((outcome, view.writes))
 }
 
 impl ParallelExecutor {
-    /// The block's account writes as sorted state key/value pairs, encoded on the pool.
-    fn encode_sorted(&self, written: HashMap<Address, Account>) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut accounts: Vec<(Address, Account)> = written.into_iter().collect();
+    /// The block's final account states as sorted state key/value pairs, from its writes in
+    /// block order, sorted and encoded on the pool.
+    fn encode_sorted(&self, mut log: Vec<(Address, Account)>) -> Vec<(Bytes, Bytes)> {
         self.pool.install(|| {
-            // Account keys are a fixed prefix then the address, so address order is key order.
-            accounts.par_sort_unstable_by_key(|(address, _)| *address);
-            accounts
-                .par_iter()
+            // Newest first, then a stable sort: each address's run starts with its last write,
+            // which is the one `dedup` keeps. Account keys are a fixed prefix then the address,
+            // so address order is key order.
+            log.reverse();
+            log.par_sort_by_key(|(address, _)| *address);
+            log.dedup_by_key(|(address, _)| *address);
+            log.par_iter()
                 .map(|(address, account)| {
-                    (peregrine_types::keys::account(address), account.encode())
+                    (
+                        Bytes::from_slice(&keys::account_key(address)),
+                        Bytes::from_slice(&account.to_record()),
+                    )
                 })
                 .collect()
         })
@@ -228,12 +263,6 @@ impl BlockExecutor for ParallelExecutor {
         parent: RevisionId,
         block: &Block,
     ) -> Result<BlockOutput, ExecError> {
-        let snapshot = db.snapshot(parent)?;
-        let mut overlay = Overlay {
-            parent: &snapshot,
-            written: HashMap::with_capacity(2 * block.txs.len()),
-            raw: Arc::default(),
-        };
         if nearly_a_chain(block) {
             // The levels would run one transaction at a time, and the serial path does that with
             // less bookkeeping, with identical results by construction.
@@ -242,6 +271,15 @@ impl BlockExecutor for ParallelExecutor {
             });
         }
         let levels = schedule(block, &self.fee_sink).levels;
+        let tracked = Tracked::new(block, &levels, &self.fee_sink);
+        let snapshot = db.snapshot(parent)?;
+        let mut overlay = Overlay {
+            parent: &snapshot,
+            written: HashMap::with_capacity(tracked.0.len()),
+            tracked,
+            log: Vec::with_capacity(2 * block.txs.len() + levels.len()),
+            raw: Arc::default(),
+        };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; block.txs.len()];
         for level in levels {
             let results = self.run_level(&overlay, block, &level);
@@ -249,7 +287,9 @@ impl BlockExecutor for ParallelExecutor {
             let mut fees = 0u128;
             for (&index, result) in level.iter().zip(results) {
                 let (outcome, writes) = result?;
-                overlay.written.extend(writes.accounts);
+                for (address, account) in writes.accounts {
+                    overlay.set(address, account);
+                }
                 if !writes.raw.is_empty() {
                     Arc::make_mut(&mut overlay.raw).extend(writes.raw);
                 }
@@ -274,7 +314,7 @@ impl BlockExecutor for ParallelExecutor {
             .collect();
         let mut ws = db.begin(parent)?;
         let raw = std::mem::take(&mut overlay.raw);
-        ws.put_sorted(self.encode_sorted(overlay.written))?;
+        ws.put_sorted(self.encode_sorted(std::mem::take(&mut overlay.log)))?;
         crate::put_raw_writes(&mut ws, raw)?;
         crate::seal(db, ws, block, receipts, |ws| self.commit(db, ws))
     }

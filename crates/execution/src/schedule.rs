@@ -93,20 +93,28 @@ impl Seen {
 }
 
 /// Earlier accesses to one address. Two prefixes overlap when one starts the other; the empty
-/// prefix (the whole address) overlaps everything.
+/// prefix (the whole address) overlaps everything. Most addresses (accounts) only ever see
+/// whole-address accesses, so the prefix bookkeeping is boxed and absent until needed: the
+/// record stays three words, and a block's worth of them stays in cache.
 #[derive(Default)]
 struct AddressSeen {
     /// Every access to the address: what a whole-address access must follow.
     all: Seen,
     /// Whole-address accesses: what every access must follow.
     whole: Seen,
-    /// Accesses by non-empty prefix.
-    prefixes: BTreeMap<Vec<u8>, Seen>,
+    /// Accesses by non-empty prefix, once there is one.
+    prefixes: Option<Box<PrefixSeen>>,
+}
+
+/// Accesses to one address by non-empty key prefix.
+#[derive(Default)]
+struct PrefixSeen {
+    by_prefix: BTreeMap<Vec<u8>, Seen>,
     /// Bit `n - 1` is set when a prefix of length `n` (at most 128, as decoded transactions
-    /// allow) is in `prefixes`, so a lookup only tries the lengths in use; longer ones are always
-    /// tried.
+    /// allow) is in `by_prefix`, so a lookup only tries the lengths in use; longer ones are
+    /// always tried.
     lengths: u128,
-    /// The longest prefix in `prefixes`: when it is no longer than a lookup's, only an exact
+    /// The longest prefix in `by_prefix`: when it is no longer than a lookup's, only an exact
     /// match can be a prefix the lookup starts.
     longest: usize,
 }
@@ -117,22 +125,10 @@ impl AddressSeen {
         if prefix.is_empty() {
             return self.all;
         }
-        // Shorter prefixes that start `prefix` (one lookup per length in use), then longer ones
-        // it starts.
-        let shorter = (1..prefix.len())
-            .filter(|n| *n > 128 || self.lengths & (1u128 << (n - 1)) != 0)
-            .filter_map(|n| self.prefixes.get(&prefix[..n]));
-        let acc = shorter.fold(self.whole, |acc, seen| acc.join(*seen));
-        if self.longest <= prefix.len() {
-            return self
-                .prefixes
-                .get(prefix)
-                .map_or(acc, |seen| acc.join(*seen));
+        match &self.prefixes {
+            None => self.whole,
+            Some(prefixes) => prefixes.overlapping(prefix, self.whole),
         }
-        self.prefixes
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .fold(acc, |acc, (_, seen)| acc.join(*seen))
     }
 
     fn record(&mut self, prefix: &[u8], mode: AccessMode, level: u32) {
@@ -140,15 +136,43 @@ impl AddressSeen {
         if prefix.is_empty() {
             self.whole.record(mode, level);
         } else {
-            if prefix.len() <= 128 {
-                self.lengths |= 1u128 << (prefix.len() - 1);
-            }
-            self.longest = self.longest.max(prefix.len());
             self.prefixes
-                .entry(prefix.to_vec())
-                .or_default()
-                .record(mode, level);
+                .get_or_insert_with(Box::default)
+                .record(prefix, mode, level);
         }
+    }
+}
+
+impl PrefixSeen {
+    /// `whole` joined with the earlier accesses overlapping the non-empty `prefix`.
+    fn overlapping(&self, prefix: &[u8], whole: Seen) -> Seen {
+        // Shorter prefixes that start `prefix` (one lookup per length in use), then longer ones
+        // it starts.
+        let shorter = (1..prefix.len())
+            .filter(|n| *n > 128 || self.lengths & (1u128 << (n - 1)) != 0)
+            .filter_map(|n| self.by_prefix.get(&prefix[..n]));
+        let acc = shorter.fold(whole, |acc, seen| acc.join(*seen));
+        if self.longest <= prefix.len() {
+            return self
+                .by_prefix
+                .get(prefix)
+                .map_or(acc, |seen| acc.join(*seen));
+        }
+        self.by_prefix
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .fold(acc, |acc, (_, seen)| acc.join(*seen))
+    }
+
+    fn record(&mut self, prefix: &[u8], mode: AccessMode, level: u32) {
+        if prefix.len() <= 128 {
+            self.lengths |= 1u128 << (prefix.len() - 1);
+        }
+        self.longest = self.longest.max(prefix.len());
+        self.by_prefix
+            .entry(prefix.to_vec())
+            .or_default()
+            .record(mode, level);
     }
 }
 
@@ -159,19 +183,22 @@ fn is_undeclared_call(tx: &SignedTransaction) -> bool {
 
 /// Computes the levels of `block` for fee sink `fee_sink`.
 pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
-    let mut seen: HashMap<Address, AddressSeen> = HashMap::with_capacity(2 * block.txs.len());
+    let mut addresses = Addresses::with_capacity(2 * block.txs.len());
     let mut levels: Vec<Vec<u32>> = Vec::new();
     // No transaction may be placed below the last barrier's level.
     let mut floor = 0u32;
     for (index, tx) in block.txs.iter().enumerate() {
         let set = access_set(tx);
+        // One hash lookup per access: the level is computed and recorded through the slots.
+        let slots: SmallVec<[u32; 4]> = set.iter().map(|(a, _, _)| addresses.slot(a)).collect();
         let barrier = is_undeclared_call(tx) || set.iter().any(|(a, _, _)| a == fee_sink);
         let level = if barrier {
             levels.len() as u32
         } else {
-            let after = set.iter().map(|(address, prefix, mode)| {
-                seen.get(address)
-                    .map_or(0, |s| s.overlapping(prefix).after(*mode))
+            let after = set.iter().zip(&slots).map(|((_, prefix, mode), &slot)| {
+                addresses.seen[slot as usize]
+                    .overlapping(prefix)
+                    .after(*mode)
             });
             after.max().unwrap_or(0).max(floor)
         };
@@ -183,8 +210,8 @@ pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
                 level
             };
         }
-        for (address, prefix, mode) in set {
-            seen.entry(address).or_default().record(prefix, mode, level);
+        for ((_, prefix, mode), slot) in set.iter().zip(slots) {
+            addresses.seen[slot as usize].record(prefix, *mode, level);
         }
         if levels.len() <= level as usize {
             levels.push(Vec::new());
@@ -192,6 +219,31 @@ pub fn schedule(block: &Block, fee_sink: &Address) -> Schedule {
         levels[level as usize].push(index as u32);
     }
     Schedule { levels }
+}
+
+/// Every address a block touches, numbered in order of first access, with its earlier accesses.
+struct Addresses {
+    slots: HashMap<Address, u32>,
+    seen: Vec<AddressSeen>,
+}
+
+impl Addresses {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            slots: HashMap::with_capacity(capacity),
+            seen: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// The slot of `address`, new and empty on its first access.
+    fn slot(&mut self, address: &Address) -> u32 {
+        let next = self.seen.len() as u32;
+        let slot = *self.slots.entry(*address).or_insert(next);
+        if slot == next {
+            self.seen.push(AddressSeen::default());
+        }
+        slot
+    }
 }
 
 #[cfg(test)]

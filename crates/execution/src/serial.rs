@@ -4,7 +4,7 @@ use crate::contracts::{BlockWorld, RawWrites};
 use crate::rules::{apply_tx, credit_fee, Ledger, TxEnv};
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
 use peregrine_state::{Db, RevisionId, Snapshot, WriteSet};
-use peregrine_types::{Account, Address, Block, Encode};
+use peregrine_types::{Account, Address, Block};
 use peregrine_vm::Vm;
 use std::sync::Arc;
 
@@ -39,16 +39,16 @@ struct SerialLedger {
 
 impl Ledger for SerialLedger {
     fn get(&mut self, address: &Address) -> Result<Account, ExecError> {
-        read_account(|key| self.ws.get(key).map(|v| v.to_vec()), address)
+        read_account(|key| self.ws.get(key), address)
     }
 
     fn set(&mut self, address: Address, account: Account) {
         // Account keys and records are far below the write set's size bounds; keep the first
         // error anyway and report it after the transaction.
-        if let Err(error) = self
-            .ws
-            .put(peregrine_types::keys::account(&address), account.encode())
-        {
+        if let Err(error) = self.ws.put_slice(
+            &peregrine_types::keys::account_key(&address),
+            &account.to_record(),
+        ) {
             self.error.get_or_insert(error);
         }
     }

@@ -60,11 +60,7 @@ fn block(height: u64, txs: Vec<peregrine_types::SignedTransaction>) -> Block {
 
 fn account(db: &Db, rev: RevisionId, i: u8) -> Account {
     let snapshot = db.snapshot(rev).expect("snapshot");
-    read_account(
-        |k| snapshot.get(k).map(|v| v.to_vec()),
-        &key(i).public_key().address(),
-    )
-    .expect("account")
+    read_account(|k| snapshot.get(k), &key(i).public_key().address()).expect("account")
 }
 
 #[test]

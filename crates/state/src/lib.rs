@@ -305,19 +305,24 @@ impl WriteSet {
     }
 
     /// Sets many keys at once; `pairs` must be sorted by key with no duplicates. This is a bulk
-    /// build, much cheaper than one `put` per key.
-    pub fn put_sorted(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Error> {
+    /// build, much cheaper than one `put` per key. Pairs already held as [`Bytes`] move in
+    /// without a copy.
+    pub fn put_sorted<K, V>(&mut self, pairs: Vec<(K, V)>) -> Result<(), Error>
+    where
+        K: AsRef<[u8]> + Into<Bytes>,
+        V: AsRef<[u8]> + Into<Bytes>,
+    {
         for (key, value) in &pairs {
-            check_len("key", key.len(), MAX_KEY_BYTES)?;
-            check_len("value", value.len(), MAX_VALUE_BYTES)?;
+            check_len("key", key.as_ref().len(), MAX_KEY_BYTES)?;
+            check_len("value", value.as_ref().len(), MAX_VALUE_BYTES)?;
         }
         debug_assert!(
-            pairs.windows(2).all(|w| w[0].0 < w[1].0),
+            pairs.windows(2).all(|w| w[0].0.as_ref() < w[1].0.as_ref()),
             "pairs must be sorted and unique"
         );
         let pairs: Vec<Change> = pairs
             .into_iter()
-            .map(|(key, value)| (Bytes::from_vec(key), Some(Bytes::from_vec(value))))
+            .map(|(key, value)| (key.into(), Some(value.into())))
             .collect();
         if self.bulk.is_empty() {
             // Later single writes must still win over these.

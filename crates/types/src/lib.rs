@@ -51,9 +51,14 @@ pub mod keys {
 
     /// The state key of an account record: the prefix byte then the 20-byte address.
     pub fn account(address: &Address) -> Vec<u8> {
-        let mut key = Vec::with_capacity(21);
-        key.push(ACCOUNT_PREFIX);
-        key.extend_from_slice(&address.0);
+        account_key(address).to_vec()
+    }
+
+    /// [`account`] as an array, for callers that must not allocate.
+    pub fn account_key(address: &Address) -> [u8; 21] {
+        let mut key = [0u8; 21];
+        key[0] = ACCOUNT_PREFIX;
+        key[1..].copy_from_slice(&address.0);
         key
     }
 

@@ -241,12 +241,19 @@ impl Account {
             Some(bytes) => crate::codec::decode_exact(bytes),
         }
     }
+
+    /// The encoded record as an array, for callers that must not allocate.
+    pub fn to_record(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        out[..16].copy_from_slice(&self.balance.to_le_bytes());
+        out[16..].copy_from_slice(&self.nonce.to_le_bytes());
+        out
+    }
 }
 
 impl Encode for Account {
     fn encode_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.balance.to_le_bytes());
-        out.extend_from_slice(&self.nonce.to_le_bytes());
+        out.extend_from_slice(&self.to_record());
     }
 }
 
