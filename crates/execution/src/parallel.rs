@@ -8,10 +8,10 @@
 //! too small to be worth a fork-join run inline on the calling thread, so a fully contended block
 //! costs about what serial execution does.
 //!
-//! Merging is an append to a log of account writes; only the few accounts that a later level or
-//! the fee credit reads back also go into a lookup table. At the end the log is sorted on the
-//! pool (the last write of each account wins) and handed to the state commit as one sorted run,
-//! so the serial part of a block is scheduling and the append.
+//! Merging is mostly an append: only the few accounts that a later level or the fee credit reads
+//! back go into a lookup table, and every other account is written exactly once. At the end both
+//! are sorted together on the pool and handed to the state commit as one sorted run, so the
+//! serial part of a block is little more than scheduling and the appends.
 
 use crate::contracts::{BlockWorld, RawWrites};
 use crate::rules::{apply_tx, credit_fee, Ledger, Outcome, TxEnv};
@@ -20,7 +20,7 @@ use crate::serial::execute_in_order;
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
 use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use peregrine_state::{Bytes, Db, RevisionId, Snapshot, WriteSet};
-use peregrine_types::{keys, Account, Address, Block, SignedTransaction};
+use peregrine_types::{keys, Account, Address, Block, Payload, SignedTransaction};
 use peregrine_vm::Vm;
 use rayon::prelude::*;
 use smallvec::SmallVec;
@@ -92,8 +92,9 @@ struct Overlay<'a> {
     /// The latest write of each account that anything may still read back (see [`Tracked`]).
     written: HashMap<Address, Account>,
     tracked: Tracked,
-    /// Every account write in block order: the last one of an address is its final state.
-    log: Vec<(Address, Account)>,
+    /// The writes of every other account: each is written once in the block (two writes of one
+    /// account conflict, so they are in different levels, and then the later level tracks it).
+    once: Vec<(Address, Account)>,
     raw: Arc<RawWrites>,
 }
 
@@ -142,8 +143,9 @@ impl Ledger for Overlay<'_> {
     fn set(&mut self, address: Address, account: Account) {
         if self.tracked.0.contains(&address) {
             self.written.insert(address, account);
+        } else {
+            self.once.push((address, account));
         }
-        self.log.push((address, account));
     }
 
     fn world(&self) -> BlockWorld {
@@ -155,9 +157,37 @@ impl Ledger for Overlay<'_> {
     }
 }
 
+/// An address as two integers that compare as its bytes do: cheaper to sort by than 20 bytes.
+fn address_order(address: &Address) -> (u128, u32) {
+    let (high, low) = address.0.split_at(16);
+    (
+        u128::from_be_bytes(high.try_into().expect("16 bytes")),
+        u32::from_be_bytes(low.try_into().expect("4 bytes")),
+    )
+}
+
+/// The accounts a transaction reads (its sender, and a transfer's recipient) as the parent
+/// revision holds them: read for every transaction at once, on the pool, while the block is
+/// scheduled. A record that does not decode is left out, so the error surfaces only if the
+/// transaction really reads it, as in serial execution.
+type Prefetched = SmallVec<[(Address, Account); 2]>;
+
+fn prefetch(parent: &Snapshot, tx: &SignedTransaction) -> Prefetched {
+    let read = |address: Address| {
+        let account = read_account(|key| parent.get(key), &address).ok()?;
+        Some((address, account))
+    };
+    let mut accounts: Prefetched = read(tx.sender()).into_iter().collect();
+    if let Payload::Transfer { to, .. } = &tx.tx().payload {
+        accounts.extend(read(*to));
+    }
+    accounts
+}
+
 /// One transaction's view: its own writes over the shared overlay.
 struct TxView<'a, 'b> {
     base: &'a Overlay<'b>,
+    prefetched: &'a Prefetched,
     writes: Writes,
 }
 
@@ -178,7 +208,14 @@ impl Ledger for TxView<'_, '_> {
             .find(|(a, _)| a == address)
         {
             Some((_, account)) => Ok(*account),
-            None => self.base.get(address),
+            // An earlier level's write, then the parent's state read ahead.
+            None => match self.base.written.get(address) {
+                Some(account) => Ok(*account),
+                None => match self.prefetched.iter().find(|(a, _)| a == address) {
+                    Some((_, account)) => Ok(*account),
+                    None => self.base.get(address),
+                },
+            },
         }
     }
 
@@ -200,9 +237,15 @@ impl Ledger for TxView<'_, '_> {
 
 type TxResult = Result<(Outcome, Writes), ExecError>;
 
-fn run_tx(base: &Overlay<'_>, env: TxEnv<'_>, tx: &SignedTransaction) -> TxResult {
+fn run_tx(
+    base: &Overlay<'_>,
+    prefetched: &Prefetched,
+    env: TxEnv<'_>,
+    tx: &SignedTransaction,
+) -> TxResult {
     let mut view = TxView {
         base,
+        prefetched,
         writes: Writes::default(),
     };
     let outcome = apply_tx(&mut view, env, tx)?;
@@ -210,17 +253,18 @@ fn run_tx(base: &Overlay<'_>, env: TxEnv<'_>, tx: &SignedTransaction) -> TxResul
 }
 
 impl ParallelExecutor {
-    /// The block's final account states as sorted state key/value pairs, from its writes in
-    /// block order, sorted and encoded on the pool.
-    fn encode_sorted(&self, mut log: Vec<(Address, Account)>) -> Vec<(Bytes, Bytes)> {
+    /// The block's final account states as sorted state key/value pairs: the accounts written
+    /// once and the final states of the tracked ones (no account is in both), sorted and encoded
+    /// on the pool.
+    fn encode_sorted(&self, overlay: &mut Overlay<'_>) -> Vec<(Bytes, Bytes)> {
+        let mut accounts = std::mem::take(&mut overlay.once);
+        accounts.extend(overlay.written.drain());
         self.pool.install(|| {
-            // Newest first, then a stable sort: each address's run starts with its last write,
-            // which is the one `dedup` keeps. Account keys are a fixed prefix then the address,
-            // so address order is key order.
-            log.reverse();
-            log.par_sort_by_key(|(address, _)| *address);
-            log.dedup_by_key(|(address, _)| *address);
-            log.par_iter()
+            // Unique addresses, so an unstable sort is deterministic. Account keys are a fixed
+            // prefix then the address, so address order is key order.
+            accounts.par_sort_unstable_by_key(|(address, _)| address_order(address));
+            accounts
+                .par_iter()
                 .map(|(address, account)| {
                     (
                         Bytes::from_slice(&keys::account_key(address)),
@@ -241,13 +285,22 @@ impl ParallelExecutor {
         }
     }
 
-    fn run_level(&self, overlay: &Overlay<'_>, block: &Block, level: &[u32]) -> Vec<TxResult> {
+    fn run_level(
+        &self,
+        overlay: &Overlay<'_>,
+        prefetched: &[Prefetched],
+        block: &Block,
+        level: &[u32],
+    ) -> Vec<TxResult> {
         let env = TxEnv {
             height: block.header.height,
             time_ms: block.header.timestamp_ms,
             vm: &self.vm,
         };
-        let run = |&i: &u32| run_tx(overlay, env, &block.txs[i as usize]);
+        let run = |&i: &u32| {
+            let i = i as usize;
+            run_tx(overlay, &prefetched[i], env, &block.txs[i])
+        };
         if level.len() < MIN_PARALLEL_LEVEL || self.threads() == 1 {
             level.iter().map(run).collect()
         } else {
@@ -270,25 +323,39 @@ impl BlockExecutor for ParallelExecutor {
                 self.commit(db, ws)
             });
         }
-        let levels = schedule(block, &self.fee_sink).levels;
-        let tracked = Tracked::new(block, &levels, &self.fee_sink);
         let snapshot = db.snapshot(parent)?;
+        // Scheduling is serial; reading the accounts every transaction needs is not, and runs
+        // beside it.
+        let (levels, prefetched) = self.pool.install(|| {
+            rayon::join(
+                || schedule(block, &self.fee_sink).levels,
+                || {
+                    let txs = block.txs.par_iter().with_min_len(MIN_PARALLEL_LEVEL);
+                    txs.map(|tx| prefetch(&snapshot, tx)).collect::<Vec<_>>()
+                },
+            )
+        });
+        let tracked = Tracked::new(block, &levels, &self.fee_sink);
         let mut overlay = Overlay {
             parent: &snapshot,
             written: HashMap::with_capacity(tracked.0.len()),
             tracked,
-            log: Vec::with_capacity(2 * block.txs.len() + levels.len()),
+            once: Vec::with_capacity(2 * block.txs.len()),
             raw: Arc::default(),
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; block.txs.len()];
         for level in levels {
-            let results = self.run_level(&overlay, block, &level);
+            let results = self.run_level(&overlay, &prefetched, block, &level);
             // Merge in block order: each transaction's writes, then the level's fees as a delta.
             let mut fees = 0u128;
             for (&index, result) in level.iter().zip(results) {
                 let (outcome, writes) = result?;
-                for (address, account) in writes.accounts {
-                    overlay.set(address, account);
+                let accounts = &writes.accounts;
+                for (i, (address, account)) in accounts.iter().enumerate() {
+                    // A self-transfer writes its account twice: the last write is its state.
+                    if accounts[i + 1..].iter().all(|(a, _)| a != address) {
+                        overlay.set(*address, *account);
+                    }
                 }
                 if !writes.raw.is_empty() {
                     Arc::make_mut(&mut overlay.raw).extend(writes.raw);
@@ -314,7 +381,7 @@ impl BlockExecutor for ParallelExecutor {
             .collect();
         let mut ws = db.begin(parent)?;
         let raw = std::mem::take(&mut overlay.raw);
-        ws.put_sorted(self.encode_sorted(std::mem::take(&mut overlay.log)))?;
+        ws.put_sorted(self.encode_sorted(&mut overlay))?;
         crate::put_raw_writes(&mut ws, raw)?;
         crate::seal(db, ws, block, receipts, |ws| self.commit(db, ws))
     }
