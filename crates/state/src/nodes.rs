@@ -213,7 +213,7 @@ impl Appender<'_> {
                 self.record(len, &[&[1], &leaf.key_len.to_le_bytes(), &leaf.data])?;
                 len
             }
-            Node::Branch(b) => {
+            Node::Branch(_, b) => {
                 // Read every child's location first, with independent loads, so the misses
                 // overlap; then write the children that are not in the file yet.
                 let mut locs: SmallVec<[u64; 17]> = b.iter().map(Node::location).collect();

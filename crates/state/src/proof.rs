@@ -151,7 +151,7 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<
                 };
                 return Ok(Proof { steps, end });
             }
-            Node::Branch(b) => {
+            Node::Branch(_, b) => {
                 let slot = nibble(key, usize::from(b.pos));
                 let siblings = b
                     .children
