@@ -5,9 +5,15 @@
 //! when freed inline.
 //!
 //! The queue is bounded: when the thread falls behind, the caller runs the job itself.
+//!
+//! Snapshots hold a [`Handoff`] to the same queue, so the thread that drops the last snapshot of
+//! a pruned revision (a reader, an RPC worker, the writer) does not pay for freeing its tree
+//! either. The handoff is weak: it never keeps the thread alive, and once the database is gone it
+//! frees in place.
 
 use crate::Error;
 use crossbeam_channel::{bounded, Sender, TrySendError};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 /// Jobs waiting, at most.
@@ -17,8 +23,30 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The background thread.
 pub struct Background {
-    queue: Option<Sender<Job>>,
+    queue: Option<Arc<Sender<Job>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// A weak way into the background queue, for snapshots.
+#[derive(Clone, Default)]
+pub struct Handoff(Weak<Sender<Job>>);
+
+impl Handoff {
+    /// Frees `value` on the background thread if the database is still open and its queue has
+    /// room, else here.
+    pub fn drop_later(&self, value: impl Send + 'static) {
+        match self.0.upgrade() {
+            Some(queue) => send_or_run(&queue, Box::new(move || drop(value))),
+            None => drop(value),
+        }
+    }
+}
+
+fn send_or_run(queue: &Sender<Job>, job: Job) {
+    match queue.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job(),
+    }
 }
 
 impl Background {
@@ -33,9 +61,14 @@ impl Background {
                 source,
             })?;
         Ok(Self {
-            queue: Some(queue),
+            queue: Some(Arc::new(queue)),
             thread: Some(thread),
         })
+    }
+
+    /// A handoff to this thread's queue.
+    pub fn handoff(&self) -> Handoff {
+        Handoff(self.queue.as_ref().map_or_else(Weak::new, Arc::downgrade))
     }
 
     /// Runs `job` on the background thread, or here if its queue is full.
@@ -43,10 +76,7 @@ impl Background {
         let Some(queue) = &self.queue else {
             return job();
         };
-        match queue.try_send(Box::new(job)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job(),
-        }
+        send_or_run(queue, Box::new(job));
     }
 
     /// Waits until every job queued before this call has run.
@@ -67,6 +97,8 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
+        // A handoff upgraded at this moment holds the sender for the length of one send, so the
+        // thread ends right after that job.
         self.queue = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

@@ -52,7 +52,7 @@ mod background;
 mod checkpoint;
 
 use ahash::AHashMap;
-use background::Background;
+use background::{Background, Handoff};
 use checkpoint::Checkpointer;
 use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use nodes::NodeFile;
@@ -190,6 +190,22 @@ pub struct Snapshot {
     root: Option<Node>,
     count: u64,
     file: Arc<NodeFile>,
+    /// Where the last reference to a pruned revision's tree is freed.
+    freer: Handoff,
+}
+
+impl Drop for Snapshot {
+    /// The last snapshot of a pruned revision owns every node that revision alone held: tens of
+    /// thousands per block. They are freed on the background thread, not on the thread that
+    /// happened to let go last.
+    fn drop(&mut self) {
+        if let Some(Node::Branch(_, root)) = &self.root {
+            // Nothing can take a new reference to the root while this is the only one.
+            if Arc::strong_count(root) == 1 {
+                self.freer.drop_later(self.root.take());
+            }
+        }
+    }
 }
 
 impl Snapshot {
@@ -551,11 +567,13 @@ impl Db {
             revision = rev;
         }
         let id = RevisionId(revision);
+        let background = Background::start()?;
         let snapshot = Snapshot {
             id,
             root: tree,
             count,
             file: file.clone(),
+            freer: background.handoff(),
         };
         let root = Revision {
             snapshot,
@@ -577,7 +595,7 @@ impl Db {
             inner: RwLock::new(inner),
             durable: Mutex::new(durable),
             checkpointer: Checkpointer::start_thread(dir, file.clone(), nodes_end)?,
-            background: Background::start()?,
+            background,
             file,
             options,
         })
@@ -658,6 +676,7 @@ impl Db {
             root,
             count,
             file: self.file.clone(),
+            freer: self.background.handoff(),
         };
         let revision = Revision {
             snapshot,
@@ -758,12 +777,12 @@ impl Db {
     }
 
     fn launch_checkpoint(&self, durable: &mut Durable) {
-        let snapshot = {
+        let mut snapshot = {
             let inner = self.inner.read();
             inner.revisions[&inner.finalized].snapshot.clone()
         };
-        self.checkpointer
-            .start(snapshot.id.0, snapshot.root, snapshot.count);
+        let root = snapshot.root.take();
+        self.checkpointer.start(snapshot.id.0, root, snapshot.count);
         durable.since_checkpoint = 0;
     }
 
