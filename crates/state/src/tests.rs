@@ -274,6 +274,47 @@ fn snapshots_are_immutable_and_readable_across_threads() {
     assert!(reader.join().expect("reader thread"));
 }
 
+/// The last snapshot of a pruned revision frees its tree through the background thread (which
+/// `settle` waits for), stays readable until then, and still frees cleanly once the database is
+/// gone.
+#[test]
+fn last_snapshots_of_pruned_revisions_free_their_trees() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let commit_keys = |parent, value: u8| {
+        let mut ws = db.begin(parent).expect("begin");
+        for i in 0..3_000u32 {
+            ws.put(i.to_be_bytes().to_vec(), vec![value]).expect("put");
+        }
+        db.commit(ws).expect("commit")
+    };
+    let first = commit_keys(db.finalized(), 1);
+    let (early, late) = (
+        db.snapshot(first).expect("a"),
+        db.snapshot(first).expect("b"),
+    );
+    let Some(Node::Branch(_, root)) = &early.root else {
+        panic!("3,000 keys make a branch root");
+    };
+    let root = Arc::downgrade(root);
+    let second = commit_keys(first, 2);
+    db.finalize(second).expect("finalize");
+    // Another thread lets go first; the tree lives on in the other snapshot.
+    std::thread::spawn(move || drop(early))
+        .join()
+        .expect("join");
+    assert_eq!(late.get(&7u32.to_be_bytes()).as_deref(), Some(&[1u8][..]));
+    drop(late);
+    db.settle();
+    assert!(root.upgrade().is_none(), "the pruned tree was freed");
+
+    let third = commit_keys(second, 3);
+    let kept = db.snapshot(third).expect("snapshot");
+    drop(db);
+    assert_eq!(kept.get(&7u32.to_be_bytes()).as_deref(), Some(&[3u8][..]));
+    drop(kept);
+}
+
 #[test]
 fn oversized_keys_and_values_are_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
