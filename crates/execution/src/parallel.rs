@@ -34,10 +34,14 @@ const MIN_PARALLEL_LEVEL: usize = 64;
 /// transactions has almost nothing to run side by side, and runs serially.
 const CHAIN_FRACTION: usize = 10;
 
-/// Whether one sender has nearly all of `block`'s transactions. Transactions of one sender always
-/// conflict (nonce and balance), so their count bounds the schedule's depth from below; counting
-/// senders is far cheaper than scheduling.
-pub(crate) fn nearly_a_chain(block: &Block) -> bool {
+/// Whether `block` has nothing to gain from levels, judged from its senders alone (far cheaper
+/// than scheduling). Transactions of one sender always conflict (nonce and balance), so
+/// - when one sender has nearly all of the transactions, nearly every level holds one; and
+/// - a level holds at most one transaction per sender, so with fewer senders than
+///   [`MIN_PARALLEL_LEVEL`] every level would run inline on the calling thread anyway.
+///
+/// Blocks too small for either to matter take the levels, so that small blocks exercise them.
+pub(crate) fn runs_in_order(block: &Block) -> bool {
     let n = block.txs.len();
     if n < MIN_PARALLEL_LEVEL {
         return false;
@@ -48,7 +52,7 @@ pub(crate) fn nearly_a_chain(block: &Block) -> bool {
         *count += 1;
         top.max(*count)
     });
-    top * CHAIN_FRACTION >= n * (CHAIN_FRACTION - 1)
+    top * CHAIN_FRACTION >= n * (CHAIN_FRACTION - 1) || counts.len() < MIN_PARALLEL_LEVEL
 }
 
 /// Executes the levels of a block on a pool of worker threads.
@@ -105,17 +109,46 @@ struct Overlay<'a> {
 /// other's writes. So only the fee sink and the accounts touched by transactions past the
 /// first level are ever read back; at low contention that is a few hundred of the block's
 /// twenty thousand writes, and the rest need no hashing at all.
-struct Tracked(HashSet<Address>);
+enum Tracked {
+    /// Every account: when later levels hold a large share of the block, tracking all of them
+    /// costs less than finding out which ones.
+    All,
+    /// Only these.
+    Only(HashSet<Address>),
+}
+
+/// Later levels holding more than 1 / LATER_SHARE of a block's transactions make [`Tracked::All`]
+/// the cheaper choice.
+const LATER_SHARE: usize = 8;
 
 impl Tracked {
     fn new(block: &Block, levels: &[Vec<u32>], fee_sink: &Address) -> Self {
+        let later_txs: usize = levels.iter().skip(1).map(Vec::len).sum();
+        if later_txs * LATER_SHARE > block.txs.len() {
+            return Self::All;
+        }
         let later = levels.iter().skip(1).flatten();
         let mut set: HashSet<Address> = later
             .flat_map(|&i| access_set(&block.txs[i as usize]))
             .map(|(address, _, _)| address)
             .collect();
         set.insert(*fee_sink);
-        Self(set)
+        Self::Only(set)
+    }
+
+    fn contains(&self, address: &Address) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(address),
+        }
+    }
+
+    /// How many accounts the lookup table should expect.
+    fn expected(&self, writes: usize) -> usize {
+        match self {
+            Self::All => writes,
+            Self::Only(set) => set.len(),
+        }
     }
 }
 
@@ -141,7 +174,7 @@ impl Ledger for Overlay<'_> {
     }
 
     fn set(&mut self, address: Address, account: Account) {
-        if self.tracked.0.contains(&address) {
+        if self.tracked.contains(&address) {
             self.written.insert(address, account);
         } else {
             self.once.push((address, account));
@@ -172,9 +205,13 @@ fn address_order(address: &Address) -> (u128, u32) {
 /// transaction really reads it, as in serial execution.
 type Prefetched = SmallVec<[(Address, Account); 2]>;
 
-fn prefetch(parent: &Snapshot, tx: &SignedTransaction) -> Prefetched {
-    let read = |address: Address| {
+fn prefetch(parent: &Snapshot, recent: &mut Recent, tx: &SignedTransaction) -> Prefetched {
+    let mut read = |address: Address| {
+        if let Some(account) = recent.get(&address) {
+            return Some((address, account));
+        }
         let account = read_account(|key| parent.get(key), &address).ok()?;
+        recent.put(address, account);
         Some((address, account))
     };
     let mut accounts: Prefetched = read(tx.sender()).into_iter().collect();
@@ -182,6 +219,38 @@ fn prefetch(parent: &Snapshot, tx: &SignedTransaction) -> Prefetched {
         accounts.extend(read(*to));
     }
     accounts
+}
+
+/// Slots of [`Recent`]: enough for the hot accounts of a contended block.
+const RECENT_SLOTS: usize = 64;
+
+/// The parent-state accounts one worker read ahead last, by a hash of the address. In a contended
+/// block the same few accounts recur, and a repeat then costs one comparison instead of a walk
+/// down the trie; in an uncontended one a miss costs one comparison more.
+struct Recent([Option<(Address, Account)>; RECENT_SLOTS]);
+
+impl Recent {
+    fn new() -> Self {
+        Self([None; RECENT_SLOTS])
+    }
+
+    fn slot(address: &Address) -> usize {
+        let (high, low) = address.0.split_at(10);
+        let mix = |bytes: &[u8]| bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        let hash = (mix(high) ^ mix(low).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (hash >> 58) as usize % RECENT_SLOTS
+    }
+
+    fn get(&self, address: &Address) -> Option<Account> {
+        match &self.0[Self::slot(address)] {
+            Some((a, account)) if a == address => Some(*account),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, address: Address, account: Account) {
+        self.0[Self::slot(&address)] = Some((address, account));
+    }
 }
 
 /// One transaction's view: its own writes over the shared overlay.
@@ -316,9 +385,9 @@ impl BlockExecutor for ParallelExecutor {
         parent: RevisionId,
         block: &Block,
     ) -> Result<BlockOutput, ExecError> {
-        if nearly_a_chain(block) {
-            // The levels would run one transaction at a time, and the serial path does that with
-            // less bookkeeping, with identical results by construction.
+        if runs_in_order(block) {
+            // The levels would run inline, mostly one transaction at a time, and the serial path
+            // does that with less bookkeeping, with identical results by construction.
             return execute_in_order(&self.fee_sink, &self.vm, db, parent, block, |ws| {
                 self.commit(db, ws)
             });
@@ -331,14 +400,15 @@ impl BlockExecutor for ParallelExecutor {
                 || schedule(block, &self.fee_sink).levels,
                 || {
                     let txs = block.txs.par_iter().with_min_len(MIN_PARALLEL_LEVEL);
-                    txs.map(|tx| prefetch(&snapshot, tx)).collect::<Vec<_>>()
+                    txs.map_init(Recent::new, |recent, tx| prefetch(&snapshot, recent, tx))
+                        .collect::<Vec<_>>()
                 },
             )
         });
         let tracked = Tracked::new(block, &levels, &self.fee_sink);
         let mut overlay = Overlay {
             parent: &snapshot,
-            written: HashMap::with_capacity(tracked.0.len()),
+            written: HashMap::with_capacity(tracked.expected(2 * block.txs.len())),
             tracked,
             once: Vec::with_capacity(2 * block.txs.len()),
             raw: Arc::default(),
