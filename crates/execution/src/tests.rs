@@ -203,6 +203,24 @@ fn genesis_supply_overflow_is_rejected() {
     ));
 }
 
+/// Executes `b` serially and on a two-thread parallel executor, each on its own genesis of
+/// `balances`; returns both outputs and the parallel side's database.
+fn serial_and_parallel(
+    balances: &[u128],
+    b: &Block,
+) -> (BlockOutput, BlockOutput, (tempfile::TempDir, Db)) {
+    let (_d1, db1, rev1) = setup(balances);
+    let (d2, db2, rev2) = setup(balances);
+    let serial = SerialExecutor::new(SINK, vm())
+        .execute(&db1, rev1, b)
+        .expect("serial");
+    let parallel = ParallelExecutor::new(SINK, 2, vm())
+        .expect("pool")
+        .execute(&db2, rev2, b)
+        .expect("parallel");
+    (serial, parallel, (d2, db2))
+}
+
 /// A block where one sender has nearly every transaction, or with fewer senders than a level
 /// needs to run on the pool, takes the parallel executor's serial path; a block with many
 /// senders takes the levels. All must match the serial executor.
@@ -215,8 +233,6 @@ fn chain_shaped_and_spread_blocks_match_serial_in_parallel() {
         ("100 senders", 100, false),
     ];
     for (name, senders, in_order) in cases {
-        let (_d1, db1, rev1) = setup(&balances);
-        let (_d2, db2, rev2) = setup(&balances);
         let mut nonces = [0u64; 100];
         let txs: Vec<_> = (0..200u64)
             .map(|i| {
@@ -232,13 +248,7 @@ fn chain_shaped_and_spread_blocks_match_serial_in_parallel() {
             .collect();
         let b = block(1, txs);
         assert_eq!(parallel::runs_in_order(&b), in_order, "{name}");
-        let serial = SerialExecutor::new(SINK, vm())
-            .execute(&db1, rev1, &b)
-            .expect("serial");
-        let parallel = ParallelExecutor::new(SINK, 2, vm())
-            .expect("pool")
-            .execute(&db2, rev2, &b)
-            .expect("parallel");
+        let (serial, parallel, _) = serial_and_parallel(&balances, &b);
         assert_eq!(serial.state_root, parallel.state_root, "{name}");
         assert_eq!(serial.receipts, parallel.receipts, "{name}");
     }
@@ -257,16 +267,7 @@ fn self_transfers_and_rewritten_accounts_match_serial_in_parallel() {
         transfer(2, 0, 1, a(3), 5),   // reads what the previous one wrote: level 1
         transfer(1, 1, 1, a(1), 7),   // another self-transfer of a rewritten account: level 1
     ];
-    let b = block(1, txs);
-    let (_d1, db1, rev1) = setup(&balances);
-    let (_d2, db2, rev2) = setup(&balances);
-    let serial = SerialExecutor::new(SINK, vm())
-        .execute(&db1, rev1, &b)
-        .expect("serial");
-    let parallel = ParallelExecutor::new(SINK, 2, vm())
-        .expect("pool")
-        .execute(&db2, rev2, &b)
-        .expect("parallel");
+    let (serial, parallel, (_dir, db2)) = serial_and_parallel(&balances, &block(1, txs));
     assert_eq!(serial.receipts, parallel.receipts);
     assert_eq!(serial.state_root, parallel.state_root);
     assert_eq!(account(&db2, parallel.revision, 0).balance, 998);
