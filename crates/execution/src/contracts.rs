@@ -16,11 +16,11 @@
 //! the node's data directory) and the native token fast path, registered under the hash of the
 //! committed token contract and calibrated against it at start-up.
 
+use ahash::AHashMap as HashMap;
 use peregrine_state::Snapshot;
 use peregrine_types::{keys, Address};
 use peregrine_vm::native::NativeToken;
 use peregrine_vm::{DeployError, Vm, VmConfig, World};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The example token's committed code: calls to a contract with exactly this code run natively.

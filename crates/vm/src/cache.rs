@@ -14,8 +14,8 @@
 //! A miss in both compiles from the code stored in state (the caller supplies it).
 
 use crate::wasm::{Contract, DeployError, Vm};
+use ahash::AHashMap as HashMap;
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

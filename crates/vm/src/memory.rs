@@ -2,7 +2,8 @@
 //! tools that run contracts without a state database.
 
 use crate::wasm::{StorageView, World, Writes};
-use std::collections::{BTreeMap, HashMap};
+use ahash::AHashMap as HashMap;
+use std::collections::BTreeMap;
 
 /// Contracts, code and storage in ordinary maps.
 #[derive(Debug, Clone, Default)]

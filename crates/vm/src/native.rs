@@ -19,9 +19,10 @@
 
 use crate::memory::MemoryWorld;
 use crate::wasm::{CallContext, Contract, Event, Outcome, StorageView, Vm, Writes};
+use ahash::AHashMap as HashMap;
 use peregrine_sdk::codec::{Args, ArgsBuilder};
 use peregrine_sdk::Address;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A native implementation of one contract's code.
