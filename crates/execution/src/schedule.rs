@@ -109,7 +109,9 @@ struct AddressSeen {
 /// Accesses to one address by non-empty key prefix.
 #[derive(Default)]
 struct PrefixSeen {
-    by_prefix: BTreeMap<Vec<u8>, Seen>,
+    /// Keys up to 32 bytes (a token balance key is 21) sit inline in the tree's nodes, so a
+    /// lookup compares without chasing a pointer per key, and a new prefix allocates nothing.
+    by_prefix: BTreeMap<SmallVec<[u8; 32]>, Seen>,
     /// Bit `n - 1` is set when a prefix of length `n` (at most 128, as decoded transactions
     /// allow) is in `by_prefix`, so a lookup only tries the lengths in use; longer ones are
     /// always tried.
@@ -170,7 +172,7 @@ impl PrefixSeen {
         }
         self.longest = self.longest.max(prefix.len());
         self.by_prefix
-            .entry(prefix.to_vec())
+            .entry(SmallVec::from_slice(prefix))
             .or_default()
             .record(mode, level);
     }
