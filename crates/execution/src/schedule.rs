@@ -28,7 +28,8 @@
 use ahash::AHashMap as HashMap;
 use peregrine_types::{AccessMode, Address, Block, Payload, SignedTransaction};
 use smallvec::SmallVec;
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 /// The levels of a block: transaction indices, each level in increasing index order.
@@ -106,18 +107,25 @@ struct AddressSeen {
     prefixes: Option<Box<PrefixSeen>>,
 }
 
+/// A declared key prefix. Up to 32 bytes (a token balance key is 21) it is stored inline, so a
+/// new prefix allocates nothing.
+type Prefix = SmallVec<[u8; 32]>;
+
 /// Accesses to one address by non-empty key prefix.
 #[derive(Default)]
 struct PrefixSeen {
-    /// Keys up to 32 bytes (a token balance key is 21) sit inline in the tree's nodes, so a
-    /// lookup compares without chasing a pointer per key, and a new prefix allocates nothing.
-    by_prefix: BTreeMap<SmallVec<[u8; 32]>, Seen>,
+    /// The accesses by prefix, for exact lookups.
+    exact: HashMap<Prefix, Seen>,
+    /// The same prefixes in order, for finding the longer prefixes a lookup starts. Built the
+    /// first time a lookup needs it and kept up to date from then on: blocks whose prefixes all
+    /// have one length (token balances) never need it.
+    ordered: OnceCell<BTreeSet<Prefix>>,
     /// Bit `n - 1` is set when a prefix of length `n` (at most 128, as decoded transactions
-    /// allow) is in `by_prefix`, so a lookup only tries the lengths in use; longer ones are
-    /// always tried.
+    /// allow) is recorded, so a lookup only tries the lengths in use; longer ones are always
+    /// tried.
     lengths: u128,
-    /// The longest prefix in `by_prefix`: when it is no longer than a lookup's, only an exact
-    /// match can be a prefix the lookup starts.
+    /// The longest prefix recorded: when it is no longer than a lookup's, only an exact match
+    /// can be a prefix the lookup starts.
     longest: usize,
 }
 
@@ -152,18 +160,19 @@ impl PrefixSeen {
         // it starts.
         let shorter = (1..prefix.len())
             .filter(|n| *n > 128 || self.lengths & (1u128 << (n - 1)) != 0)
-            .filter_map(|n| self.by_prefix.get(&prefix[..n]));
+            .filter_map(|n| self.exact.get(&prefix[..n]));
         let acc = shorter.fold(whole, |acc, seen| acc.join(*seen));
         if self.longest <= prefix.len() {
-            return self
-                .by_prefix
-                .get(prefix)
-                .map_or(acc, |seen| acc.join(*seen));
+            return self.exact.get(prefix).map_or(acc, |seen| acc.join(*seen));
         }
-        self.by_prefix
+        let ordered = self
+            .ordered
+            .get_or_init(|| self.exact.keys().cloned().collect());
+        ordered
             .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .fold(acc, |acc, (_, seen)| acc.join(*seen))
+            .take_while(|key| key.starts_with(prefix))
+            .filter_map(|key| self.exact.get(key))
+            .fold(acc, |acc, seen| acc.join(*seen))
     }
 
     fn record(&mut self, prefix: &[u8], mode: AccessMode, level: u32) {
@@ -171,10 +180,16 @@ impl PrefixSeen {
             self.lengths |= 1u128 << (prefix.len() - 1);
         }
         self.longest = self.longest.max(prefix.len());
-        self.by_prefix
-            .entry(SmallVec::from_slice(prefix))
-            .or_default()
-            .record(mode, level);
+        let seen = self
+            .exact
+            .entry(Prefix::from_slice(prefix))
+            .or_insert_with(|| {
+                if let Some(ordered) = self.ordered.get_mut() {
+                    ordered.insert(Prefix::from_slice(prefix));
+                }
+                Seen::default()
+            });
+        seen.record(mode, level);
     }
 }
 
@@ -356,6 +371,22 @@ mod tests {
             call(6, &[(b"b3x", false)]),
         ]);
         assert_eq!(got, vec![vec![0, 1], vec![2, 3], vec![4], vec![5, 6]]);
+    }
+
+    /// The ordered index of prefixes is built by the first lookup that needs it; prefixes
+    /// recorded after that must be found by later lookups too.
+    #[test]
+    fn prefixes_recorded_after_a_range_lookup_are_still_found() {
+        let got = levels(vec![
+            call(0, &[(b"k1", true)]),
+            // Shorter than every recorded prefix: a range lookup, which builds the index.
+            call(1, &[(b"k", true)]),
+            // Overlaps nothing so far.
+            call(2, &[(b"m2", true)]),
+            // A range lookup that must find m2, recorded after the index was built.
+            call(3, &[(b"m", true)]),
+        ]);
+        assert_eq!(got, vec![vec![0, 2], vec![1, 3]]);
     }
 
     #[test]
