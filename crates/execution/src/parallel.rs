@@ -227,29 +227,33 @@ const RECENT_SLOTS: usize = 64;
 /// The parent-state accounts one worker read ahead last, by a hash of the address. In a contended
 /// block the same few accounts recur, and a repeat then costs one comparison instead of a walk
 /// down the trie; in an uncontended one a miss costs one comparison more.
-struct Recent([Option<(Address, Account)>; RECENT_SLOTS]);
+struct Recent {
+    slots: [Option<(Address, Account)>; RECENT_SLOTS],
+    hasher: ahash::RandomState,
+}
 
 impl Recent {
     fn new() -> Self {
-        Self([None; RECENT_SLOTS])
+        Self {
+            slots: [None; RECENT_SLOTS],
+            hasher: ahash::RandomState::new(),
+        }
     }
 
-    fn slot(address: &Address) -> usize {
-        let (high, low) = address.0.split_at(10);
-        let mix = |bytes: &[u8]| bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
-        let hash = (mix(high) ^ mix(low).rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (hash >> 58) as usize % RECENT_SLOTS
+    fn slot(&self, address: &Address) -> usize {
+        self.hasher.hash_one(address) as usize % RECENT_SLOTS
     }
 
     fn get(&self, address: &Address) -> Option<Account> {
-        match &self.0[Self::slot(address)] {
+        match &self.slots[self.slot(address)] {
             Some((a, account)) if a == address => Some(*account),
             _ => None,
         }
     }
 
     fn put(&mut self, address: Address, account: Account) {
-        self.0[Self::slot(&address)] = Some((address, account));
+        let slot = self.slot(&address);
+        self.slots[slot] = Some((address, account));
     }
 }
 
