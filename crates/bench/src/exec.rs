@@ -225,7 +225,7 @@ fn measure(
     let mut reference = None;
     for _ in 0..repeats {
         for (i, (name, engine)) in engines.iter().enumerate() {
-            db.settle();
+            db.settle()?;
             let started = Instant::now();
             let out = engine.execute(db, parent, block)?;
             rates[i].push(block.txs.len() as f64 / started.elapsed().as_secs_f64());

@@ -33,6 +33,7 @@ fn main() {
     ws.put_sorted(pairs).expect("load");
     let mut head = db.commit(ws).expect("commit");
     db.finalize(head).expect("finalize");
+    db.settle().expect("settle");
     let mut commit_s = 0.0;
     let mut write_s = 0.0;
     let mut finalize_s = 0.0;

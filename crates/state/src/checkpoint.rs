@@ -81,6 +81,20 @@ impl Checkpointer {
         *busy = false;
         Some(outcome)
     }
+
+    /// Waits for the running checkpoint, if any, and returns its revision or error.
+    pub fn wait(&self) -> Option<Result<u64, String>> {
+        let mut busy = self.busy.lock();
+        if !*busy {
+            return None;
+        }
+        *busy = false;
+        Some(
+            self.outcomes
+                .recv()
+                .unwrap_or_else(|_| Err("the checkpointer stopped".into())),
+        )
+    }
 }
 
 impl Drop for Checkpointer {

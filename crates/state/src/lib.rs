@@ -601,10 +601,17 @@ impl Db {
         })
     }
 
-    /// Waits until the background work queued so far (freeing pruned revisions) is done: for
-    /// benchmarks, so that one measurement does not pay for the previous one's garbage.
-    pub fn settle(&self) {
+    /// Waits until the background work started so far is done: a running checkpoint (whose
+    /// outcome is collected as a finalize would) and the freeing of pruned revisions. For
+    /// benchmarks, so that one measurement does not pay for the previous one's work.
+    pub fn settle(&self) -> Result<(), Error> {
+        let collected = {
+            let mut durable = self.durable.lock();
+            let outcome = self.checkpointer.wait();
+            self.record_checkpoint(&mut durable, outcome)
+        };
         self.background.settle();
+        collected
     }
 
     /// The last finalized revision.
@@ -761,7 +768,17 @@ impl Db {
 
     /// Takes a finished checkpoint's outcome, if any, and trims memory.
     fn collect_checkpoint(&self, durable: &mut Durable) -> Result<(), Error> {
-        match self.checkpointer.finished() {
+        let outcome = self.checkpointer.finished();
+        self.record_checkpoint(durable, outcome)
+    }
+
+    /// Records a checkpoint's outcome: trims memory after a success, poisons after a failure.
+    fn record_checkpoint(
+        &self,
+        durable: &mut Durable,
+        outcome: Option<Result<u64, String>>,
+    ) -> Result<(), Error> {
+        match outcome {
             None => Ok(()),
             Some(Ok(revision)) => {
                 durable.checkpoint = revision;

@@ -305,7 +305,7 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
         .expect("join");
     assert_eq!(late.get(&7u32.to_be_bytes()).as_deref(), Some(&[1u8][..]));
     drop(late);
-    db.settle();
+    db.settle().expect("settle");
     assert!(root.upgrade().is_none(), "the pruned tree was freed");
 
     let third = commit_keys(second, 3);

@@ -45,6 +45,11 @@ pub trait Engine {
     fn get(&mut self, key: &[u8]) -> Result<Option<[u8; 8]>, BenchError>;
     /// A view for a concurrent reader, if the engine has one.
     fn reader(&self) -> Option<Reader>;
+    /// Waits for the background work that earlier blocks started (checkpoints, flushes,
+    /// compactions), so that an untimed load is not paid for in the timed phase after it.
+    fn settle(&mut self) -> Result<(), BenchError> {
+        Ok(())
+    }
 }
 
 fn value8(bytes: &[u8]) -> Result<[u8; 8], BenchError> {
@@ -175,6 +180,10 @@ impl Engine for Peregrine {
                 None => Ok(None),
             }
         }))
+    }
+
+    fn settle(&mut self) -> Result<(), BenchError> {
+        Ok(self.db.settle()?)
     }
 }
 
@@ -415,6 +424,13 @@ impl Engine for Fjall {
     fn reader(&self) -> Option<Reader> {
         let tree = self.tree.clone();
         Some(Box::new(move |key| fjall_get(&tree, key)))
+    }
+
+    fn settle(&mut self) -> Result<(), BenchError> {
+        while self.db.outstanding_flushes() > 0 || self.db.active_compactions() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
 }
 
