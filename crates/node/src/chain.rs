@@ -3,14 +3,17 @@
 //! Blocks execute on the parallel executor with one worker per core; its results are identical to
 //! the serial reference by construction and by test, so the thread count never affects state.
 //!
-//! Execution happens at finalization: consensus hands finalized blocks over in height order,
-//! the executor applies each on the previous finalized revision, the block log records the
-//! finalization (receipts and state commitment), and then the state database finalizes the new
-//! revision. Readers (the RPC) use snapshots: the last [`RETAINED_HEIGHTS`] finalized states stay
-//! readable by height, and reading never blocks execution.
+//! Blocks execute early, as soon as they are stored, on forks of the state ([`crate::speculate`]).
+//! Consensus hands finalized blocks over in height order; the chain takes the block's early
+//! result when it was computed on the previous finalized revision, and executes the block there
+//! otherwise. The block log records the finalization (receipts and state commitment), and then
+//! the state database finalizes the new revision, dropping the forks that lost. Readers (the RPC)
+//! use snapshots: the last [`RETAINED_HEIGHTS`] finalized states stay readable by height, and
+//! reading never blocks execution.
 
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
+use crate::speculate::{Final, Speculator};
 use crate::store::{BlockStore, StoreError};
 use parking_lot::{Mutex, RwLock};
 use peregrine_consensus::{Ledger, LedgerError};
@@ -63,11 +66,13 @@ struct Head {
 
 /// The node's chain.
 pub struct Chain {
+    /// First, so its thread stops before anything it uses is dropped.
+    speculator: Speculator,
     chain_id: u64,
     genesis: Block,
-    db: Db,
+    db: Arc<Db>,
     vm: peregrine_vm::Vm,
-    executor: Box<dyn BlockExecutor>,
+    executor: Arc<dyn BlockExecutor>,
     mempool: Arc<Mempool>,
     admission: Admission,
     store: Mutex<BlockStore>,
@@ -75,6 +80,16 @@ pub struct Chain {
     highest_known: Mutex<u64>,
     heads: broadcast::Sender<HeaderView>,
     metrics: Arc<Metrics>,
+}
+
+impl Head {
+    fn final_point(&self) -> Final {
+        Final {
+            height: self.height,
+            hash: self.hash,
+            revision: self.revision,
+        }
+    }
 }
 
 fn state_height(snapshot: &Snapshot) -> Option<u64> {
@@ -90,7 +105,7 @@ impl Chain {
         genesis: &Genesis,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ChainError> {
-        let db = Db::open(&datadir.join("state"))?;
+        let db = Arc::new(Db::open(&datadir.join("state"))?);
         let mut snapshot = db.snapshot(db.finalized())?;
         if state_height(&snapshot).is_none() {
             let allocation = genesis.allocation().map_err(ChainError::Inconsistent)?;
@@ -128,14 +143,21 @@ impl Chain {
             ..Default::default()
         })
         .map_err(|e| ChainError::Vm(e.to_string()))?;
-        let executor = ParallelExecutor::new(crate::genesis::FEE_SINK, 0, vm.clone())?;
+        let executor: Arc<dyn BlockExecutor> = Arc::new(ParallelExecutor::new(
+            crate::genesis::FEE_SINK,
+            0,
+            vm.clone(),
+        )?);
+        let speculator = Speculator::start(db.clone(), executor.clone(), head.final_point())
+            .map_err(|e| ChainError::Inconsistent(format!("cannot start speculation: {e}")))?;
         let chain = Self {
+            speculator,
             chain_id: genesis.chain_id,
             genesis: genesis_block,
             head: RwLock::new(head),
             db,
             vm,
-            executor: Box::new(executor),
+            executor,
             mempool: mempool.clone(),
             admission: Admission::start(mempool, AdmissionConfig::default()),
             store: Mutex::new(store),
@@ -156,12 +178,14 @@ impl Chain {
             ))
         })?;
         let revision = self.db.finalized();
-        *self.head.write() = Head {
+        let head = Head {
             height: state_height,
             hash: entry.hash,
             revision,
             recent: VecDeque::new(),
         };
+        self.speculator.finalized(head.final_point());
+        *self.head.write() = head;
         self.remember(state_height, self.db.snapshot(revision)?);
         for height in state_height + 1..=log_height {
             let entry = self
@@ -208,12 +232,14 @@ impl Chain {
     ) -> Result<Snapshot, ChainError> {
         self.db.finalize(out.revision)?;
         let snapshot = self.db.snapshot(out.revision)?;
-        {
+        let point = {
             let mut head = self.head.write();
             head.height = block.header.height;
             head.hash = block.hash();
             head.revision = out.revision;
-        }
+            head.final_point()
+        };
+        self.speculator.finalized(point);
         self.remember(block.header.height, snapshot.clone());
         self.metrics
             .record_block(block.txs.len(), started.elapsed());
@@ -233,7 +259,11 @@ impl Chain {
             )));
         }
         let started = Instant::now();
-        let out = self.execute(block)?;
+        let parent = self.head.read().revision;
+        let out = match self.speculator.take(&block.hash(), parent) {
+            Some(out) => out,
+            None => self.execute(block)?,
+        };
         // The log records the finalization before the state moves (see the store's docs).
         self.store
             .lock()
@@ -340,6 +370,11 @@ impl Chain {
         self.head.read().height
     }
 
+    /// Finalized blocks whose early, speculative execution was used.
+    pub fn speculative_hits(&self) -> u64 {
+        self.speculator.hits()
+    }
+
     /// The highest block height this node has seen, final or not.
     pub fn highest_known(&self) -> u64 {
         *self.highest_known.lock()
@@ -408,8 +443,11 @@ impl Ledger for Chain {
             .lock()
             .put_block(block)
             .map_err(|e| LedgerError(e.to_string()))?;
-        let mut highest = self.highest_known.lock();
-        *highest = (*highest).max(block.header.height);
+        {
+            let mut highest = self.highest_known.lock();
+            *highest = (*highest).max(block.header.height);
+        }
+        self.speculator.offer(block);
         Ok(())
     }
 
@@ -436,5 +474,121 @@ impl Ledger for Chain {
     fn finalize(&self, block: &Block) -> Result<(), LedgerError> {
         self.finalize_block(block)
             .map_err(|e| LedgerError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chain;
+    use crate::genesis::{dev_key, Genesis, DEV_BALANCE};
+    use peregrine_consensus::Ledger;
+    use peregrine_types::{Block, Hash, Payload, PublicKey, Transaction};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn open(dir: &tempfile::TempDir) -> Chain {
+        Chain::open(
+            dir.path(),
+            &Genesis::dev(4, DEV_BALANCE, 1_000),
+            Arc::default(),
+        )
+        .expect("open chain")
+    }
+
+    /// A child of `parent` in which development account `from` sends `amount` to account 3.
+    fn child(chain: &Chain, parent: &Block, from: u32, nonce: u64, amount: u128) -> Block {
+        let key = dev_key(from);
+        let tx = Transaction {
+            chain_id: chain.chain_id(),
+            sender: key.public_key(),
+            nonce,
+            fee: 100_000,
+            payload: Payload::Transfer {
+                to: dev_key(3).public_key().address(),
+                amount,
+            },
+            access: vec![],
+        }
+        .sign(&key);
+        Block::new(
+            parent.header.height + 1,
+            parent.hash(),
+            parent.header.timestamp_ms + 1,
+            PublicKey::default(),
+            Hash::default(),
+            vec![tx],
+        )
+    }
+
+    fn wait_for_result(chain: &Chain, block: &Block) {
+        let started = Instant::now();
+        while !chain.speculator.has_result(&block.hash()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "block {} was never executed early",
+                block.header.height
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The state commitment after finalizing `blocks` on a fresh chain that never saw them
+    /// early: the reference the speculative path must match.
+    fn reference_root(blocks: &[&Block]) -> Hash {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = open(&dir);
+        for block in blocks {
+            Ledger::finalize(&chain, block).expect("finalize");
+        }
+        assert_eq!(chain.speculative_hits(), 0);
+        chain.state_root()
+    }
+
+    #[test]
+    fn stored_blocks_execute_early_and_finalize_to_the_same_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = open(&dir);
+        let b1 = child(&chain, chain.genesis(), 0, 0, 5);
+        let b2 = child(&chain, &b1, 1, 0, 7);
+        chain.store_block(&b1).expect("store");
+        chain.store_block(&b2).expect("store");
+        // The second executes on the first's early result: a chain of forks.
+        wait_for_result(&chain, &b2);
+        Ledger::finalize(&chain, &b1).expect("finalize");
+        Ledger::finalize(&chain, &b2).expect("finalize");
+        assert_eq!(chain.speculative_hits(), 2);
+        assert_eq!(chain.state_root(), reference_root(&[&b1, &b2]));
+        assert_eq!(chain.db.retained(), vec![chain.head.read().revision]);
+    }
+
+    #[test]
+    fn the_losing_fork_is_dropped_and_the_winner_is_not_executed_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = open(&dir);
+        let genesis = chain.genesis().clone();
+        let loser = child(&chain, &genesis, 0, 0, 5);
+        let winner = child(&chain, &genesis, 1, 0, 9);
+        let on_loser = child(&chain, &loser, 2, 0, 1);
+        for block in [&loser, &winner, &on_loser] {
+            chain.store_block(block).expect("store");
+        }
+        for block in [&loser, &winner, &on_loser] {
+            wait_for_result(&chain, block);
+        }
+        Ledger::finalize(&chain, &winner).expect("finalize");
+        assert_eq!(chain.speculative_hits(), 1);
+        assert_eq!(chain.state_root(), reference_root(&[&winner]));
+        // The loser and the block built on it are gone, from the results and from the state.
+        assert!(!chain.speculator.has_result(&loser.hash()));
+        assert!(!chain.speculator.has_result(&on_loser.hash()));
+        chain.db.settle().expect("settle");
+        assert_eq!(chain.db.retained(), vec![chain.head.read().revision]);
+        // A block on the winner is still executed early, on the new head.
+        let next = child(&chain, &winner, 0, 0, 3);
+        chain.store_block(&next).expect("store");
+        wait_for_result(&chain, &next);
+        Ledger::finalize(&chain, &next).expect("finalize");
+        assert_eq!(chain.speculative_hits(), 2);
+        assert_eq!(chain.state_root(), reference_root(&[&winner, &next]));
     }
 }

@@ -29,6 +29,7 @@ pub mod genesis;
 pub mod ingest;
 pub mod metrics;
 pub mod rpc;
+mod speculate;
 pub mod store;
 
 use chain::Chain;

@@ -72,6 +72,14 @@ fn render_chain(out: &mut String, chain: &Chain) {
         help,
         chain.finalized_height(),
     );
+    let help = "Finalized blocks whose early, speculative execution was used.";
+    metric(
+        out,
+        "peregrine_blocks_speculated_total",
+        "counter",
+        help,
+        chain.speculative_hits(),
+    );
 }
 
 fn render_mempool(out: &mut String, chain: &Chain) {
