@@ -315,6 +315,30 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
     drop(kept);
 }
 
+/// `settle` waits for the checkpoint a finalize started: once it returns, the root file names
+/// the finalized revision.
+#[test]
+fn settle_waits_for_a_running_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = Options {
+        checkpoint_bytes: 1,
+        ..Options::default()
+    };
+    let db = Db::open_with(dir.path(), options).expect("open");
+    let mut ws = db.begin(db.finalized()).expect("begin");
+    let pairs = (0..200_000u32)
+        .map(|i| (i.to_be_bytes().to_vec(), vec![1u8; 8]))
+        .collect();
+    ws.put_sorted(pairs).expect("load");
+    let rev = db.commit(ws).expect("commit");
+    db.finalize(rev).expect("finalize");
+    db.settle().expect("settle");
+    let root = crate::root::read(dir.path())
+        .expect("read root file")
+        .expect("a checkpoint was written");
+    assert_eq!(root.revision, rev.0);
+}
+
 #[test]
 fn oversized_keys_and_values_are_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
