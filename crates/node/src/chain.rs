@@ -55,12 +55,19 @@ pub enum ChainError {
     /// Durable data contradicts itself.
     #[error("inconsistent data directory: {0}")]
     Inconsistent(String),
+    /// A background thread could not start.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 struct Head {
-    height: u64,
-    hash: Hash,
-    revision: RevisionId,
+    /// The finalized block and its revision.
+    at: Final,
     recent: VecDeque<(u64, Snapshot)>,
 }
 
@@ -80,16 +87,6 @@ pub struct Chain {
     highest_known: Mutex<u64>,
     heads: broadcast::Sender<HeaderView>,
     metrics: Arc<Metrics>,
-}
-
-impl Head {
-    fn final_point(&self) -> Final {
-        Final {
-            height: self.height,
-            hash: self.hash,
-            revision: self.revision,
-        }
-    }
 }
 
 fn state_height(snapshot: &Snapshot) -> Option<u64> {
@@ -129,9 +126,11 @@ impl Chain {
             ));
         }
         let head = Head {
-            height: 0,
-            hash: genesis_block.hash(),
-            revision: db.finalized(),
+            at: Final {
+                height: 0,
+                hash: genesis_block.hash(),
+                revision: db.finalized(),
+            },
             recent: VecDeque::new(),
         };
         let mempool = Arc::new(Mempool::new(
@@ -148,8 +147,13 @@ impl Chain {
             0,
             vm.clone(),
         )?);
-        let speculator = Speculator::start(db.clone(), executor.clone(), head.final_point())
-            .map_err(|e| ChainError::Inconsistent(format!("cannot start speculation: {e}")))?;
+        let speculator =
+            Speculator::start(db.clone(), executor.clone(), head.at).map_err(|source| {
+                ChainError::Thread {
+                    what: "speculation",
+                    source,
+                }
+            })?;
         let chain = Self {
             speculator,
             chain_id: genesis.chain_id,
@@ -179,12 +183,14 @@ impl Chain {
         })?;
         let revision = self.db.finalized();
         let head = Head {
-            height: state_height,
-            hash: entry.hash,
-            revision,
+            at: Final {
+                height: state_height,
+                hash: entry.hash,
+                revision,
+            },
             recent: VecDeque::new(),
         };
-        self.speculator.finalized(head.final_point());
+        self.speculator.finalized(head.at);
         *self.head.write() = head;
         self.remember(state_height, self.db.snapshot(revision)?);
         for height in state_height + 1..=log_height {
@@ -197,7 +203,7 @@ impl Chain {
                 ChainError::Inconsistent(format!("finalized block at height {height} is missing"))
             })?;
             let started = Instant::now();
-            let out = self.execute(&block)?;
+            let out = self.execute(self.head.read().at.revision, &block)?;
             if out.state_root != entry.state_root {
                 return Err(ChainError::Inconsistent(format!(
                     "re-executing height {height} gives a different state"
@@ -218,8 +224,8 @@ impl Chain {
         }
     }
 
-    fn execute(&self, block: &Block) -> Result<BlockOutput, ChainError> {
-        let parent = self.head.read().revision;
+    /// Executes `block` on `parent`.
+    fn execute(&self, parent: RevisionId, block: &Block) -> Result<BlockOutput, ChainError> {
         Ok(self.executor.execute(&self.db, parent, block)?)
     }
 
@@ -232,14 +238,13 @@ impl Chain {
     ) -> Result<Snapshot, ChainError> {
         self.db.finalize(out.revision)?;
         let snapshot = self.db.snapshot(out.revision)?;
-        let point = {
-            let mut head = self.head.write();
-            head.height = block.header.height;
-            head.hash = block.hash();
-            head.revision = out.revision;
-            head.final_point()
+        let at = Final {
+            height: block.header.height,
+            hash: block.hash(),
+            revision: out.revision,
         };
-        self.speculator.finalized(point);
+        self.head.write().at = at;
+        self.speculator.finalized(at);
         self.remember(block.header.height, snapshot.clone());
         self.metrics
             .record_block(block.txs.len(), started.elapsed());
@@ -247,10 +252,11 @@ impl Chain {
     }
 
     fn finalize_block(&self, block: &Block) -> Result<(), ChainError> {
-        let (height, hash) = {
-            let head = self.head.read();
-            (head.height, head.hash)
-        };
+        let Final {
+            height,
+            hash,
+            revision,
+        } = self.head.read().at;
         if block.header.height != height + 1 || block.header.parent != hash {
             return Err(ChainError::Inconsistent(format!(
                 "block {} at height {} does not extend the finalized head {hash} at {height}",
@@ -259,10 +265,9 @@ impl Chain {
             )));
         }
         let started = Instant::now();
-        let parent = self.head.read().revision;
-        let out = match self.speculator.take(&block.hash(), parent) {
+        let out = match self.speculator.take(&block.hash(), revision) {
             Some(out) => out,
-            None => self.execute(block)?,
+            None => self.execute(revision, block)?,
         };
         // The log records the finalization before the state moves (see the store's docs).
         self.store
@@ -367,7 +372,7 @@ impl Chain {
 
     /// The finalized height.
     pub fn finalized_height(&self) -> u64 {
-        self.head.read().height
+        self.head.read().at.height
     }
 
     /// Finalized blocks whose early, speculative execution was used.
@@ -423,7 +428,7 @@ impl Chain {
 
     /// The finalized head's hash.
     pub fn finalized_hash(&self) -> Hash {
-        self.head.read().hash
+        self.head.read().at.hash
     }
 }
 
@@ -558,7 +563,7 @@ mod tests {
         Ledger::finalize(&chain, &b2).expect("finalize");
         assert_eq!(chain.speculative_hits(), 2);
         assert_eq!(chain.state_root(), reference_root(&[&b1, &b2]));
-        assert_eq!(chain.db.retained(), vec![chain.head.read().revision]);
+        assert_eq!(chain.db.retained(), vec![chain.head.read().at.revision]);
     }
 
     #[test]
@@ -582,7 +587,7 @@ mod tests {
         assert!(!chain.speculator.has_result(&loser.hash()));
         assert!(!chain.speculator.has_result(&on_loser.hash()));
         chain.db.settle().expect("settle");
-        assert_eq!(chain.db.retained(), vec![chain.head.read().revision]);
+        assert_eq!(chain.db.retained(), vec![chain.head.read().at.revision]);
         // A block on the winner is still executed early, on the new head.
         let next = child(&chain, &winner, 0, 0, 3);
         chain.store_block(&next).expect("store");
@@ -590,5 +595,36 @@ mod tests {
         Ledger::finalize(&chain, &next).expect("finalize");
         assert_eq!(chain.speculative_hits(), 2);
         assert_eq!(chain.state_root(), reference_root(&[&winner, &next]));
+    }
+
+    #[test]
+    fn blocks_out_of_reach_are_not_executed_early_and_a_stray_finalization_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = open(&dir);
+        let genesis = chain.genesis().clone();
+        let mut stranger = genesis.clone();
+        stranger.header.timestamp_ms += 7;
+        let orphan = child(&chain, &stranger, 0, 0, 5);
+        let mut far = child(&chain, &genesis, 0, 0, 5);
+        far.header.height = 1 + crate::speculate::MAX_AHEAD + 1;
+        let good = child(&chain, &genesis, 1, 0, 2);
+        for block in [&orphan, &far, &good] {
+            chain.store_block(block).expect("store");
+        }
+        // One thread takes offers in order: once the good block has a result, the others were
+        // seen and passed over.
+        wait_for_result(&chain, &good);
+        assert!(!chain.speculator.has_result(&orphan.hash()));
+        assert!(!chain.speculator.has_result(&far.hash()));
+
+        let root = chain.state_root();
+        let error = Ledger::finalize(&chain, &orphan).expect_err("does not extend the head");
+        assert!(
+            error.0.contains("does not extend the finalized head"),
+            "{error}"
+        );
+        assert_eq!((chain.finalized_height(), chain.state_root()), (0, root));
+        Ledger::finalize(&chain, &good).expect("finalize");
+        assert_eq!(chain.speculative_hits(), 1);
     }
 }

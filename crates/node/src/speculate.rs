@@ -33,7 +33,7 @@ const QUEUE: usize = 16;
 /// Speculative results kept, at most.
 const MAX_RESULTS: usize = 64;
 /// How far above the finalized head a block may be and still be executed early.
-const MAX_AHEAD: u64 = 8;
+pub(crate) const MAX_AHEAD: u64 = 8;
 
 /// The finalized head, as the speculator needs it: which state a child of it executes on.
 #[derive(Debug, Clone, Copy)]
