@@ -117,7 +117,7 @@ fn default_memory_budget() -> u64 {
 }
 
 /// Estimated resident bytes per key of a fully loaded trie (leaf, its share of branches).
-const RESIDENT_BYTES_PER_KEY: u64 = 330;
+const RESIDENT_BYTES_PER_KEY: u64 = 280;
 /// Estimated resident bytes per branch node (17 inline child slots).
 const RESIDENT_BYTES_PER_BRANCH: u64 = 420;
 
@@ -199,9 +199,9 @@ impl Drop for Snapshot {
     /// thousands per block. They are freed on the background thread, not on the thread that
     /// happened to let go last.
     fn drop(&mut self) {
-        if let Some(Node::Branch(_, root)) = &self.root {
+        if let Some(Node::Branch(_, _, root)) = &self.root {
             // Nothing can take a new reference to the root while this is the only one.
-            if Arc::strong_count(root) == 1 {
+            if root.is_unique() {
                 self.freer.drop_later(self.root.take());
             }
         }

@@ -4,8 +4,13 @@
 //! and never rewritten. A node's location is the offset of its record (so 0 never is one).
 //! Payloads:
 //! - leaf: `0x01 ‖ key length u16 ‖ key ‖ value`;
-//! - branch: `0x02 ‖ pos u16 ‖ mask u32 ‖ prefix length u16 ‖ prefix ‖ per child: location u64,
-//!   hash [32]`.
+//! - branch: `0x02 ‖ pos u16 ‖ mask u32 ‖ inline mask u32 ‖ prefix length u16 ‖ prefix`, then
+//!   per occupied slot, in slot order:
+//!   - an inline leaf: `key length u8 ‖ value length u8 ‖ key ‖ value`;
+//!   - a child node: `location u64 ‖ hash [32]`.
+//!
+//! Inline leaves are stored in their branch's record, without their hashes: loading the branch
+//! recomputes them, and the branch's own hash check covers them.
 //!
 //! Records carry no checksum of their own: every node is reached from its parent, which holds the
 //! child's hash, and a loaded node is rehashed and compared with it, so damage anywhere is caught
@@ -15,15 +20,14 @@
 //! yet, syncs once, and only then records the new locations in the nodes, so a location is never
 //! visible before its bytes are readable.
 
-use crate::trie::{Hash32, Node};
+use crate::trie::{Child, Hash32, Inline, Node, Slot, Slots};
 use crate::{Bytes, Error};
-use smallvec::SmallVec;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"PGNODES1";
+const MAGIC: &[u8; 8] = b"PGNODES2";
 const NODES_FILE: &str = "state.nodes";
 /// Bytes read speculatively per load: a whole branch or a small leaf in one system call.
 const FIRST_READ: usize = 1024;
@@ -213,28 +217,51 @@ impl Appender<'_> {
                 self.record(len, &[&[1], &leaf.key_len.to_le_bytes(), &leaf.data])?;
                 len
             }
-            Node::Branch(_, b) => {
-                // Read every child's location first, with independent loads, so the misses
+            Node::Branch(_, _, b) => {
+                // Read every child node's location first, with independent loads, so the misses
                 // overlap; then write the children that are not in the file yet.
-                let mut locs: SmallVec<[u64; 17]> = b.iter().map(Node::location).collect();
-                for (child, loc) in b.iter().zip(locs.iter_mut()) {
-                    if *loc == 0 {
-                        *loc = self.persist(child)?;
+                let mut locs: [u64; 17] = [0; 17];
+                for (slot, child) in b.children.iter().enumerate() {
+                    if let Some(child) = child {
+                        locs[slot] = child.location();
                     }
                 }
-                let len = 1 + 2 + 4 + 2 + b.prefix.len() + locs.len() * (8 + 32);
+                for (slot, child) in b.children.iter().enumerate() {
+                    if let Some(child) = child.as_ref().filter(|_| locs[slot] == 0) {
+                        locs[slot] = self.persist(child)?;
+                    }
+                }
+                let slots_len: usize = b
+                    .slots()
+                    .map(|(_, child)| match child {
+                        Slot::Node(_) => 8 + 32,
+                        Slot::Inline(leaf) => 2 + leaf.entry().0.len() + leaf.entry().1.len(),
+                    })
+                    .sum();
+                let len = 1 + 2 + 4 + 4 + 2 + b.prefix.len() + slots_len;
                 let prefix_len = (b.prefix.len() as u16).to_le_bytes();
-                let header: [&[u8]; 5] = [
+                let header: [&[u8]; 6] = [
                     &[2],
                     &b.pos.to_le_bytes(),
                     &b.mask.to_le_bytes(),
+                    &b.inline_mask.to_le_bytes(),
                     &prefix_len,
                     &b.prefix,
                 ];
                 self.record(len, &header)?;
-                for (child, loc) in b.iter().zip(locs) {
-                    self.write(&loc.to_le_bytes())?;
-                    self.write(child.hash())?;
+                for (slot, child) in b.slots() {
+                    match child {
+                        Slot::Node(node) => {
+                            self.write(&locs[slot].to_le_bytes())?;
+                            self.write(node.hash())?;
+                        }
+                        Slot::Inline(leaf) => {
+                            let (key, value) = leaf.entry();
+                            self.write(&[key.len() as u8, value.len() as u8])?;
+                            self.write(key)?;
+                            self.write(value)?;
+                        }
+                    }
                 }
                 len
             }
@@ -273,6 +300,12 @@ impl<'a> Cursor<'a> {
             self.take(2)?.try_into().expect("2 bytes"),
         ))
     }
+
+    fn u32(&mut self) -> Result<u32, Error> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
 }
 
 fn decode(payload: &[u8], loc: u64) -> Result<Node, Error> {
@@ -287,24 +320,31 @@ fn decode(payload: &[u8], loc: u64) -> Result<Node, Error> {
         }
         2 => {
             let pos = cur.u16()?;
-            let mask = u32::from_le_bytes(cur.take(4)?.try_into().expect("4 bytes"));
+            let mask = cur.u32()?;
+            let inline_mask = cur.u32()?;
             let prefix_len = cur.u16()? as usize;
             let prefix = Bytes::from_slice(cur.take(prefix_len)?);
-            if mask >> 17 != 0 || mask.count_ones() < 2 {
+            if mask >> 17 != 0 || mask.count_ones() < 2 || inline_mask & !mask != 0 {
                 return Err(corrupt("branch with an invalid slot mask"));
             }
-            let mut children: [Option<Node>; 17] = Default::default();
-            for (slot, child) in children.iter_mut().enumerate() {
-                if mask & (1 << slot) != 0 {
+            let mut slots = Slots::new();
+            for slot in (0..17).filter(|s| mask & (1 << s) != 0) {
+                if inline_mask & (1 << slot) != 0 {
+                    let lens = cur.take(2)?;
+                    let key = cur.take(usize::from(lens[0]))?;
+                    let value = cur.take(usize::from(lens[1]))?;
+                    let leaf = Inline::new(key, value).ok_or(corrupt("inline leaf too long"))?;
+                    slots.push((slot, Child::Inline(leaf)));
+                } else {
                     let loc = u64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
                     let hash: Hash32 = cur.take(32)?.try_into().expect("32 bytes");
-                    *child = Some(Node::stub(hash, loc));
+                    slots.push((slot, Child::Node(Node::stub(hash, loc))));
                 }
             }
             if !cur.0.is_empty() {
                 return Err(corrupt("branch record has trailing bytes"));
             }
-            Ok(Node::decoded_branch(pos, mask, prefix, children, loc))
+            Ok(Node::decoded_branch(pos, prefix, &slots, loc))
         }
         _ => Err(corrupt("node record of unknown kind")),
     }

@@ -17,7 +17,7 @@
 //! is bound by the leaf, which hashes the whole key, and absence follows from the slots alone.
 
 use crate::nodes::NodeFile;
-use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Node};
+use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Node, Slot};
 use crate::Error;
 
 /// One branch on a key's path.
@@ -143,30 +143,22 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<
     let mut steps = Vec::new();
     loop {
         let next = match &node {
-            Node::Leaf(leaf) => {
-                let (k, value) = leaf.entry();
-                let end = End::Leaf {
-                    key: k.to_vec(),
-                    value: value.to_vec(),
-                };
-                return Ok(Proof { steps, end });
-            }
-            Node::Branch(_, b) => {
+            Node::Leaf(leaf) => return Ok(leaf_proof(steps, leaf.entry())),
+            Node::Branch(_, _, b) => {
                 let slot = nibble(key, usize::from(b.pos));
                 let siblings = b
-                    .children
-                    .iter()
-                    .enumerate()
+                    .slots()
                     .filter(|(s, _)| *s != slot)
-                    .filter_map(|(_, child)| child.as_ref().map(|c| *c.hash()))
+                    .map(|(_, child)| *child.hash())
                     .collect();
                 steps.push(Step {
                     pos: b.pos,
                     mask: b.mask,
                     siblings,
                 });
-                match &b.children[slot] {
-                    Some(child) => trie::resolve(child, file)?,
+                match b.slot(slot) {
+                    Some(Slot::Node(child)) => trie::resolve(child, file)?,
+                    Some(Slot::Inline(leaf)) => return Ok(leaf_proof(steps, leaf.entry())),
                     None => {
                         return Ok(Proof {
                             steps,
@@ -179,4 +171,13 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<
         };
         node = next;
     }
+}
+
+/// A proof whose path ends at the leaf holding `key` and `value`.
+fn leaf_proof(steps: Vec<Step>, (key, value): (&[u8], &[u8])) -> Proof {
+    let end = End::Leaf {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    };
+    Proof { steps, end }
 }

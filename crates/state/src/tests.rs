@@ -135,7 +135,8 @@ fn random_writes(
             ws.delete(key.clone()).expect("delete");
             next.remove(&key);
         } else {
-            let value = vec![rng.gen(); rng.gen_range(0..40)];
+            // Up to 56 bytes: some leaves live inline in their branch, some on their own.
+            let value = vec![rng.gen(); rng.gen_range(0..57)];
             ws.put(key.clone(), value.clone()).expect("put");
             next.insert(key, value);
         }
@@ -293,10 +294,18 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
         db.snapshot(first).expect("a"),
         db.snapshot(first).expect("b"),
     );
-    let Some(Node::Branch(_, root)) = &early.root else {
+    let Some(Node::Branch(_, _, root)) = &early.root else {
         panic!("3,000 keys make a branch root");
     };
-    let root = Arc::downgrade(root);
+    // A node only the first tree holds: its count falls to one when that tree is freed.
+    let child = root
+        .children
+        .iter()
+        .flatten()
+        .next()
+        .expect("a child node")
+        .clone();
+    assert_eq!(child.strong_count(), 2);
     let second = commit_keys(first, 2);
     db.finalize(second).expect("finalize");
     // Another thread lets go first; the tree lives on in the other snapshot.
@@ -306,7 +315,7 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
     assert_eq!(late.get(&7u32.to_be_bytes()).as_deref(), Some(&[1u8][..]));
     drop(late);
     db.settle().expect("settle");
-    assert!(root.upgrade().is_none(), "the pruned tree was freed");
+    assert_eq!(child.strong_count(), 1, "the pruned tree was freed");
 
     let third = commit_keys(second, 3);
     let kept = db.snapshot(third).expect("snapshot");

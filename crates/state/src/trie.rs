@@ -3,11 +3,21 @@
 //! # Shape
 //! Keys are read as nibbles (half-bytes). A key's nibble at position `i` is encoded as `1 + nibble`,
 //! and every key ends with a terminator nibble `0`, so a key that is a prefix of another sorts and
-//! branches first. A [`Kind::Branch`] splits on the nibble at position `pos`, the first position
-//! where its keys differ, into up to 17 children (slot 0: the key that ends exactly there). A
-//! [`Kind::Leaf`] holds a whole key and its value. The trie is path-compressed: a branch has at
-//! least two children, so its depth is bounded by the number of keys and by the key length, and the
-//! shape is a function of the key set alone, whatever the order of writes.
+//! branches first. A [`Node::Branch`] splits on the nibble at position `pos`, the first position
+//! where its keys differ, into up to 17 children (slot 0: the key that ends exactly there). A leaf
+//! holds a whole key and its value. The trie is path-compressed: a branch has at least two
+//! children, so its depth is bounded by the number of keys and by the key length, and the shape is
+//! a function of the key set alone, whatever the order of writes.
+//!
+//! # Inline leaves
+//! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
+//! allocation, after the branch's fixed part ([`Inline`]): it has no allocation, reference count
+//! or cache miss of its own. Copying a branch copies its inline leaves with the branch, and
+//! freeing one touches none of them, so the bottom level of the trie (where most leaves hang)
+//! costs no child loads to copy or free. The parent's handle carries the mask of inline slots, so
+//! a lookup computes the address of the leaf it wants before the branch arrives. Bigger leaves,
+//! and a lone key at the root, are [`Node::Leaf`]s. Where a leaf lives changes nothing in the
+//! commitment.
 //!
 //! # Sharing
 //! Nodes are immutable and reference-counted. A commit copies only the nodes on the paths it
@@ -26,7 +36,7 @@
 //! whole key, so a verifier checks the key's nibble at each `pos` against the slot taken.
 //!
 //! # On disk
-//! A [`Kind::Stub`] stands for a node that lives only in the node file: it has the node's hash and
+//! A [`Node::Stub`] stands for a node that lives only in the node file: it has the node's hash and
 //! location, and is loaded on demand (see [`crate::nodes`]). Loaded nodes are not cached in the
 //! trie: the trie stays immutable, and the operating system's page cache keeps the hot pages.
 
@@ -38,6 +48,7 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
+use triomphe::ThinArc;
 
 /// A node hash.
 pub type Hash32 = [u8; 32];
@@ -52,19 +63,163 @@ const PARALLEL_MIN_WRITES: usize = 2048;
 /// A trie node: a cheap, cloneable handle to an immutable leaf, branch or stub.
 #[derive(Clone)]
 pub enum Node {
-    /// A key and its value.
+    /// A key and its value, too big to live inline in a branch (or alone at the root).
     Leaf(Arc<Leaf>),
-    /// A split on one nibble, with the branch's `pos` beside the pointer (in what would be the
-    /// enum's padding), so a lookup picks the child's slot before the branch is loaded and pays
-    /// one cache miss per level instead of two.
-    Branch(u16, Arc<Branch>),
+    /// A split on one nibble. The branch's `pos` and the slots of its inline leaves sit beside
+    /// the pointer (in what would be the enum's padding), so a lookup picks the child's slot,
+    /// and the address of an inline leaf, before the branch is loaded: one cache miss per level.
+    Branch(u16, u32, Branch),
     /// A node that is only in the node file.
     Stub(Arc<Stub>),
 }
 
-// A child slot is a tag, a branch's `pos` and a pointer in two words: the trie's memory and the
-// read path's one-miss-per-level both depend on it.
+// A child slot is a tag, a branch's `pos` and inline mask, and a pointer in two words: the
+// trie's memory and the read path's one-miss-per-level both depend on it.
 const _: () = assert!(std::mem::size_of::<Option<Node>>() == 16);
+
+/// Key and value bytes an [`Inline`] leaf holds at most: account keys (21 bytes) with their
+/// records (24) fit.
+pub(crate) const INLINE_BYTES: usize = 46;
+
+/// A leaf that lives inside its parent branch: no allocation, reference count or cache miss of
+/// its own. It is `Copy`, so copying a branch copies its inline leaves in one `memcpy`, and
+/// freeing a branch touches none of them.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub struct Inline {
+    hash: Hash32,
+    key_len: u8,
+    len: u8,
+    data: [u8; INLINE_BYTES],
+}
+
+const _: () = assert!(std::mem::size_of::<Inline>() == 80);
+
+impl Inline {
+    /// The leaf for `key` and `value`, hashed, if they fit inline.
+    pub(crate) fn new(key: &[u8], value: &[u8]) -> Option<Inline> {
+        Self::with_hash(key, value, None)
+    }
+
+    fn with_hash(key: &[u8], value: &[u8], hash: Option<Hash32>) -> Option<Inline> {
+        let len = key.len() + value.len();
+        if len > INLINE_BYTES {
+            return None;
+        }
+        let mut data = [0u8; INLINE_BYTES];
+        data[..key.len()].copy_from_slice(key);
+        data[key.len()..len].copy_from_slice(value);
+        Some(Inline {
+            hash: hash.unwrap_or_else(|| leaf_hash(key, value)),
+            key_len: key.len() as u8,
+            len: len as u8,
+            data,
+        })
+    }
+
+    /// The key and the value.
+    pub(crate) fn entry(&self) -> (&[u8], &[u8]) {
+        self.data[..usize::from(self.len)].split_at(usize::from(self.key_len))
+    }
+}
+
+/// What a branch slot holds, owned: a node, or a leaf inline.
+#[derive(Clone)]
+pub(crate) enum Child {
+    Node(Node),
+    Inline(Inline),
+}
+
+/// What a branch slot holds, borrowed.
+#[derive(Clone, Copy)]
+pub(crate) enum Slot<'a> {
+    Node(&'a Node),
+    Inline(&'a Inline),
+}
+
+impl Child {
+    /// A leaf: inline when it fits.
+    pub(crate) fn leaf(key: &[u8], value: &[u8]) -> Child {
+        match Inline::new(key, value) {
+            Some(inline) => Child::Inline(inline),
+            None => Child::Node(Node::leaf(key, value)),
+        }
+    }
+
+    pub(crate) fn hash(&self) -> &Hash32 {
+        match self {
+            Child::Node(node) => node.hash(),
+            Child::Inline(leaf) => &leaf.hash,
+        }
+    }
+
+    /// The child as a node of its own: an inline leaf becomes a shared leaf.
+    pub(crate) fn into_node(self) -> Node {
+        match self {
+            Child::Node(node) => node,
+            Child::Inline(leaf) => {
+                let (key, value) = leaf.entry();
+                Node::leaf_with_hash(key, value, OnceLock::from(leaf.hash))
+            }
+        }
+    }
+}
+
+impl Child {
+    fn as_slot(&self) -> Slot<'_> {
+        match self {
+            Child::Node(node) => Slot::Node(node),
+            Child::Inline(leaf) => Slot::Inline(leaf),
+        }
+    }
+}
+
+/// Occupied slots and their contents, in slot order.
+pub(crate) type Slots = SmallVec<[(usize, Child); 4]>;
+
+/// An iterator whose length is known in advance, for building a branch's inline leaves in place.
+struct Exact<I> {
+    inner: I,
+    left: usize,
+}
+
+impl<I: Iterator> Exact<I> {
+    fn new(inner: I, len: usize) -> Self {
+        Self { inner, left: len }
+    }
+}
+
+impl<I: Iterator> Iterator for Exact<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Exact<I> {}
+
+impl<'a> Slot<'a> {
+    pub(crate) fn owned(self) -> Child {
+        match self {
+            Slot::Node(node) => Child::Node(node.clone()),
+            Slot::Inline(leaf) => Child::Inline(*leaf),
+        }
+    }
+
+    pub(crate) fn hash(self) -> &'a Hash32 {
+        match self {
+            Slot::Node(node) => node.hash(),
+            Slot::Inline(leaf) => &leaf.hash,
+        }
+    }
+}
 
 /// A key and its value, stored together: `data[..key_len]` is the key. Laid out in field order,
 /// so the hash sits right after the reference counts, in the line that `warm` loads.
@@ -77,13 +232,18 @@ pub struct Leaf {
     pub(crate) key_len: u16,
 }
 
-/// A split on the nibble at `pos`.
+/// A split on the nibble at `pos`: a [`BranchHead`] followed, in the same allocation, by the
+/// branch's inline leaves in slot order.
+#[derive(Clone)]
+pub struct Branch(ThinArc<BranchHead, Inline>);
+
+/// A branch's fixed part.
 ///
-/// The children sit inline, indexed by slot: finding a child is one load from the branch itself,
-/// which the processor can issue together with the load of the branch's header. Laid out in
-/// field order, so the hash sits right after the reference counts, in the line `warm` loads.
+/// Child nodes sit inline, indexed by slot: finding one is one load from the branch itself,
+/// which the processor can issue together with the load of the header. Laid out in field order,
+/// so the hash sits right after the reference count, in the line `warm` loads.
 #[repr(C)]
-pub struct Branch {
+pub struct BranchHead {
     /// Computed when the branch is built, from its children's: building is bottom-up, and the
     /// children were just read to copy them, so their hashes are in cache.
     hash: Hash32,
@@ -93,9 +253,11 @@ pub struct Branch {
     pub(crate) pos: u16,
     /// Bit `s` is set when slot `s` holds a child.
     pub(crate) mask: u32,
+    /// Bit `s` is set when slot `s` holds an inline leaf.
+    pub(crate) inline_mask: u32,
     /// The first `ceil(pos / 2)` bytes of every key below.
     pub(crate) prefix: Bytes,
-    /// The children by slot.
+    /// The child nodes by slot (`None` for an empty slot or an inline leaf).
     pub(crate) children: [Option<Node>; 17],
 }
 
@@ -112,89 +274,220 @@ impl Leaf {
     }
 }
 
-impl Drop for Branch {
-    /// Freeing a branch decrements every child's reference count: warm them all first, as a copy
-    /// does, so the misses overlap instead of queueing behind one locked instruction each.
+impl Drop for BranchHead {
+    /// Freeing a branch decrements every child node's reference count: warm them all first, as
+    /// a copy does, so the misses overlap instead of queueing behind one locked instruction
+    /// each. Inline leaves need nothing.
     fn drop(&mut self) {
         warm(self);
     }
 }
 
+impl std::ops::Deref for Branch {
+    type Target = BranchHead;
+
+    fn deref(&self) -> &BranchHead {
+        &self.0.header.header
+    }
+}
+
+/// The index of slot `slot` among the slots set in `mask` below it.
+#[inline]
+fn rank(mask: u32, slot: usize) -> usize {
+    (mask & ((1u32 << slot) - 1)).count_ones() as usize
+}
+
 impl Branch {
-    /// The children in slot order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Node> {
-        self.children.iter().flatten()
+    /// A branch from its parts: `children` holds the child nodes, `leaves` the inline leaves in
+    /// slot order, and `hash` must be the hash of what the masks say.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        pos: u16,
+        prefix: Bytes,
+        mask: u32,
+        inline_mask: u32,
+        hash: Hash32,
+        children: [Option<Node>; 17],
+        leaves: impl ExactSizeIterator<Item = Inline>,
+        loc: u64,
+    ) -> Branch {
+        let head = BranchHead {
+            hash,
+            loc: AtomicU64::new(loc),
+            pos,
+            mask,
+            inline_mask,
+            prefix,
+            children,
+        };
+        Branch(ThinArc::from_header_and_iter(head, leaves))
     }
 
-    /// A copy with other children (same slots) and the same hash and location: for trimming
-    /// and loading, which change where nodes live, never what they hold.
-    fn with_children(&self, children: [Option<Node>; 17]) -> Arc<Branch> {
-        Arc::new(Branch {
-            hash: self.hash,
-            loc: AtomicU64::new(self.loc.load(AtomicOrdering::Acquire)),
-            pos: self.pos,
-            mask: self.mask,
-            prefix: self.prefix.clone(),
+    /// A new, hashed branch over `slots` (at least two, in slot order).
+    fn from_slots(pos: u16, prefix: Bytes, slots: &[(usize, Child)], loc: u64) -> Branch {
+        let (mut mask, mut inline_mask) = (0u32, 0u32);
+        let mut children: [Option<Node>; 17] = Default::default();
+        for (slot, child) in slots {
+            mask |= 1 << slot;
+            match child {
+                Child::Node(node) => children[*slot] = Some(node.clone()),
+                Child::Inline(_) => inline_mask |= 1 << slot,
+            }
+        }
+        let hash = branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash()));
+        let leaves = slots.iter().filter_map(|(_, c)| match c {
+            Child::Inline(leaf) => Some(*leaf),
+            Child::Node(_) => None,
+        });
+        let leaves = Exact::new(leaves, inline_mask.count_ones() as usize);
+        Branch::new(pos, prefix, mask, inline_mask, hash, children, leaves, loc)
+    }
+
+    /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
+    /// most once): nothing, the one remaining child, or a new branch. Unchanged inline leaves
+    /// are copied straight from this branch into the new one.
+    fn edit(&self, changes: &[(usize, Option<Child>)]) -> Option<Child> {
+        let mut changed = [u8::MAX; 17];
+        let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
+        for (i, (slot, child)) in changes.iter().enumerate() {
+            changed[*slot] = i as u8;
+            let bit = 1u32 << slot;
+            mask &= !bit;
+            inline_mask &= !bit;
+            match child {
+                None => {}
+                Some(Child::Node(_)) => mask |= bit,
+                Some(Child::Inline(_)) => {
+                    mask |= bit;
+                    inline_mask |= bit;
+                }
+            }
+        }
+        let content = |slot: usize| match changed[slot] {
+            u8::MAX => self.slot(slot),
+            i => changes[usize::from(i)].1.as_ref().map(Child::as_slot),
+        };
+        let occupied = move || (0..17).filter(move |s| mask & (1 << s) != 0);
+        match mask.count_ones() {
+            0 => return None,
+            1 => return occupied().next().and_then(content).map(Slot::owned),
+            _ => {}
+        }
+        let hash = branch_hash_of(
+            self.pos,
+            mask,
+            occupied().map(|s| content(s).expect("an occupied slot").hash()),
+        );
+        let mut children = self.children.clone();
+        for (slot, child) in changes {
+            children[*slot] = match child {
+                Some(Child::Node(node)) => Some(node.clone()),
+                _ => None,
+            };
+        }
+        let leaves = occupied()
+            .filter(|s| inline_mask & (1 << s) != 0)
+            .map(|s| match content(s) {
+                Some(Slot::Inline(leaf)) => *leaf,
+                _ => unreachable!("the inline mask marks inline leaves"),
+            });
+        let leaves = Exact::new(leaves, inline_mask.count_ones() as usize);
+        let prefix = self.prefix.clone();
+        let branch = Branch::new(
+            self.pos,
+            prefix,
+            mask,
+            inline_mask,
+            hash,
             children,
-        })
+            leaves,
+            0,
+        );
+        Some(Child::Node(branch.into_node()))
+    }
+
+    /// The handle a parent holds.
+    fn into_node(self) -> Node {
+        Node::Branch(self.pos, self.inline_mask, self)
+    }
+
+    /// The inline leaves, in slot order.
+    fn leaves(&self) -> &[Inline] {
+        &self.0.slice
+    }
+
+    /// What slot `slot` holds.
+    #[inline]
+    pub(crate) fn slot(&self, slot: usize) -> Option<Slot<'_>> {
+        if self.inline_mask & (1 << slot) != 0 {
+            Some(Slot::Inline(&self.leaves()[rank(self.inline_mask, slot)]))
+        } else {
+            self.children[slot].as_ref().map(Slot::Node)
+        }
+    }
+
+    /// Every occupied slot, in slot order.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (usize, Slot<'_>)> {
+        (0..17).filter_map(move |s| self.slot(s).map(|c| (s, c)))
+    }
+
+    /// A copy with other child nodes (same slots), the same inline leaves, hash and location:
+    /// for trimming and loading, which change where nodes live, never what they hold.
+    fn with_children(&self, children: [Option<Node>; 17]) -> Branch {
+        Branch::new(
+            self.pos,
+            self.prefix.clone(),
+            self.mask,
+            self.inline_mask,
+            self.hash,
+            children,
+            self.leaves().iter().copied(),
+            self.loc.load(AtomicOrdering::Acquire),
+        )
+    }
+
+    fn strong_count(&self) -> usize {
+        ThinArc::strong_count(&self.0)
+    }
+
+    /// Whether this is the only handle to the branch: dropping it frees the branch.
+    pub(crate) fn is_unique(&self) -> bool {
+        self.strong_count() == 1
+    }
+
+    fn ptr_eq(&self, other: &Branch) -> bool {
+        self.0.heap_ptr() == other.0.heap_ptr()
     }
 }
 
 impl Node {
     pub(crate) fn leaf(key: &[u8], value: &[u8]) -> Node {
+        Self::leaf_with_hash(key, value, OnceLock::new())
+    }
+
+    fn leaf_with_hash(key: &[u8], value: &[u8], hash: OnceLock<Hash32>) -> Node {
         let mut data = SmallVec::with_capacity(key.len() + value.len());
         data.extend_from_slice(key);
         data.extend_from_slice(value);
         Node::Leaf(Arc::new(Leaf {
-            hash: OnceLock::new(),
+            hash,
             loc: AtomicU64::new(0),
             data,
             key_len: key.len() as u16,
         }))
     }
 
-    pub(crate) fn branch(pos: usize, prefix: &[u8], slots: Vec<(usize, Node)>) -> Node {
-        let mut mask = 0u32;
-        let mut children: [Option<Node>; 17] = Default::default();
-        for (slot, child) in slots {
-            mask |= 1 << slot;
-            children[slot] = Some(child);
-        }
-        Node::new_branch(pos, prefix, mask, children)
-    }
-
-    /// A new, hashed, unpersisted branch.
-    fn new_branch(pos: usize, prefix: &[u8], mask: u32, children: [Option<Node>; 17]) -> Node {
-        let hash = branch_hash(pos as u16, mask, children.iter().flatten());
-        Node::Branch(
-            pos as u16,
-            Arc::new(Branch {
-                hash,
-                loc: AtomicU64::new(0),
-                pos: pos as u16,
-                mask,
-                prefix: Bytes::from_slice(&prefix[..pos.div_ceil(2)]),
-                children,
-            }),
-        )
-    }
-
-    /// The canonical subtree over `children` at a split on `pos`: none, the single child, or a
-    /// branch.
-    pub(crate) fn from_children(
-        pos: usize,
-        prefix: &[u8],
-        mut children: [Option<Node>; 17],
-    ) -> Option<Node> {
-        let mask = children
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_some())
-            .fold(0u32, |mask, (slot, _)| mask | 1 << slot);
-        match mask.count_ones() {
+    /// The canonical subtree over `slots` (in slot order) at a split on `pos`: none, the single
+    /// child, or a new branch.
+    pub(crate) fn from_children(pos: usize, prefix: &[u8], mut slots: Slots) -> Option<Child> {
+        match slots.len() {
             0 => None,
-            1 => children[mask.trailing_zeros() as usize].take(),
-            _ => Some(Node::new_branch(pos, prefix, mask, children)),
+            1 => slots.pop().map(|(_, child)| child),
+            _ => {
+                let prefix = Bytes::from_slice(&prefix[..pos.div_ceil(2)]);
+                let branch = Branch::from_slots(pos as u16, prefix, &slots, 0);
+                Some(Child::Node(branch.into_node()))
+            }
         }
     }
 
@@ -210,23 +503,11 @@ impl Node {
 
     pub(crate) fn decoded_branch(
         pos: u16,
-        mask: u32,
         prefix: Bytes,
-        children: [Option<Node>; 17],
+        slots: &[(usize, Child)],
         loc: u64,
     ) -> Node {
-        let hash = branch_hash(pos, mask, children.iter().flatten());
-        Node::Branch(
-            pos,
-            Arc::new(Branch {
-                hash,
-                loc: AtomicU64::new(loc),
-                pos,
-                mask,
-                prefix,
-                children,
-            }),
-        )
+        Branch::from_slots(pos, prefix, slots, loc).into_node()
     }
 
     pub(crate) fn stub(hash: Hash32, loc: u64) -> Node {
@@ -241,7 +522,7 @@ impl Node {
                 let (key, value) = leaf.entry();
                 leaf_hash(key, value)
             }),
-            Node::Branch(_, b) => &b.hash,
+            Node::Branch(_, _, b) => &b.hash,
             Node::Stub(stub) => &stub.hash,
         }
     }
@@ -250,7 +531,7 @@ impl Node {
     pub(crate) fn location(&self) -> u64 {
         match self {
             Node::Leaf(leaf) => leaf.loc.load(AtomicOrdering::Acquire),
-            Node::Branch(_, b) => b.loc.load(AtomicOrdering::Acquire),
+            Node::Branch(_, _, b) => b.loc.load(AtomicOrdering::Acquire),
             Node::Stub(stub) => stub.loc,
         }
     }
@@ -259,16 +540,22 @@ impl Node {
     pub(crate) fn set_location(&self, loc: u64) {
         match self {
             Node::Leaf(leaf) => leaf.loc.store(loc, AtomicOrdering::Release),
-            Node::Branch(_, b) => b.loc.store(loc, AtomicOrdering::Release),
+            Node::Branch(_, _, b) => b.loc.store(loc, AtomicOrdering::Release),
             Node::Stub(_) => {}
         }
+    }
+
+    /// How many handles point to this node.
+    #[cfg(test)]
+    pub(crate) fn strong_count(&self) -> usize {
+        self.touch()
     }
 
     /// Reads the reference count: a plain load that brings the node's first line into cache.
     fn touch(&self) -> usize {
         match self {
             Node::Leaf(leaf) => Arc::strong_count(leaf),
-            Node::Branch(_, b) => Arc::strong_count(b),
+            Node::Branch(_, _, b) => b.strong_count(),
             Node::Stub(stub) => Arc::strong_count(stub),
         }
     }
@@ -276,7 +563,7 @@ impl Node {
     fn ptr_eq(&self, other: &Node) -> bool {
         match (self, other) {
             (Node::Leaf(a), Node::Leaf(b)) => Arc::ptr_eq(a, b),
-            (Node::Branch(_, a), Node::Branch(_, b)) => Arc::ptr_eq(a, b),
+            (Node::Branch(_, _, a), Node::Branch(_, _, b)) => a.ptr_eq(b),
             (Node::Stub(a), Node::Stub(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -291,11 +578,6 @@ pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash32 {
     hasher.update(key);
     hasher.update(value);
     *hasher.finalize().as_bytes()
-}
-
-/// The hash of a branch from its children, in slot order.
-pub fn branch_hash<'a>(pos: u16, mask: u32, children: impl Iterator<Item = &'a Node>) -> Hash32 {
-    branch_hash_of(pos, mask, children.map(Node::hash))
 }
 
 /// The hash of a branch from its children's hashes, in slot order (at most 17).
@@ -354,20 +636,30 @@ pub(crate) struct Ctx<'a> {
 pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option<Bytes>, Error> {
     loop {
         match node {
-            Node::Leaf(leaf) => {
-                let (k, v) = leaf.entry();
-                return Ok((k == key).then(|| Bytes::from_slice(v)));
+            Node::Leaf(leaf) => return Ok(value_if(leaf.entry(), key)),
+            Node::Branch(pos, inline_mask, b) => {
+                let slot = nibble(key, *pos as usize);
+                if inline_mask & (1 << slot) != 0 {
+                    // The rank comes from the handle, so this load issues before the branch's
+                    // header arrives.
+                    let leaf = &b.leaves()[rank(*inline_mask, slot)];
+                    return Ok(value_if(leaf.entry(), key));
+                }
+                match &b.children[slot] {
+                    Some(child) => node = child,
+                    None => return Ok(None),
+                }
             }
-            Node::Branch(pos, b) => match &b.children[nibble(key, *pos as usize)] {
-                Some(child) => node = child,
-                None => return Ok(None),
-            },
             Node::Stub(stub) => {
                 let loaded = file.load(stub.loc, &stub.hash)?;
                 return get(&loaded, key, file);
             }
         }
     }
+}
+
+fn value_if((k, v): (&[u8], &[u8]), key: &[u8]) -> Option<Bytes> {
+    (k == key).then(|| Bytes::from_slice(v))
 }
 
 /// `node` itself, or the node its stub stands for.
@@ -379,10 +671,30 @@ pub(crate) fn resolve(node: &Node, file: &NodeFile) -> Result<Node, Error> {
 }
 
 /// A subtree and the change in its key count.
-type Applied = (Option<Node>, i64);
+type Applied = (Option<Child>, i64);
 
-/// Applies `writes` (sorted by key, unique, non-empty) to the subtree at `node`.
-pub(crate) fn apply(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applied, Error> {
+/// Applies `writes` (sorted by key, unique, non-empty) to the tree at `root`: the new root and
+/// the change in the key count.
+pub(crate) fn apply(
+    ctx: Ctx,
+    root: Option<&Node>,
+    writes: &[Change],
+) -> Result<(Option<Node>, i64), Error> {
+    let (root, added) = apply_node(ctx, root, writes)?;
+    Ok((root.map(Child::into_node), added))
+}
+
+/// Applies `writes` to the subtree in one slot.
+fn apply_slot(ctx: Ctx, slot: Option<Slot>, writes: &[Change]) -> Result<Applied, Error> {
+    match slot {
+        None => apply_node(ctx, None, writes),
+        Some(Slot::Node(node)) => apply_node(ctx, Some(node), writes),
+        Some(Slot::Inline(leaf)) => Ok(apply_leaf(ctx, Child::Inline(*leaf), leaf.entry(), writes)),
+    }
+}
+
+/// Applies `writes` to the subtree at `node`.
+fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applied, Error> {
     let Some(node) = node else {
         let puts: Vec<Entry> = writes
             .iter()
@@ -392,8 +704,13 @@ pub(crate) fn apply(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<
         return Ok((build(ctx, &puts), added));
     };
     match node {
-        Node::Leaf(leaf) => Ok(apply_leaf(ctx, node, leaf, writes)),
-        Node::Branch(_, b) => {
+        Node::Leaf(leaf) => Ok(apply_leaf(
+            ctx,
+            Child::Node(node.clone()),
+            leaf.entry(),
+            writes,
+        )),
+        Node::Branch(_, _, b) => {
             let pos = b.pos as usize;
             let (first, last) = (&writes[0].0, &writes[writes.len() - 1].0);
             // Sorted writes: every write shares at least what the first and last share.
@@ -408,32 +725,34 @@ pub(crate) fn apply(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<
         }
         Node::Stub(stub) => {
             let loaded = ctx.file.load(stub.loc, &stub.hash)?;
-            apply(ctx, Some(&loaded), writes)
+            apply_node(ctx, Some(&loaded), writes)
         }
     }
 }
 
-fn apply_leaf(ctx: Ctx, node: &Node, leaf: &Leaf, writes: &[Change]) -> Applied {
-    let (key, value) = leaf.entry();
+/// Applies `writes` to a one-key subtree: `leaf`, which holds `key` and `value`.
+fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> Applied {
     if let [(k, new)] = writes {
         if k.as_slice() == key {
             return match new {
-                Some(new) if new.as_slice() == value => (Some(node.clone()), 0),
-                Some(new) => (Some(Node::leaf(key, new)), 0),
+                Some(new) if new.as_slice() == value => (Some(leaf), 0),
+                Some(new) => (Some(Child::leaf(key, new)), 0),
                 None => (None, -1),
             };
         }
         // The common insert: one new key beside this leaf, under a new two-way branch.
         return match new {
-            None => (Some(node.clone()), 0),
+            None => (Some(leaf), 0),
             Some(new) => {
                 let pos = common_nibbles(key, k);
-                let fresh = Node::leaf(k, new);
-                let (old_slot, new_slot) = (nibble(key, pos), nibble(k, pos));
-                let mut children: [Option<Node>; 17] = Default::default();
-                children[old_slot] = Some(node.clone());
-                children[new_slot] = Some(fresh);
-                (Node::from_children(pos, key, children), 1)
+                let old = (nibble(key, pos), leaf.clone());
+                let new = (nibble(k, pos), Child::leaf(k, new));
+                let slots = if old.0 < new.0 {
+                    [old, new]
+                } else {
+                    [new, old]
+                };
+                (Node::from_children(pos, key, Slots::from_iter(slots)), 1)
             }
         };
     }
@@ -461,32 +780,48 @@ fn apply_leaf(ctx: Ctx, node: &Node, leaf: &Leaf, writes: &[Change]) -> Applied 
 fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Error> {
     let pos = b.pos as usize;
     warm(b);
-    let mut children = b.children.clone();
+    warm_leaves(b);
+    let mut changes: SmallVec<[(usize, Option<Child>); 4]> = SmallVec::new();
     let mut added = 0;
     if let [(key, _)] = writes {
         // The common deep case: one write, one child to rebuild.
         let slot = nibble(key, pos);
-        let (child, delta) = apply(ctx, b.children[slot].as_ref(), writes)?;
-        children[slot] = child;
+        let (child, delta) = apply_slot(ctx, b.slot(slot), writes)?;
+        changes.push((slot, child));
         added = delta;
     } else {
         let groups = group_by_nibble(writes, pos);
         let results = run_groups(ctx, writes.len(), &groups, |slot, group| {
-            apply(ctx, b.children[slot].as_ref(), group)
+            apply_slot(ctx, b.slot(slot), group)
         })?;
         for (slot, (child, delta)) in results {
             added += delta;
-            children[slot] = child;
+            changes.push((slot, child));
         }
     }
-    Ok((Node::from_children(pos, &b.prefix, children), added))
+    Ok((b.edit(&changes), added))
 }
 
-/// Reads every child once with plain, independent loads, so their cache misses overlap. The
-/// reference-count increments that follow are locked instructions, which the processor does not
-/// overlap: without this, copying a branch paid one full memory latency per untouched sibling.
-fn warm(b: &Branch) {
-    let touched = b.iter().fold(0usize, |acc, child| acc ^ child.touch());
+/// Reads every child node once with plain, independent loads, so their cache misses overlap.
+/// The reference-count increments that follow are locked instructions, which the processor does
+/// not overlap: without this, copying a branch paid one full memory latency per untouched
+/// sibling.
+fn warm(b: &BranchHead) {
+    let touched = b
+        .children
+        .iter()
+        .flatten()
+        .fold(0usize, |acc, child| acc ^ child.touch());
+    std::hint::black_box(touched);
+}
+
+/// Reads the hash of every inline leaf with independent loads, for the same reason: the new
+/// branch's hash needs them, and the copy of the leaves follows.
+fn warm_leaves(b: &Branch) {
+    let touched = b
+        .leaves()
+        .iter()
+        .fold(0u8, |acc, leaf| acc ^ leaf.hash[0] ^ leaf.hash[31]);
     std::hint::black_box(touched);
 }
 
@@ -501,16 +836,28 @@ fn split_above(
     let old_slot = nibble(prefix, split);
     let groups = group_by_nibble(writes, split);
     let results = run_groups(ctx, writes.len(), &groups, |slot, group| {
-        apply(ctx, (slot == old_slot).then_some(&node), group)
+        apply_node(ctx, (slot == old_slot).then_some(&node), group)
     })?;
-    let mut children: [Option<Node>; 17] = Default::default();
-    children[old_slot] = Some(node.clone());
+    let mut slots = Slots::new();
+    let mut old = Some(Child::Node(node.clone()));
     let mut added = 0;
     for (slot, (child, delta)) in results {
         added += delta;
-        children[slot] = child;
+        if slot == old_slot {
+            old = None;
+        } else if slot > old_slot {
+            if let Some(old) = old.take() {
+                slots.push((old_slot, old));
+            }
+        }
+        if let Some(child) = child {
+            slots.push((slot, child));
+        }
     }
-    Ok((Node::from_children(split, prefix, children), added))
+    if let Some(old) = old {
+        slots.push((old_slot, old));
+    }
+    Ok((Node::from_children(split, prefix, slots), added))
 }
 
 /// Runs `f` on each group, on the rayon pool when the batch is big enough.
@@ -547,10 +894,10 @@ fn group_by_nibble(writes: &[Change], pos: usize) -> SmallVec<[(usize, &[Change]
 }
 
 /// The subtree holding exactly `entries` (sorted by key, unique).
-pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Node> {
+pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Child> {
     match entries {
         [] => None,
-        [(k, v)] => Some(Node::leaf(k, v)),
+        [(k, v)] => Some(Child::leaf(k, v)),
         _ => {
             let first = entries[0].0;
             let pos = common_nibbles(first, entries[entries.len() - 1].0);
@@ -565,13 +912,12 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Node> {
             let child = |&(slot, group): &(usize, &[Entry])| {
                 (slot, build(ctx, group).expect("a non-empty group"))
             };
-            let slots: Vec<(usize, Node)> = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES
-            {
-                groups.par_iter().map(child).collect()
+            let slots: Slots = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES {
+                groups.par_iter().map(child).collect::<Vec<_>>().into()
             } else {
                 groups.iter().map(child).collect()
             };
-            Some(Node::branch(pos, first, slots))
+            Node::from_children(pos, first, slots)
         }
     }
 }
@@ -586,7 +932,7 @@ pub(crate) fn trim(node: &Node, depth: usize, keep: usize) -> Node {
             _ => Node::stub(*node.hash(), loc),
         };
     }
-    let Node::Branch(_, b) = node else {
+    let Node::Branch(_, _, b) = node else {
         return node.clone();
     };
     let trimmed = b
@@ -603,7 +949,7 @@ pub(crate) fn trim(node: &Node, depth: usize, keep: usize) -> Node {
     if same {
         return node.clone();
     }
-    Node::Branch(b.pos, b.with_children(trimmed))
+    b.with_children(trimmed).into_node()
 }
 
 /// Loads the node at a location, checked against its hash.
@@ -623,7 +969,7 @@ pub(crate) fn preload(
         Node::Stub(stub) => load(stub.loc, &stub.hash)?,
         _ => node.clone(),
     };
-    let Node::Branch(_, b) = &node else {
+    let Node::Branch(_, _, b) = &node else {
         return Ok(node);
     };
     let mut loaded: [Option<Node>; 17] = Default::default();
@@ -632,7 +978,7 @@ pub(crate) fn preload(
             loaded[slot] = Some(preload(child, depth + 1, keep, load)?);
         }
     }
-    Ok(Node::Branch(b.pos, b.with_children(loaded)))
+    Ok(b.with_children(loaded).into_node())
 }
 
 /// Ordered iteration over the leaves in a key range.
@@ -640,11 +986,21 @@ pub struct Iter {
     file: Arc<NodeFile>,
     /// Branches being walked, with the next slot to visit and whether the lower bound can still
     /// cut into them.
-    stack: Vec<(Arc<Branch>, usize, bool)>,
+    stack: Vec<(Branch, usize, bool)>,
     /// The next node to enter, and whether the lower bound can cut into it.
     next: Option<(Node, bool)>,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
+}
+
+/// What the iterator does with a leaf it reaches.
+enum Reached {
+    /// The leaf is in range: yield it.
+    Yield((Bytes, Bytes)),
+    /// The leaf is below the range: go on.
+    Skip,
+    /// The leaf is past the range: stop.
+    Done,
 }
 
 impl Iter {
@@ -694,44 +1050,59 @@ impl Iter {
         slot.cmp(&nibble(start, pos))
     }
 
+    fn reach(&self, (k, v): Entry, bounded: bool) -> Reached {
+        if self.after_end(k) {
+            Reached::Done
+        } else if bounded && self.before_start(k) {
+            Reached::Skip
+        } else {
+            Reached::Yield((Bytes::from_slice(k), Bytes::from_slice(v)))
+        }
+    }
+
     fn step(&mut self) -> Result<Option<(Bytes, Bytes)>, Error> {
         loop {
-            if let Some((node, bounded)) = self.next.take() {
+            let reached = if let Some((node, bounded)) = self.next.take() {
                 match resolve(&node, &self.file)? {
-                    Node::Leaf(leaf) => {
-                        let (k, v) = leaf.entry();
-                        if self.after_end(k) {
-                            self.stack.clear();
-                            return Ok(None);
-                        }
-                        if bounded && self.before_start(k) {
-                            continue;
-                        }
-                        return Ok(Some((Bytes::from_slice(k), Bytes::from_slice(v))));
+                    Node::Leaf(leaf) => self.reach(leaf.entry(), bounded),
+                    Node::Branch(_, _, b) => {
+                        self.stack.push((b, 0, bounded));
+                        continue;
                     }
-                    Node::Branch(_, b) => self.stack.push((b, 0, bounded)),
                     Node::Stub(_) => unreachable!("resolved above"),
                 }
-                continue;
-            }
-            let Some((b, slot, bounded)) = self.stack.last_mut() else {
-                return Ok(None);
-            };
-            let Some(found) = (*slot..17).find(|s| b.children[*s].is_some()) else {
-                self.stack.pop();
-                continue;
-            };
-            *slot = found + 1;
-            let child = b.children[found].clone().expect("found a child");
-            let still_bounded = *bounded && {
-                let b = b.clone();
-                match self.slot_vs_start(b.pos as usize, &b.prefix, found) {
-                    Ordering::Less => continue,
-                    Ordering::Equal => true,
-                    Ordering::Greater => false,
+            } else {
+                let Some((b, slot, _)) = self.stack.last_mut() else {
+                    return Ok(None);
+                };
+                let Some(found) = (*slot..17).find(|s| b.mask & (1 << s) != 0) else {
+                    self.stack.pop();
+                    continue;
+                };
+                *slot = found + 1;
+                let (b, _, bounded) = self.stack.last().expect("the branch just visited");
+                let still_bounded = *bounded
+                    && match self.slot_vs_start(b.pos as usize, &b.prefix, found) {
+                        Ordering::Less => continue,
+                        Ordering::Equal => true,
+                        Ordering::Greater => false,
+                    };
+                match b.slot(found).expect("a slot in the mask") {
+                    Slot::Inline(leaf) => self.reach(leaf.entry(), still_bounded),
+                    Slot::Node(child) => {
+                        self.next = Some((child.clone(), still_bounded));
+                        continue;
+                    }
                 }
             };
-            self.next = Some((child, still_bounded));
+            match reached {
+                Reached::Yield(entry) => return Ok(Some(entry)),
+                Reached::Skip => continue,
+                Reached::Done => {
+                    self.stack.clear();
+                    return Ok(None);
+                }
+            }
         }
     }
 }
