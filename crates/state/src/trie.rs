@@ -177,34 +177,6 @@ impl Child {
 /// Occupied slots and their contents, in slot order.
 pub(crate) type Slots = SmallVec<[(usize, Child); 4]>;
 
-/// An iterator whose length is known in advance, for building a branch's inline leaves in place.
-struct Exact<I> {
-    inner: I,
-    left: usize,
-}
-
-impl<I: Iterator> Exact<I> {
-    fn new(inner: I, len: usize) -> Self {
-        Self { inner, left: len }
-    }
-}
-
-impl<I: Iterator> Iterator for Exact<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.inner.next()?;
-        self.left -= 1;
-        Some(item)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for Exact<I> {}
-
 impl<'a> Slot<'a> {
     pub(crate) fn owned(self) -> Child {
         match self {
@@ -308,7 +280,7 @@ impl Branch {
         inline_mask: u32,
         hash: Hash32,
         children: [Option<Node>; 17],
-        leaves: impl ExactSizeIterator<Item = Inline>,
+        leaves: &[Inline],
         loc: u64,
     ) -> Branch {
         let head = BranchHead {
@@ -320,7 +292,7 @@ impl Branch {
             prefix,
             children,
         };
-        Branch(ThinArc::from_header_and_iter(head, leaves))
+        Branch(ThinArc::from_header_and_slice(head, leaves))
     }
 
     /// A new, hashed branch over `slots` (at least two, in slot order).
@@ -335,12 +307,14 @@ impl Branch {
             }
         }
         let hash = branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash()));
-        let leaves = slots.iter().filter_map(|(_, c)| match c {
-            Child::Inline(leaf) => Some(*leaf),
-            Child::Node(_) => None,
-        });
-        let leaves = Exact::new(leaves, inline_mask.count_ones() as usize);
-        Branch::new(pos, prefix, mask, inline_mask, hash, children, leaves, loc)
+        let leaves: SmallVec<[Inline; 17]> = slots
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Child::Inline(leaf) => Some(*leaf),
+                Child::Node(_) => None,
+            })
+            .collect();
+        Branch::new(pos, prefix, mask, inline_mask, hash, children, &leaves, loc)
     }
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
@@ -385,13 +359,7 @@ impl Branch {
                 _ => None,
             };
         }
-        let leaves = occupied()
-            .filter(|s| inline_mask & (1 << s) != 0)
-            .map(|s| match content(s) {
-                Some(Slot::Inline(leaf)) => *leaf,
-                _ => unreachable!("the inline mask marks inline leaves"),
-            });
-        let leaves = Exact::new(leaves, inline_mask.count_ones() as usize);
+        let leaves = self.edited_leaves(changes);
         let prefix = self.prefix.clone();
         let branch = Branch::new(
             self.pos,
@@ -400,10 +368,28 @@ impl Branch {
             inline_mask,
             hash,
             children,
-            leaves,
+            &leaves,
             0,
         );
         Some(Child::Node(branch.into_node()))
+    }
+
+    /// The inline leaves after `changes` (in slot order): runs of unchanged leaves are copied
+    /// whole, around the changed slots.
+    fn edited_leaves(&self, changes: &[(usize, Option<Child>)]) -> SmallVec<[Inline; 17]> {
+        let old = self.leaves();
+        let mut leaves = SmallVec::new();
+        let mut next = 0;
+        for (slot, child) in changes {
+            let at = rank(self.inline_mask, *slot);
+            leaves.extend_from_slice(&old[next..at]);
+            next = at + usize::from(self.inline_mask & (1 << slot) != 0);
+            if let Some(Child::Inline(leaf)) = child {
+                leaves.push(*leaf);
+            }
+        }
+        leaves.extend_from_slice(&old[next..]);
+        leaves
     }
 
     /// The handle a parent holds.
@@ -441,7 +427,7 @@ impl Branch {
             self.inline_mask,
             self.hash,
             children,
-            self.leaves().iter().copied(),
+            self.leaves(),
             self.loc.load(AtomicOrdering::Acquire),
         )
     }
