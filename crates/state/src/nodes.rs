@@ -67,6 +67,12 @@ impl NodeFile {
             let mut magic = [0u8; 8];
             file.read_exact_at(&mut magic, 0)
                 .map_err(io("read state node file header"))?;
+            if magic[..7] == MAGIC[..7] && magic != *MAGIC {
+                return Err(corrupt(
+                    "state node file is of another format version than this build reads \
+                     (move the data directory away to start a new one)",
+                ));
+            }
             if &magic != MAGIC {
                 return Err(corrupt("state node file has a wrong header"));
             }

@@ -447,3 +447,17 @@ fn proofs_read_nodes_back_from_disk() {
         assert_eq!(proof.verify(&commitment, &key), Ok(want), "key {i}");
     }
 }
+
+#[test]
+fn a_node_file_of_another_format_version_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("state.nodes"), b"PGNODES1").expect("write");
+    let error = Db::open(dir.path()).err().expect("refused");
+    assert!(
+        error.to_string().contains("another format version"),
+        "{error}"
+    );
+    std::fs::write(dir.path().join("state.nodes"), b"NOTNODES").expect("write");
+    let error = Db::open(dir.path()).err().expect("refused");
+    assert!(error.to_string().contains("wrong header"), "{error}");
+}
