@@ -1,5 +1,6 @@
 //! Times commits of random updates into a loaded trie, for profiling the commit path:
-//! `cargo run --release --example commit_profile -p peregrine-state -- [keys] [blocks] [seq]`.
+//! `cargo run --release --example commit_profile -p peregrine-state -- [keys] [blocks] [seq|pool]
+//! [transfers per block]`.
 
 use peregrine_state::Db;
 
@@ -23,6 +24,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let blocks: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50);
     let sequential = args.get(3).is_some_and(|a| a == "seq");
+    let per_block: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path()).expect("open");
     let mut ws = db.begin(db.finalized()).expect("begin");
@@ -40,7 +42,7 @@ fn main() {
     for b in 0..blocks {
         let started = Instant::now();
         let mut ws = db.begin(head).expect("begin");
-        for t in 0..5_000u64 {
+        for t in 0..per_block {
             let r = mix(b << 32 ^ t);
             let (from, to) = ((r % keys).to_be_bytes(), (mix(r) % keys).to_be_bytes());
             let a = ws.get(&from).map_or(0, |v| v.len() as u64);
@@ -62,7 +64,7 @@ fn main() {
         finalize_s += started.elapsed().as_secs_f64();
     }
     println!(
-        "{keys} keys, 5,000 transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms ({})",
+        "{keys} keys, {per_block} transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms ({})",
         write_s * 1e3 / blocks as f64,
         commit_s * 1e3 / blocks as f64,
         finalize_s * 1e3 / blocks as f64,
