@@ -284,7 +284,7 @@ impl Snapshot {
 /// load through [`WriteSet::put_sorted`] is kept as the sorted run it already is.
 pub struct WriteSet {
     parent: Snapshot,
-    writes: AHashMap<Bytes, Option<Bytes>>,
+    writes: WriteMap,
     /// Sorted, unique pairs from `put_sorted`; `writes` overrides them.
     bulk: Vec<Change>,
 }
@@ -382,12 +382,13 @@ impl WriteSet {
         self.writes.is_empty() && self.bulk.is_empty()
     }
 
-    /// Every write, sorted by key, unique (single writes win over the bulk run).
-    fn into_changes(self) -> (Snapshot, Vec<Change>) {
-        let mut single: Vec<Change> = self.writes.into_iter().collect();
+    /// Every write, sorted by key, unique (single writes win over the bulk run), and the
+    /// emptied map of single writes, for reuse.
+    fn into_changes(mut self) -> (Snapshot, Vec<Change>, WriteMap) {
+        let mut single: Vec<Change> = self.writes.drain().collect();
         single.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         if self.bulk.is_empty() {
-            return (self.parent, single);
+            return (self.parent, single, self.writes);
         }
         let mut merged = Vec::with_capacity(single.len() + self.bulk.len());
         let mut bulk = self.bulk.into_iter().peekable();
@@ -399,7 +400,7 @@ impl WriteSet {
             merged.push(change);
         }
         merged.extend(bulk);
-        (self.parent, merged)
+        (self.parent, merged, self.writes)
     }
 }
 
@@ -525,7 +526,16 @@ pub struct Db {
     checkpointer: Checkpointer,
     background: Background,
     options: Options,
+    /// The emptied map of the last committed write set, for the next one: a block's map grows to
+    /// megabytes, and a fresh one paid its growth in rehashes and page faults every block.
+    spare_writes: Mutex<Option<WriteMap>>,
 }
+
+/// A write set's own writes by key (`None`: deleted).
+type WriteMap = AHashMap<Bytes, Option<Bytes>>;
+
+/// Entries a spare write map may have room for; a bigger one is dropped instead of kept.
+const SPARE_WRITES_MAX: usize = 1 << 20;
 
 impl Db {
     /// Opens the database in `dir` with default [`Options`], recovering the last finalized
@@ -598,6 +608,7 @@ impl Db {
             background,
             file,
             options,
+            spare_writes: Mutex::new(None),
         })
     }
 
@@ -640,7 +651,7 @@ impl Db {
         };
         Ok(WriteSet {
             parent,
-            writes: AHashMap::new(),
+            writes: self.spare_writes.lock().take().unwrap_or_default(),
             bulk: Vec::new(),
         })
     }
@@ -660,7 +671,10 @@ impl Db {
     }
 
     fn commit_with(&self, ws: WriteSet, parallel: bool) -> Result<RevisionId, Error> {
-        let (parent, changes) = ws.into_changes();
+        let (parent, changes, spare) = ws.into_changes();
+        if spare.capacity() <= SPARE_WRITES_MAX {
+            *self.spare_writes.lock() = Some(spare);
+        }
         let (root, count) = if changes.is_empty() {
             (parent.root.clone(), parent.count)
         } else {

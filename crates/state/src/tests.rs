@@ -461,3 +461,23 @@ fn a_node_file_of_another_format_version_is_refused_by_name() {
     let error = Db::open(dir.path()).err().expect("refused");
     assert!(error.to_string().contains("wrong header"), "{error}");
 }
+
+#[test]
+fn a_write_set_starts_empty_after_another_was_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let base = db.finalized();
+    let mut ws = db.begin(base).expect("begin");
+    ws.put(b"a".to_vec(), b"1".to_vec()).expect("put");
+    ws.delete(b"b".to_vec()).expect("delete");
+    let first = db.commit(ws).expect("commit");
+    // A fork of the same parent: none of the first block's writes may show through.
+    let fork = db.begin(base).expect("begin");
+    assert_eq!(fork.get(b"a"), None);
+    let second = db.commit(fork).expect("commit");
+    assert_eq!(db.snapshot(second).expect("snapshot").get(b"a"), None);
+    assert_eq!(
+        db.snapshot(first).expect("snapshot").get(b"a").as_deref(),
+        Some(&b"1"[..])
+    );
+}
