@@ -223,17 +223,15 @@ impl Appender<'_> {
                 self.record(len, &[&[1], &leaf.key_len.to_le_bytes(), &leaf.data])?;
                 len
             }
-            Node::Branch(_, _, b) => {
+            Node::Branch(_, b) => {
                 // Read every child node's location first, with independent loads, so the misses
                 // overlap; then write the children that are not in the file yet.
                 let mut locs: [u64; 17] = [0; 17];
-                for (slot, child) in b.children.iter().enumerate() {
-                    if let Some(child) = child {
-                        locs[slot] = child.location();
-                    }
+                for (slot, child) in b.node_slots() {
+                    locs[slot] = child.location();
                 }
-                for (slot, child) in b.children.iter().enumerate() {
-                    if let Some(child) = child.as_ref().filter(|_| locs[slot] == 0) {
+                for (slot, child) in b.node_slots() {
+                    if locs[slot] == 0 {
                         locs[slot] = self.persist(child)?;
                     }
                 }

@@ -144,7 +144,7 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<
     loop {
         let next = match &node {
             Node::Leaf(leaf) => return Ok(leaf_proof(steps, leaf.entry())),
-            Node::Branch(_, _, b) => {
+            Node::Branch(_, b) => {
                 let slot = nibble(key, usize::from(b.pos));
                 let siblings = b
                     .slots()

@@ -294,15 +294,13 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
         db.snapshot(first).expect("a"),
         db.snapshot(first).expect("b"),
     );
-    let Some(Node::Branch(_, _, root)) = &early.root else {
+    let Some(Node::Branch(_, root)) = &early.root else {
         panic!("3,000 keys make a branch root");
     };
     // A node only the first tree holds: its count falls to one when that tree is freed.
     let child = root
-        .children
-        .iter()
-        .flatten()
-        .next()
+        .nodes()
+        .first()
         .expect("a child node")
         .clone();
     assert_eq!(child.strong_count(), 2);

@@ -40,6 +40,8 @@
 //! location, and is loaded on demand (see [`crate::nodes`]). Loaded nodes are not cached in the
 //! trie: the trie stays immutable, and the operating system's page cache keeps the hot pages.
 
+use crate::branch::{rank, Parts, Shape, SLOTS};
+pub use crate::branch::Branch;
 use crate::nodes::NodeFile;
 use crate::{Bytes, Error};
 use rayon::prelude::*;
@@ -48,7 +50,6 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
-use triomphe::ThinArc;
 
 /// A node hash.
 pub type Hash32 = [u8; 32];
@@ -65,10 +66,10 @@ const PARALLEL_MIN_WRITES: usize = 2048;
 pub enum Node {
     /// A key and its value, too big to live inline in a branch (or alone at the root).
     Leaf(Arc<Leaf>),
-    /// A split on one nibble. The branch's `pos` and the slots of its inline leaves sit beside
-    /// the pointer (in what would be the enum's padding), so a lookup picks the child's slot,
-    /// and the address of an inline leaf, before the branch is loaded: one cache miss per level.
-    Branch(u16, u32, Branch),
+    /// A split on one nibble. The branch's [`Shape`] (`pos` and slot masks) sits beside the
+    /// pointer, in what would be the enum's padding, so a lookup picks the child's slot, and the
+    /// address of the entry it wants, before the branch is loaded: one cache miss per level.
+    Branch(Shape, Branch),
     /// A node that is only in the node file.
     Stub(Arc<Stub>),
 }
@@ -204,35 +205,6 @@ pub struct Leaf {
     pub(crate) key_len: u16,
 }
 
-/// A split on the nibble at `pos`: a [`BranchHead`] followed, in the same allocation, by the
-/// branch's inline leaves in slot order.
-#[derive(Clone)]
-pub struct Branch(ThinArc<BranchHead, Inline>);
-
-/// A branch's fixed part.
-///
-/// Child nodes sit inline, indexed by slot: finding one is one load from the branch itself,
-/// which the processor can issue together with the load of the header. Laid out in field order,
-/// so the hash sits right after the reference count, in the line `warm` loads.
-#[repr(C)]
-pub struct BranchHead {
-    /// Computed when the branch is built, from its children's: building is bottom-up, and the
-    /// children were just read to copy them, so their hashes are in cache.
-    hash: Hash32,
-    /// Where the node file holds this node; 0 until a checkpoint writes it.
-    pub(crate) loc: AtomicU64,
-    /// The nibble position this branch splits on.
-    pub(crate) pos: u16,
-    /// Bit `s` is set when slot `s` holds a child.
-    pub(crate) mask: u32,
-    /// Bit `s` is set when slot `s` holds an inline leaf.
-    pub(crate) inline_mask: u32,
-    /// The first `ceil(pos / 2)` bytes of every key below.
-    pub(crate) prefix: Bytes,
-    /// The child nodes by slot (`None` for an empty slot or an inline leaf).
-    pub(crate) children: [Option<Node>; 17],
-}
-
 /// A node that lives only in the node file, at `loc`.
 pub struct Stub {
     hash: Hash32,
@@ -246,82 +218,39 @@ impl Leaf {
     }
 }
 
-impl Drop for BranchHead {
-    /// Freeing a branch decrements every child node's reference count: warm them all first, as
-    /// a copy does, so the misses overlap instead of queueing behind one locked instruction
-    /// each. Inline leaves need nothing.
-    fn drop(&mut self) {
-        warm(self);
-    }
-}
-
-impl std::ops::Deref for Branch {
-    type Target = BranchHead;
-
-    fn deref(&self) -> &BranchHead {
-        &self.0.header.header
-    }
-}
-
-/// The index of slot `slot` among the slots set in `mask` below it.
-#[inline]
-fn rank(mask: u32, slot: usize) -> usize {
-    (mask & ((1u32 << slot) - 1)).count_ones() as usize
-}
-
 impl Branch {
-    /// A branch from its parts: `children` holds the child nodes, `leaves` the inline leaves in
-    /// slot order, and `hash` must be the hash of what the masks say.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        pos: u16,
-        prefix: Bytes,
-        mask: u32,
-        inline_mask: u32,
-        hash: Hash32,
-        children: [Option<Node>; 17],
-        leaves: &[Inline],
-        loc: u64,
-    ) -> Branch {
-        let head = BranchHead {
+    /// A new, hashed branch over `slots` (at least two, in slot order).
+    fn from_slots(pos: u16, prefix: Bytes, slots: &[(usize, Child)], loc: u64) -> Branch {
+        let (mut mask, mut inline_mask) = (0u32, 0u32);
+        let mut nodes: SmallVec<[Node; SLOTS]> = SmallVec::new();
+        let mut leaves: SmallVec<[Inline; SLOTS]> = SmallVec::new();
+        for (slot, child) in slots {
+            mask |= 1 << slot;
+            match child {
+                Child::Node(node) => nodes.push(node.clone()),
+                Child::Inline(leaf) => {
+                    inline_mask |= 1 << slot;
+                    leaves.push(*leaf);
+                }
+            }
+        }
+        let hash = branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash()));
+        let parts = Parts {
             hash,
-            loc: AtomicU64::new(loc),
+            loc,
             pos,
             mask,
             inline_mask,
             prefix,
-            children,
         };
-        Branch(ThinArc::from_header_and_slice(head, leaves))
-    }
-
-    /// A new, hashed branch over `slots` (at least two, in slot order).
-    fn from_slots(pos: u16, prefix: Bytes, slots: &[(usize, Child)], loc: u64) -> Branch {
-        let (mut mask, mut inline_mask) = (0u32, 0u32);
-        let mut children: [Option<Node>; 17] = Default::default();
-        for (slot, child) in slots {
-            mask |= 1 << slot;
-            match child {
-                Child::Node(node) => children[*slot] = Some(node.clone()),
-                Child::Inline(_) => inline_mask |= 1 << slot,
-            }
-        }
-        let hash = branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash()));
-        let leaves: SmallVec<[Inline; 17]> = slots
-            .iter()
-            .filter_map(|(_, c)| match c {
-                Child::Inline(leaf) => Some(*leaf),
-                Child::Node(_) => None,
-            })
-            .collect();
-        Branch::new(pos, prefix, mask, inline_mask, hash, children, &leaves, loc)
+        Branch::new(parts, nodes, &leaves)
     }
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
-    /// most once): nothing, the one remaining child, or a new branch. Unchanged inline leaves
-    /// are copied straight from this branch into the new one.
+    /// most once): nothing, the one remaining child, or a new branch. Unchanged child nodes and
+    /// runs of unchanged inline leaves are copied straight from this branch into the new one.
     fn edit(&self, changes: &[(usize, Option<Child>)]) -> Option<Child> {
-        let mut changed = [u8::MAX; 17];
+        let mut changed = [u8::MAX; SLOTS];
         let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
         for (i, (slot, child)) in changes.iter().enumerate() {
             changed[*slot] = i as u8;
@@ -341,7 +270,7 @@ impl Branch {
             u8::MAX => self.slot(slot),
             i => changes[usize::from(i)].1.as_ref().map(Child::as_slot),
         };
-        let occupied = move || (0..17).filter(move |s| mask & (1 << s) != 0);
+        let occupied = move || (0..SLOTS).filter(move |s| mask & (1 << s) != 0);
         match mask.count_ones() {
             0 => return None,
             1 => return occupied().next().and_then(content).map(Slot::owned),
@@ -352,31 +281,25 @@ impl Branch {
             mask,
             occupied().map(|s| content(s).expect("an occupied slot").hash()),
         );
-        let mut children = self.children.clone();
-        for (slot, child) in changes {
-            children[*slot] = match child {
-                Some(Child::Node(node)) => Some(node.clone()),
-                _ => None,
-            };
-        }
-        let leaves = self.edited_leaves(changes);
-        let prefix = self.prefix.clone();
-        let branch = Branch::new(
-            self.pos,
-            prefix,
+        let nodes = occupied().filter_map(|s| match content(s) {
+            Some(Slot::Node(node)) => Some(node.clone()),
+            _ => None,
+        });
+        let parts = Parts {
+            hash,
+            loc: 0,
+            pos: self.pos,
             mask,
             inline_mask,
-            hash,
-            children,
-            &leaves,
-            0,
-        );
+            prefix: self.prefix.clone(),
+        };
+        let branch = Branch::new(parts, nodes, &self.edited_leaves(changes));
         Some(Child::Node(branch.into_node()))
     }
 
     /// The inline leaves after `changes` (in slot order): runs of unchanged leaves are copied
     /// whole, around the changed slots.
-    fn edited_leaves(&self, changes: &[(usize, Option<Child>)]) -> SmallVec<[Inline; 17]> {
+    fn edited_leaves(&self, changes: &[(usize, Option<Child>)]) -> SmallVec<[Inline; SLOTS]> {
         let old = self.leaves();
         let mut leaves = SmallVec::new();
         let mut next = 0;
@@ -394,55 +317,49 @@ impl Branch {
 
     /// The handle a parent holds.
     fn into_node(self) -> Node {
-        Node::Branch(self.pos, self.inline_mask, self)
-    }
-
-    /// The inline leaves, in slot order.
-    fn leaves(&self) -> &[Inline] {
-        &self.0.slice
+        Node::Branch(self.shape(), self)
     }
 
     /// What slot `slot` holds.
     #[inline]
     pub(crate) fn slot(&self, slot: usize) -> Option<Slot<'_>> {
-        if self.inline_mask & (1 << slot) != 0 {
+        let bit = 1u32 << slot;
+        if self.inline_mask & bit != 0 {
             Some(Slot::Inline(&self.leaves()[rank(self.inline_mask, slot)]))
+        } else if self.mask & bit != 0 {
+            let node_mask = self.mask & !self.inline_mask;
+            Some(Slot::Node(&self.nodes()[rank(node_mask, slot)]))
         } else {
-            self.children[slot].as_ref().map(Slot::Node)
+            None
         }
     }
 
     /// Every occupied slot, in slot order.
     pub(crate) fn slots(&self) -> impl Iterator<Item = (usize, Slot<'_>)> {
-        (0..17).filter_map(move |s| self.slot(s).map(|c| (s, c)))
+        (0..SLOTS).filter_map(move |s| self.slot(s).map(|c| (s, c)))
     }
 
-    /// A copy with other child nodes (same slots), the same inline leaves, hash and location:
-    /// for trimming and loading, which change where nodes live, never what they hold.
-    fn with_children(&self, children: [Option<Node>; 17]) -> Branch {
-        Branch::new(
-            self.pos,
-            self.prefix.clone(),
-            self.mask,
-            self.inline_mask,
-            self.hash,
-            children,
-            self.leaves(),
-            self.loc.load(AtomicOrdering::Acquire),
-        )
+    /// The slots that hold child nodes, in slot order, with those nodes.
+    pub(crate) fn node_slots(&self) -> impl Iterator<Item = (usize, &Node)> {
+        let node_mask = self.mask & !self.inline_mask;
+        (0..SLOTS)
+            .filter(move |s| node_mask & (1 << s) != 0)
+            .zip(self.nodes())
     }
 
-    fn strong_count(&self) -> usize {
-        ThinArc::strong_count(&self.0)
-    }
-
-    /// Whether this is the only handle to the branch: dropping it frees the branch.
-    pub(crate) fn is_unique(&self) -> bool {
-        self.strong_count() == 1
-    }
-
-    fn ptr_eq(&self, other: &Branch) -> bool {
-        self.0.heap_ptr() == other.0.heap_ptr()
+    /// A copy with other child nodes (same slots, in slot order), the same inline leaves, hash
+    /// and location: for trimming and loading, which change where nodes live, never what they
+    /// hold.
+    fn with_nodes(&self, nodes: impl IntoIterator<Item = Node>) -> Branch {
+        let parts = Parts {
+            hash: self.hash,
+            loc: self.loc.load(AtomicOrdering::Acquire),
+            pos: self.pos,
+            mask: self.mask,
+            inline_mask: self.inline_mask,
+            prefix: self.prefix.clone(),
+        };
+        Branch::new(parts, nodes, self.leaves())
     }
 }
 
@@ -508,7 +425,7 @@ impl Node {
                 let (key, value) = leaf.entry();
                 leaf_hash(key, value)
             }),
-            Node::Branch(_, _, b) => &b.hash,
+            Node::Branch(_, b) => &b.hash,
             Node::Stub(stub) => &stub.hash,
         }
     }
@@ -517,7 +434,7 @@ impl Node {
     pub(crate) fn location(&self) -> u64 {
         match self {
             Node::Leaf(leaf) => leaf.loc.load(AtomicOrdering::Acquire),
-            Node::Branch(_, _, b) => b.loc.load(AtomicOrdering::Acquire),
+            Node::Branch(_, b) => b.loc.load(AtomicOrdering::Acquire),
             Node::Stub(stub) => stub.loc,
         }
     }
@@ -526,7 +443,7 @@ impl Node {
     pub(crate) fn set_location(&self, loc: u64) {
         match self {
             Node::Leaf(leaf) => leaf.loc.store(loc, AtomicOrdering::Release),
-            Node::Branch(_, _, b) => b.loc.store(loc, AtomicOrdering::Release),
+            Node::Branch(_, b) => b.loc.store(loc, AtomicOrdering::Release),
             Node::Stub(_) => {}
         }
     }
@@ -541,7 +458,7 @@ impl Node {
     fn touch(&self) -> usize {
         match self {
             Node::Leaf(leaf) => Arc::strong_count(leaf),
-            Node::Branch(_, _, b) => b.strong_count(),
+            Node::Branch(_, b) => b.strong_count(),
             Node::Stub(stub) => Arc::strong_count(stub),
         }
     }
@@ -549,7 +466,7 @@ impl Node {
     fn ptr_eq(&self, other: &Node) -> bool {
         match (self, other) {
             (Node::Leaf(a), Node::Leaf(b)) => Arc::ptr_eq(a, b),
-            (Node::Branch(_, _, a), Node::Branch(_, _, b)) => a.ptr_eq(b),
+            (Node::Branch(_, a), Node::Branch(_, b)) => a.ptr_eq(b),
             (Node::Stub(a), Node::Stub(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -623,15 +540,14 @@ pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option
     loop {
         match node {
             Node::Leaf(leaf) => return Ok(value_if(leaf.entry(), key)),
-            Node::Branch(pos, inline_mask, b) => {
-                let slot = nibble(key, *pos as usize);
-                if inline_mask & (1 << slot) != 0 {
-                    // The rank comes from the handle, so this load issues before the branch's
-                    // header arrives.
-                    let leaf = &b.leaves()[rank(*inline_mask, slot)];
+            Node::Branch(shape, b) => {
+                // The addresses come from the handle's shape, so these loads issue before the
+                // branch's header arrives.
+                let slot = nibble(key, shape.pos());
+                if let Some(leaf) = b.leaf_in(*shape, slot) {
                     return Ok(value_if(leaf.entry(), key));
                 }
-                match &b.children[slot] {
+                match b.node_in(*shape, slot) {
                     Some(child) => node = child,
                     None => return Ok(None),
                 }
@@ -696,7 +612,7 @@ fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applie
             leaf.entry(),
             writes,
         )),
-        Node::Branch(_, _, b) => {
+        Node::Branch(_, b) => {
             let pos = b.pos as usize;
             let (first, last) = (&writes[0].0, &writes[writes.len() - 1].0);
             // Sorted writes: every write shares at least what the first and last share.
@@ -765,7 +681,7 @@ fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> 
 /// Writes that all share the branch's prefix: grouped by the nibble at `pos`.
 fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Error> {
     let pos = b.pos as usize;
-    warm(b);
+    warm(b.nodes());
     warm_leaves(b);
     let mut changes: SmallVec<[(usize, Option<Child>); 4]> = SmallVec::new();
     let mut added = 0;
@@ -792,12 +708,8 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
 /// The reference-count increments that follow are locked instructions, which the processor does
 /// not overlap: without this, copying a branch paid one full memory latency per untouched
 /// sibling.
-fn warm(b: &BranchHead) {
-    let touched = b
-        .children
-        .iter()
-        .flatten()
-        .fold(0usize, |acc, child| acc ^ child.touch());
+pub(crate) fn warm(nodes: &[Node]) {
+    let touched = nodes.iter().fold(0usize, |acc, child| acc ^ child.touch());
     std::hint::black_box(touched);
 }
 
@@ -918,24 +830,15 @@ pub(crate) fn trim(node: &Node, depth: usize, keep: usize) -> Node {
             _ => Node::stub(*node.hash(), loc),
         };
     }
-    let Node::Branch(_, _, b) = node else {
+    let Node::Branch(_, b) = node else {
         return node.clone();
     };
-    let trimmed = b
-        .children
-        .clone()
-        .map(|c| c.map(|c| trim(&c, depth + 1, keep)));
-    let same = trimmed
-        .iter()
-        .zip(b.children.iter())
-        .all(|(a, c)| match (a, c) {
-            (Some(a), Some(c)) => a.ptr_eq(c),
-            _ => true,
-        });
-    if same {
+    let trimmed: SmallVec<[Node; SLOTS]> =
+        b.nodes().iter().map(|c| trim(c, depth + 1, keep)).collect();
+    if trimmed.iter().zip(b.nodes()).all(|(a, c)| a.ptr_eq(c)) {
         return node.clone();
     }
-    b.with_children(trimmed).into_node()
+    b.with_nodes(trimmed).into_node()
 }
 
 /// Loads the node at a location, checked against its hash.
@@ -955,16 +858,15 @@ pub(crate) fn preload(
         Node::Stub(stub) => load(stub.loc, &stub.hash)?,
         _ => node.clone(),
     };
-    let Node::Branch(_, _, b) = &node else {
+    let Node::Branch(_, b) = &node else {
         return Ok(node);
     };
-    let mut loaded: [Option<Node>; 17] = Default::default();
-    for (slot, child) in b.children.iter().enumerate() {
-        if let Some(child) = child {
-            loaded[slot] = Some(preload(child, depth + 1, keep, load)?);
-        }
-    }
-    Ok(b.with_children(loaded).into_node())
+    let loaded: SmallVec<[Node; SLOTS]> = b
+        .nodes()
+        .iter()
+        .map(|c| preload(c, depth + 1, keep, load))
+        .collect::<Result<_, _>>()?;
+    Ok(b.with_nodes(loaded).into_node())
 }
 
 /// Ordered iteration over the leaves in a key range.
@@ -1051,7 +953,7 @@ impl Iter {
             let reached = if let Some((node, bounded)) = self.next.take() {
                 match resolve(&node, &self.file)? {
                     Node::Leaf(leaf) => self.reach(leaf.entry(), bounded),
-                    Node::Branch(_, _, b) => {
+                    Node::Branch(_, b) => {
                         self.stack.push((b, 0, bounded));
                         continue;
                     }
