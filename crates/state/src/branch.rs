@@ -145,7 +145,10 @@ impl Branch {
     ) -> Branch {
         let mut nodes: SmallVec<[Node; SLOTS]> = nodes.into_iter().collect();
         assert!(parts.mask >> SLOTS == 0 && parts.inline_mask & !parts.mask == 0);
-        assert_eq!(nodes.len(), (parts.mask & !parts.inline_mask).count_ones() as usize);
+        assert_eq!(
+            nodes.len(),
+            (parts.mask & !parts.inline_mask).count_ones() as usize
+        );
         assert_eq!(leaves.len(), parts.inline_mask.count_ones() as usize);
         let (n_nodes, n_leaves) = (nodes.len(), leaves.len());
         let layout = layout(n_nodes, n_leaves);
@@ -285,5 +288,61 @@ impl Drop for Branch {
             ptr::drop_in_place(raw);
             alloc::dealloc(raw as *mut u8, layout(n_nodes, n_leaves));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shape_keeps_its_position_and_masks_at_their_limits() {
+        for (pos, nodes, inline) in [(0, 0, 0), (2048, 0x1_5555, 0xaaaa), (4095, 0x1_ffff, 0)] {
+            let shape = Shape::new(pos, nodes, inline);
+            assert_eq!(shape.pos(), usize::from(pos));
+            assert_eq!(shape.node_mask(), nodes);
+            assert_eq!(shape.inline_mask(), inline);
+        }
+        let shape = Shape::new(7, 0, 0x1_ffff);
+        assert_eq!(
+            (shape.pos(), shape.node_mask(), shape.inline_mask()),
+            (7, 0, 0x1_ffff)
+        );
+    }
+
+    #[test]
+    fn a_branch_finds_entries_by_slot_and_releases_its_children_once() {
+        let (a, b) = (Node::leaf(b"a", &[1; 64]), Node::leaf(b"b", &[2; 64]));
+        let inline = Inline::new(b"c", b"3").expect("fits inline");
+        let parts = Parts {
+            hash: [9; 32],
+            loc: 0,
+            pos: 0,
+            mask: 1 << 2 | 1 << 5 | 1 << 16,
+            inline_mask: 1 << 5,
+            prefix: Bytes::new(),
+        };
+        let branch = Branch::new(parts, [a.clone(), b.clone()], &[inline]);
+        let shape = branch.shape();
+        assert!(branch.node_in(shape, 2).is_some_and(|n| n.ptr_eq(&a)));
+        assert!(branch.node_in(shape, 16).is_some_and(|n| n.ptr_eq(&b)));
+        assert!(branch.node_in(shape, 5).is_none() && branch.node_in(shape, 3).is_none());
+        let leaf = branch.leaf_in(shape, 5).expect("the inline leaf");
+        assert_eq!(leaf.entry(), (&b"c"[..], &b"3"[..]));
+        assert!(branch.leaf_in(shape, 2).is_none());
+        assert_eq!((a.strong_count(), b.strong_count()), (2, 2));
+        let copy = branch.clone();
+        assert_eq!(branch.strong_count(), 2);
+        drop(branch);
+        assert_eq!((a.strong_count(), copy.strong_count()), (2, 1));
+        drop(copy);
+        assert_eq!((a.strong_count(), b.strong_count()), (1, 1));
+    }
+
+    #[test]
+    fn a_branch_of_inline_leaves_has_no_room_for_child_nodes() {
+        let four_leaves = layout(0, 4).size();
+        assert_eq!(four_leaves, HEAD_BYTES + 4 * std::mem::size_of::<Inline>());
+        assert!(four_leaves <= 432);
     }
 }

@@ -298,11 +298,7 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
         panic!("3,000 keys make a branch root");
     };
     // A node only the first tree holds: its count falls to one when that tree is freed.
-    let child = root
-        .nodes()
-        .first()
-        .expect("a child node")
-        .clone();
+    let child = root.nodes().first().expect("a child node").clone();
     assert_eq!(child.strong_count(), 2);
     let second = commit_keys(first, 2);
     db.finalize(second).expect("finalize");

@@ -40,8 +40,8 @@
 //! location, and is loaded on demand (see [`crate::nodes`]). Loaded nodes are not cached in the
 //! trie: the trie stays immutable, and the operating system's page cache keeps the hot pages.
 
-use crate::branch::{rank, Parts, Shape, SLOTS};
 pub use crate::branch::Branch;
+use crate::branch::{rank, Parts, Shape, SLOTS};
 use crate::nodes::NodeFile;
 use crate::{Bytes, Error};
 use rayon::prelude::*;
@@ -463,7 +463,7 @@ impl Node {
         }
     }
 
-    fn ptr_eq(&self, other: &Node) -> bool {
+    pub(crate) fn ptr_eq(&self, other: &Node) -> bool {
         match (self, other) {
             (Node::Leaf(a), Node::Leaf(b)) => Arc::ptr_eq(a, b),
             (Node::Branch(_, a), Node::Branch(_, b)) => a.ptr_eq(b),
