@@ -191,8 +191,9 @@ impl Chain {
             recent: VecDeque::new(),
         };
         self.speculator.finalized(head.at);
+        let at = head.at;
         *self.head.write() = head;
-        self.remember(state_height, self.db.snapshot(revision)?);
+        self.remember(at, self.db.snapshot(revision)?);
         for height in state_height + 1..=log_height {
             let entry = self
                 .store
@@ -216,9 +217,11 @@ impl Chain {
         Ok(())
     }
 
-    fn remember(&self, height: u64, snapshot: Snapshot) {
+    /// Makes `at` the finalized head with `snapshot` its state.
+    fn remember(&self, at: Final, snapshot: Snapshot) {
         let mut head = self.head.write();
-        head.recent.push_back((height, snapshot));
+        head.at = at;
+        head.recent.push_back((at.height, snapshot));
         while head.recent.len() > RETAINED_HEIGHTS {
             head.recent.pop_front();
         }
@@ -243,9 +246,9 @@ impl Chain {
             hash: block.hash(),
             revision: out.revision,
         };
-        self.head.write().at = at;
+        // The new head and its state become visible together, in one step.
+        self.remember(at, snapshot.clone());
         self.speculator.finalized(at);
-        self.remember(block.header.height, snapshot.clone());
         self.metrics
             .record_block(block.txs.len(), started.elapsed());
         Ok(snapshot)
@@ -386,7 +389,14 @@ impl Chain {
     }
 
     /// A finalized block by height, with its post-state commitment.
+    ///
+    /// The block log records a block before the state moves to it (see the store's docs); a block
+    /// is visible here, and its transactions through [`Chain::included_tx`], only once the state
+    /// has, so a reader who sees a transaction included also sees its effects.
     pub fn block_at(&self, height: u64) -> Result<Option<(Block, Hash)>, ChainError> {
+        if height > self.finalized_height() {
+            return Ok(None);
+        }
         let store = self.store.lock();
         let Some(entry) = store.finalized(height) else {
             return Ok(None);
@@ -626,5 +636,47 @@ mod tests {
         assert_eq!((chain.finalized_height(), chain.state_root()), (0, root));
         Ledger::finalize(&chain, &good).expect("finalize");
         assert_eq!(chain.speculative_hits(), 1);
+    }
+
+    #[test]
+    fn a_block_is_visible_only_once_the_state_has_moved_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chain = open(&dir);
+        let block = child(&chain, chain.genesis(), 0, 0, 5);
+        let tx = block.txs[0].hash();
+        let sender = dev_key(0).public_key().address();
+        let out = chain
+            .execute(chain.head.read().at.revision, &block)
+            .expect("execute");
+        // The log records the block first; until the state follows, readers see neither.
+        chain
+            .store
+            .lock()
+            .put_finalized(&block, out.state_root, &out.receipts)
+            .expect("log");
+        assert!(chain.block_at(1).expect("read").is_none());
+        assert!(chain.included_tx(&tx).expect("read").is_none());
+        assert_eq!(
+            Chain::account(&chain.latest().1, &sender)
+                .expect("account")
+                .nonce,
+            0
+        );
+        chain
+            .advance(&block, &out, Instant::now())
+            .expect("advance");
+        assert_eq!(
+            chain.block_at(1).expect("read").map(|(b, _)| b.hash()),
+            Some(block.hash())
+        );
+        assert!(chain.included_tx(&tx).expect("read").is_some());
+        let (height, state) = chain.latest();
+        assert_eq!(
+            (
+                height,
+                Chain::account(&state, &sender).expect("account").nonce
+            ),
+            (1, 1)
+        );
     }
 }
