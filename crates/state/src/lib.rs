@@ -54,7 +54,7 @@ mod checkpoint;
 
 use ahash::AHashMap;
 use background::{Background, Handoff};
-use checkpoint::Checkpointer;
+use checkpoint::{Checkpointer, FileState};
 use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use nodes::NodeFile;
 use parking_lot::{Mutex, RwLock};
@@ -84,6 +84,9 @@ pub struct Options {
     /// Resident trie size the database aims to stay under; beyond it, persisted nodes are
     /// dropped from memory after each checkpoint and read from the node file when needed.
     pub memory_budget: u64,
+    /// Node files smaller than this are never compacted; larger ones are once they exceed twice
+    /// their estimated live size (see [`checkpoint`]'s docs).
+    pub compact_min_bytes: u64,
 }
 
 impl Default for Options {
@@ -91,6 +94,7 @@ impl Default for Options {
         Self {
             checkpoint_bytes: 64 << 20,
             memory_budget: default_memory_budget(),
+            compact_min_bytes: 64 << 20,
         }
     }
 }
@@ -191,7 +195,6 @@ pub struct Snapshot {
     id: RevisionId,
     root: Option<Node>,
     count: u64,
-    file: Arc<NodeFile>,
     /// Where the last reference to a pruned revision's tree is freed.
     freer: Handoff,
 }
@@ -231,14 +234,14 @@ impl Snapshot {
     pub fn try_get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         match &self.root {
             None => Ok(None),
-            Some(root) => trie::get(root, key, &self.file),
+            Some(root) => trie::get(root, key),
         }
     }
 
     /// A Merkle proof of `key`'s value, or of its absence, against [`Snapshot::commitment`]
     /// (see [`proof`]).
     pub fn prove(&self, key: &[u8]) -> Result<proof::Proof, Error> {
-        proof::prove(self.root.as_ref(), key, &self.file)
+        proof::prove(self.root.as_ref(), key)
     }
 
     /// Pairs with keys in `range`, in key order.
@@ -254,7 +257,6 @@ impl Snapshot {
     pub fn try_range<R: RangeBounds<[u8]>>(&self, range: R) -> trie::Iter {
         trie::Iter::new(
             self.root.clone(),
-            self.file.clone(),
             range.start_bound().map(<[u8]>::to_vec),
             range.end_bound().map(<[u8]>::to_vec),
         )
@@ -553,23 +555,20 @@ impl Db {
             context: "create state directory",
             source,
         })?;
-        let (file, nodes_end) = NodeFile::open(dir)?;
-        let file = Arc::new(file);
         let checkpoint = root::read(dir)?;
+        let (file, nodes_end) = NodeFile::open(dir, checkpoint.map_or(0, |c| c.generation))?;
+        let file = Arc::new(file);
         let (mut revision, mut count) = checkpoint.map_or((0, 0), |c| (c.revision, c.count));
         let mut tree = match checkpoint {
             Some(c) if c.loc != 0 => {
-                let stub = Node::stub(c.hash, c.loc);
+                let stub = file.stub(c.hash, c.loc);
                 let depth = resident_depth(c.count, options.memory_budget);
                 Some(file.preload(&stub, depth, options.memory_budget)?)
             }
             _ => None,
         };
         let (wal, records) = Wal::open(dir, revision)?;
-        let ctx = Ctx {
-            file: &file,
-            parallel: true,
-        };
+        let ctx = Ctx { parallel: true };
         for (rev, changes) in records {
             if !changes.is_empty() {
                 let (next, added) = trie::apply(ctx, tree.as_ref(), &changes)?;
@@ -584,7 +583,6 @@ impl Db {
             id,
             root: tree,
             count,
-            file: file.clone(),
             freer: background.handoff(),
         };
         let root = Revision {
@@ -606,7 +604,16 @@ impl Db {
         Ok(Self {
             inner: RwLock::new(inner),
             durable: Mutex::new(durable),
-            checkpointer: Checkpointer::start_thread(dir, file.clone(), nodes_end)?,
+            checkpointer: Checkpointer::start_thread(
+                dir,
+                file.clone(),
+                FileState {
+                    end: nodes_end,
+                    base_bytes: checkpoint.map_or(0, |c| c.base_bytes),
+                    base_count: checkpoint.map_or(0, |c| c.base_count),
+                    compact_min_bytes: options.compact_min_bytes,
+                },
+            )?,
             background,
             file,
             options,
@@ -680,10 +687,7 @@ impl Db {
         let (root, count) = if changes.is_empty() {
             (parent.root.clone(), parent.count)
         } else {
-            let ctx = Ctx {
-                file: &self.file,
-                parallel,
-            };
+            let ctx = Ctx { parallel };
             let (root, added) = trie::apply(ctx, parent.root.as_ref(), &changes)?;
             (root, parent.count.saturating_add_signed(added))
         };
@@ -698,7 +702,6 @@ impl Db {
             id,
             root,
             count,
-            file: self.file.clone(),
             freer: self.background.handoff(),
         };
         let revision = Revision {
@@ -830,7 +833,7 @@ impl Db {
         let (Some(root), true) = (&snapshot.root, depth != usize::MAX) else {
             return;
         };
-        let trimmed = trie::trim(root, 0, depth);
+        let trimmed = trie::trim(root, 0, depth, &self.file.current());
         let untrimmed = self
             .inner
             .write()

@@ -1,7 +1,8 @@
-//! The node file: trie nodes written by checkpoints, read back on demand.
+//! The node file: trie nodes written by checkpoints, read back on demand, compacted now and then.
 //!
-//! `state.nodes` starts with an 8-byte magic, then holds records `[len u32 LE][payload]`, appended
-//! and never rewritten. A node's location is the offset of its record (so 0 never is one).
+//! A node file starts with an 8-byte magic, then holds records `[len u32 LE][payload]`, appended
+//! and never rewritten. A node's location is the offset of its record (so 0 never is one), with
+//! the file's generation tag (its number's low 16 bits) in the top 16 bits.
 //! Payloads:
 //! - leaf: `0x01 ‖ key length u16 ‖ key ‖ value`;
 //! - branch: `0x02 ‖ pos u16 ‖ mask u32 ‖ inline mask u32 ‖ prefix length u16 ‖ prefix`, then
@@ -19,13 +20,30 @@
 //! A checkpoint writes, children first, every node of one finalized tree that is not in the file
 //! yet, syncs once, and only then records the new locations in the nodes, so a location is never
 //! visible before its bytes are readable.
+//!
+//! # Generations and compaction
+//! Appending never reclaims the nodes that later checkpoints replaced, so now and then a
+//! checkpoint **compacts** instead: it writes the whole finalized tree into a new file, generation
+//! `n + 1` (`state.nodes.<n+1>`; generation 0 is `state.nodes`), syncs it, and only then names it
+//! in the root file ([`crate::root`]). Then the old file is unlinked and every node of the tree
+//! records its new location. A crash before the root names the new file leaves the old one in
+//! charge; opening removes every node file the root does not name.
+//!
+//! Nodes in memory may still point into an older generation: stubs of snapshots taken before the
+//! compaction, and nodes a commit loaded while it ran. A stub holds its file open (a
+//! [`GenFile`] handle), so an unlinked generation stays readable until its last stub is dropped,
+//! and its disk space is reclaimed then. A checkpoint treats a node located in any generation but
+//! the current one as not yet written, and writes it again, so a durable tree only ever points
+//! into its own file.
 
-use crate::trie::{Child, Hash32, Inline, Node, Slot, Slots};
+use crate::trie::{Child, Hash32, Inline, Node, Slot, Slots, Stub};
 use crate::{Bytes, Error};
+use parking_lot::RwLock;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"PGNODES2";
 const NODES_FILE: &str = "state.nodes";
@@ -33,6 +51,8 @@ const NODES_FILE: &str = "state.nodes";
 const FIRST_READ: usize = 1024;
 /// Largest record accepted: a leaf with a maximal key and value, with room to spare.
 const MAX_RECORD: usize = 2 << 20;
+/// A location's offset bits; the generation tag sits above them.
+const OFFSET_BITS: u32 = 48;
 
 fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
@@ -42,21 +62,39 @@ fn corrupt(what: &'static str) -> Error {
     Error::Corrupt { what }
 }
 
-/// The node file, shared by every snapshot that may need to load a node.
-pub struct NodeFile {
+/// The file name of generation `number`.
+fn file_name(number: u64) -> String {
+    match number {
+        0 => NODES_FILE.to_string(),
+        n => format!("{NODES_FILE}.{n}"),
+    }
+}
+
+/// One generation of the node file, open for as long as a node in memory may point into it.
+pub struct GenFile {
+    number: u64,
     file: File,
 }
 
-impl NodeFile {
-    /// Opens (creating if needed) the node file in `dir`; returns it and its length.
-    pub fn open(dir: &Path) -> Result<(Self, u64), Error> {
+impl GenFile {
+    /// Opens generation `number` in `dir`, creating it (with its header) if `create`; returns it
+    /// and its length.
+    fn open(dir: &Path, number: u64, create: bool) -> Result<(Self, u64), Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(create)
             .truncate(false)
-            .open(dir.join(NODES_FILE))
-            .map_err(io("open state node file"))?;
+            .open(dir.join(file_name(number)))
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => {
+                    corrupt("the node file the state root names is missing")
+                }
+                _ => Error::Io {
+                    context: "open state node file",
+                    source,
+                },
+            })?;
         let mut len = file.metadata().map_err(io("stat state node file"))?.len();
         if len < MAGIC.len() as u64 {
             file.set_len(0).map_err(io("reset state node file"))?;
@@ -77,13 +115,38 @@ impl NodeFile {
                 return Err(corrupt("state node file has a wrong header"));
             }
         }
-        Ok((Self { file }, len))
+        Ok((Self { number, file }, len))
+    }
+
+    /// This generation's number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    fn tag(&self) -> u64 {
+        self.number & 0xFFFF
+    }
+
+    /// The location of the record at `offset` in this file.
+    fn location(&self, offset: u64) -> u64 {
+        self.tag() << OFFSET_BITS | offset
+    }
+
+    /// Whether `loc` is a location in this file.
+    pub(crate) fn holds(&self, loc: u64) -> bool {
+        loc != 0 && loc >> OFFSET_BITS == self.tag()
     }
 
     /// Loads the node at `loc` and checks it against the hash its parent holds.
-    pub fn load(&self, loc: u64, expected: &Hash32) -> Result<Node, Error> {
+    pub(crate) fn load(self: &Arc<Self>, loc: u64, expected: &Hash32) -> Result<Node, Error> {
+        if !self.holds(loc) {
+            return Err(corrupt(
+                "node location in another generation of the node file",
+            ));
+        }
+        let at = loc & ((1 << OFFSET_BITS) - 1);
         let mut buf = vec![0u8; FIRST_READ];
-        let read = read_some(&self.file, &mut buf, loc)?;
+        let read = read_some(&self.file, &mut buf, at)?;
         if read < 4 {
             return Err(corrupt("node record cut short"));
         }
@@ -94,70 +157,217 @@ impl NodeFile {
         if len + 4 > read {
             buf.resize(len + 4, 0);
             self.file
-                .read_exact_at(&mut buf[read..], loc + read as u64)
+                .read_exact_at(&mut buf[read..], at + read as u64)
                 .map_err(io("read state node"))?;
         }
-        check(decode(&buf[4..4 + len], loc)?, expected)
+        check(decode(&buf[4..4 + len], loc, self)?, expected)
     }
 
     /// `root`'s tree with nodes loaded down to `depth`. When the whole file fits in `budget`, it
     /// is read once, sequentially, instead of one read per node.
-    pub fn preload(&self, root: &Node, depth: usize, budget: u64) -> Result<Node, Error> {
+    fn preload(self: &Arc<Self>, root: &Node, depth: usize, budget: u64) -> Result<Node, Error> {
         let len = self
             .file
             .metadata()
             .map_err(io("stat state node file"))?
             .len();
         if len > budget {
-            return crate::trie::preload(root, 0, depth, &|loc, hash| self.load(loc, hash));
+            return crate::trie::preload(root, 0, depth, &|stub: &Stub| stub.load());
         }
         let mut image = vec![0u8; len as usize];
         self.file
             .read_exact_at(&mut image, 0)
             .map_err(io("read state node file"))?;
-        crate::trie::preload(root, 0, depth, &|loc, hash| {
+        crate::trie::preload(root, 0, depth, &|stub: &Stub| {
+            let (loc, file) = stub.place();
+            if file.number != self.number {
+                return stub.load();
+            }
+            let at = (loc & ((1 << OFFSET_BITS) - 1)) as usize;
             let record = image
-                .get(loc as usize..)
+                .get(at..)
                 .filter(|r| r.len() >= 4)
                 .ok_or(corrupt("node location past the end of the file"))?;
             let len = u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) as usize;
             let payload = record
                 .get(4..4 + len)
                 .ok_or(corrupt("node record cut short"))?;
-            check(decode(payload, loc)?, hash)
+            check(decode(payload, loc, self)?, stub.hash())
+        })
+    }
+}
+
+/// A compacted tree in a new generation file, synced but not yet in charge.
+pub struct Compacted {
+    file: Arc<GenFile>,
+    /// The root's location.
+    pub loc: u64,
+    /// The new file's length.
+    pub end: u64,
+    written: Vec<(Node, u64)>,
+}
+
+impl Compacted {
+    /// The new generation's number.
+    pub fn number(&self) -> u64 {
+        self.file.number
+    }
+}
+
+/// The node file: its current generation, where checkpoints append.
+pub struct NodeFile {
+    dir: PathBuf,
+    current: RwLock<Arc<GenFile>>,
+}
+
+impl NodeFile {
+    /// Opens generation `number` in `dir` (generation 0 is created if missing) and removes every
+    /// other generation's file, left by a compaction a crash cut short or by one whose old file
+    /// was not yet removed. Returns the file and its length.
+    pub fn open(dir: &Path, number: u64) -> Result<(Self, u64), Error> {
+        let (file, len) = GenFile::open(dir, number, number == 0)?;
+        remove_other_generations(dir, number)?;
+        let file = Self {
+            dir: dir.to_path_buf(),
+            current: RwLock::new(Arc::new(file)),
+        };
+        Ok((file, len))
+    }
+
+    /// The generation checkpoints append to.
+    pub fn current(&self) -> Arc<GenFile> {
+        self.current.read().clone()
+    }
+
+    /// A stub for the node at `loc` in the current generation.
+    pub fn stub(&self, hash: Hash32, loc: u64) -> Node {
+        Node::stub(hash, loc, self.current())
+    }
+
+    /// `root`'s tree with nodes loaded down to `depth`, read from the current generation.
+    pub fn preload(&self, root: &Node, depth: usize, budget: u64) -> Result<Node, Error> {
+        self.current().preload(root, depth, budget)
+    }
+
+    /// Appends every node of `root`'s tree that the current generation does not hold at `end`,
+    /// syncs, then records their locations. Returns the root's location and the new end of the
+    /// file.
+    pub fn write_tree(&self, root: &Node, end: u64) -> Result<(u64, u64), Error> {
+        let file = self.current();
+        let written = write_tree(&file, root, end)?;
+        for (node, loc) in written.nodes {
+            node.set_location(loc, &file);
+        }
+        Ok((written.loc, written.end))
+    }
+
+    /// Writes all of `root`'s tree into a new generation's file and syncs it and the directory.
+    /// The current generation stays in charge until [`NodeFile::install`].
+    pub fn compact(&self, root: &Node) -> Result<Compacted, Error> {
+        let number = self.current.read().number + 1;
+        let path = self.dir.join(file_name(number));
+        // A leftover of a compaction that a crash or an error cut short.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io {
+                    context: "remove a stale state node file",
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        let (file, len) = GenFile::open(&self.dir, number, true)?;
+        let file = Arc::new(file);
+        let Written { loc, end, nodes } = write_tree(&file, root, len)?;
+        sync_dir(&self.dir)?;
+        Ok(Compacted {
+            file,
+            loc,
+            end,
+            written: nodes,
         })
     }
 
-    /// Appends every unpersisted node of `root`'s tree at `end`, syncs, then records their
-    /// locations. Returns the root's location and the new end of the file.
-    pub fn write_tree(&self, root: &Node, end: u64) -> Result<(u64, u64), Error> {
-        let mut writer = Appender {
-            out: BufWriter::with_capacity(
-                1 << 20,
-                FileAt {
-                    file: &self.file,
-                    at: end,
-                },
-            ),
-            offset: end,
-            written: Vec::new(),
-        };
-        let root_loc = writer.persist(root)?;
-        let Appender {
-            out,
-            offset,
-            written,
-        } = writer;
-        out.into_inner().map_err(|e| Error::Io {
-            context: "write state nodes",
-            source: e.into_error(),
-        })?;
-        self.file.sync_data().map_err(io("fsync state node file"))?;
+    /// Puts a compacted generation in charge, once the root file names it: checkpoints append to
+    /// it, the tree's nodes record their new locations, and the old file is unlinked (stubs that
+    /// still point into it keep it readable until they are dropped).
+    pub fn install(&self, compacted: Compacted) -> Result<(), Error> {
+        let Compacted { file, written, .. } = compacted;
+        let old = std::mem::replace(&mut *self.current.write(), file.clone());
         for (node, loc) in written {
-            node.set_location(loc);
+            node.set_location(loc, &file);
         }
-        Ok((root_loc, offset))
+        std::fs::remove_file(self.dir.join(file_name(old.number)))
+            .map_err(io("remove the compacted state node file"))
     }
+}
+
+/// Removes every node file in `dir` but generation `keep`'s.
+fn remove_other_generations(dir: &Path, keep: u64) -> Result<(), Error> {
+    let keep = file_name(keep);
+    let entries = std::fs::read_dir(dir).map_err(io("list state directory"))?;
+    for entry in entries {
+        let name = entry.map_err(io("list state directory"))?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let generation = name == NODES_FILE
+            || name
+                .strip_prefix(NODES_FILE)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if generation && name != keep {
+            std::fs::remove_file(dir.join(name)).map_err(io("remove an old state node file"))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync state directory"))
+}
+
+/// What [`write_tree`] wrote.
+struct Written {
+    /// The root's location.
+    loc: u64,
+    /// The new end of the file.
+    end: u64,
+    /// The written nodes with their locations, not yet recorded in them.
+    nodes: Vec<(Node, u64)>,
+}
+
+/// Appends at `end` of `file` every node of `root`'s tree that `file` does not hold, and syncs.
+fn write_tree(file: &Arc<GenFile>, root: &Node, end: u64) -> Result<Written, Error> {
+    let mut writer = Appender {
+        out: BufWriter::with_capacity(
+            1 << 20,
+            FileAt {
+                file: &file.file,
+                at: end,
+            },
+        ),
+        target: file,
+        offset: end,
+        written: Vec::new(),
+    };
+    let root_loc = writer.persist(root, true)?;
+    let Appender {
+        out,
+        offset,
+        written,
+        ..
+    } = writer;
+    out.into_inner().map_err(|e| Error::Io {
+        context: "write state nodes",
+        source: e.into_error(),
+    })?;
+    file.file.sync_data().map_err(io("fsync state node file"))?;
+    Ok(Written {
+        loc: root_loc,
+        end: offset,
+        nodes: written,
+    })
 }
 
 fn check(node: Node, expected: &Hash32) -> Result<Node, Error> {
@@ -205,19 +415,28 @@ impl Write for FileAt<'_> {
 
 struct Appender<'a> {
     out: BufWriter<FileAt<'a>>,
+    /// The generation written to: a node located anywhere else is written again.
+    target: &'a GenFile,
     offset: u64,
     written: Vec<(Node, u64)>,
 }
 
 impl Appender<'_> {
-    /// Writes `node`'s unpersisted subtree, children first; returns its location.
-    fn persist(&mut self, node: &Node) -> Result<u64, Error> {
+    /// Writes `node`'s subtree where the target generation does not hold it, children first;
+    /// returns its location. `record`: remember the node, to record its location once synced
+    /// (not for nodes loaded only to be copied, which nothing else refers to).
+    fn persist(&mut self, node: &Node, record: bool) -> Result<u64, Error> {
         let loc = node.location();
-        if loc != 0 {
+        if self.target.holds(loc) {
             return Ok(loc);
         }
         let len = match node {
-            Node::Stub(_) => unreachable!("a stub always has a location"),
+            Node::Stub(stub) => {
+                // A node of an older generation: copied through a temporary load.
+                let loc = self.persist(&stub.load()?, false)?;
+                self.written.push((node.clone(), loc));
+                return Ok(loc);
+            }
             Node::Leaf(leaf) => {
                 let len = 1 + 2 + leaf.data.len();
                 self.record(len, &[&[1], &leaf.key_len.to_le_bytes(), &leaf.data])?;
@@ -231,8 +450,8 @@ impl Appender<'_> {
                     locs[slot] = child.location();
                 }
                 for (slot, child) in b.node_slots() {
-                    if locs[slot] == 0 {
-                        locs[slot] = self.persist(child)?;
+                    if !self.target.holds(locs[slot]) {
+                        locs[slot] = self.persist(child, record)?;
                     }
                 }
                 let slots_len: usize = b
@@ -270,9 +489,11 @@ impl Appender<'_> {
                 len
             }
         };
-        let loc = self.offset;
+        let loc = self.target.location(self.offset);
         self.offset += 4 + len as u64;
-        self.written.push((node.clone(), loc));
+        if record {
+            self.written.push((node.clone(), loc));
+        }
         Ok(loc)
     }
 
@@ -312,7 +533,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode(payload: &[u8], loc: u64) -> Result<Node, Error> {
+/// The node in `payload`, read from `file` at `loc`; its child nodes are stubs into `file`.
+fn decode(payload: &[u8], loc: u64, file: &Arc<GenFile>) -> Result<Node, Error> {
     let mut cur = Cursor(payload);
     match cur.take(1)?[0] {
         1 => {
@@ -342,7 +564,10 @@ fn decode(payload: &[u8], loc: u64) -> Result<Node, Error> {
                 } else {
                     let loc = u64::from_le_bytes(cur.take(8)?.try_into().expect("8 bytes"));
                     let hash: Hash32 = cur.take(32)?.try_into().expect("32 bytes");
-                    slots.push((slot, Child::Node(Node::stub(hash, loc))));
+                    if !file.holds(loc) {
+                        return Err(corrupt("child node located outside its parent's file"));
+                    }
+                    slots.push((slot, Child::Node(Node::stub(hash, loc, file.clone()))));
                 }
             }
             if !cur.0.is_empty() {

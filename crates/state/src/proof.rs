@@ -16,7 +16,6 @@
 //! Branch hashes do not cover the nibbles a branch skips (its prefix), and need not: inclusion
 //! is bound by the leaf, which hashes the whole key, and absence follows from the slots alone.
 
-use crate::nodes::NodeFile;
 use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Node, Slot};
 use crate::Error;
 
@@ -132,14 +131,14 @@ fn step_hash(step: &Step, key: &[u8], below: Option<&Hash32>) -> Result<Hash32, 
 }
 
 /// The proof for `key` in the trie at `root`, loading on-disk nodes from `file`.
-pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<Proof, Error> {
+pub(crate) fn prove(root: Option<&Node>, key: &[u8]) -> Result<Proof, Error> {
     let Some(root) = root else {
         return Ok(Proof {
             steps: Vec::new(),
             end: End::EmptyTrie,
         });
     };
-    let mut node = trie::resolve(root, file)?;
+    let mut node = trie::resolve(root)?;
     let mut steps = Vec::new();
     loop {
         let next = match &node {
@@ -157,7 +156,7 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<
                     siblings,
                 });
                 match b.slot(slot) {
-                    Some(Slot::Node(child)) => trie::resolve(child, file)?,
+                    Some(Slot::Node(child)) => trie::resolve(child)?,
                     Some(Slot::Inline(leaf)) => return Ok(leaf_proof(steps, leaf.entry())),
                     None => {
                         return Ok(Proof {
@@ -167,7 +166,7 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8], file: &NodeFile) -> Result<
                     }
                 }
             }
-            Node::Stub(_) => trie::resolve(&node, file)?,
+            Node::Stub(_) => trie::resolve(&node)?,
         };
         node = next;
     }

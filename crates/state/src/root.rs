@@ -1,9 +1,13 @@
 //! The root file: which checkpoint of the node file the database restarts from.
 //!
 //! `state.root` is one [`crate::frame`] holding the checkpointed revision, its root node's
-//! location and hash (location 0: the empty state), its key count and where the node file's
-//! checkpointed bytes end. It is replaced atomically: written to a temporary file, synced, renamed
-//! over the old one, and the directory synced. A crash leaves either the old root or the new one,
+//! location and hash (location 0: the empty state), its key count, the node file generation it
+//! points into, and that generation's base: its size and key count when it was last written
+//! whole, from which the checkpointer judges when to compact ([`crate::nodes`]). Roots written
+//! before generations existed end after the hash, and read as generation 0 with no base.
+//!
+//! The root is replaced atomically: written to a temporary file, synced, renamed over the old
+//! one, and the directory synced. A crash leaves either the old root or the new one,
 //! and both point at nodes that were synced before the root was written.
 
 use crate::trie::Hash32;
@@ -27,6 +31,12 @@ pub struct Root {
     pub hash: Hash32,
     /// Number of keys.
     pub count: u64,
+    /// The node file generation the root points into.
+    pub generation: u64,
+    /// The generation's size in bytes when it was last written whole (0: unknown).
+    pub base_bytes: u64,
+    /// The key count then.
+    pub base_count: u64,
 }
 
 fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -64,21 +74,39 @@ pub fn read(dir: &Path) -> Result<Option<Root>, Error> {
             .ok_or(Error::Corrupt {
                 what: "state root cut short",
             })?;
+    let (generation, base_bytes, base_count) = match payload.get(56..) {
+        Some([]) => (0, 0, 0),
+        Some(rest) if rest.len() == 24 => {
+            let word = |i: usize| u64::from_le_bytes(rest[i..i + 8].try_into().expect("8 bytes"));
+            (word(0), word(8), word(16))
+        }
+        _ => {
+            return Err(Error::Corrupt {
+                what: "state root of an unknown length",
+            })
+        }
+    };
     Ok(Some(Root {
         revision,
         loc,
         hash,
         count,
+        generation,
+        base_bytes,
+        base_count,
     }))
 }
 
 /// Installs `root` as the checkpoint in `dir`.
 pub fn write(dir: &Path, root: &Root) -> Result<(), Error> {
-    let mut payload = Vec::with_capacity(56);
+    let mut payload = Vec::with_capacity(80);
     payload.extend_from_slice(&root.revision.to_le_bytes());
     payload.extend_from_slice(&root.loc.to_le_bytes());
     payload.extend_from_slice(&root.count.to_le_bytes());
     payload.extend_from_slice(&root.hash);
+    for word in [root.generation, root.base_bytes, root.base_count] {
+        payload.extend_from_slice(&word.to_le_bytes());
+    }
     let tmp = dir.join(ROOT_TMP);
     let mut file = File::create(&tmp).map_err(io("create state root"))?;
     file.write_all(&crate::frame::encode(&payload))

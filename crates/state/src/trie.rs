@@ -42,8 +42,9 @@
 
 pub use crate::branch::Branch;
 use crate::branch::{rank, Parts, Shape, SLOTS};
-use crate::nodes::NodeFile;
+use crate::nodes::GenFile;
 use crate::{Bytes, Error};
+use parking_lot::Mutex;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 use std::cmp::Ordering;
@@ -205,10 +206,29 @@ pub struct Leaf {
     pub(crate) key_len: u16,
 }
 
-/// A node that lives only in the node file, at `loc`.
+/// A node that lives only in the node file. It holds the file generation it points into open:
+/// a compaction may move it to a newer one ([`crate::nodes`]).
 pub struct Stub {
     hash: Hash32,
-    loc: u64,
+    place: Mutex<(u64, Arc<GenFile>)>,
+}
+
+impl Stub {
+    /// The node's hash, which its parent holds.
+    pub(crate) fn hash(&self) -> &Hash32 {
+        &self.hash
+    }
+
+    /// Where the node is: its location and the file generation.
+    pub(crate) fn place(&self) -> (u64, Arc<GenFile>) {
+        self.place.lock().clone()
+    }
+
+    /// Loads the node, checked against its hash.
+    pub(crate) fn load(&self) -> Result<Node, Error> {
+        let (loc, file) = self.place();
+        file.load(loc, &self.hash)
+    }
 }
 
 impl Leaf {
@@ -413,8 +433,11 @@ impl Node {
         Branch::from_slots(pos, prefix, slots, loc).into_node()
     }
 
-    pub(crate) fn stub(hash: Hash32, loc: u64) -> Node {
-        Node::Stub(Arc::new(Stub { hash, loc }))
+    pub(crate) fn stub(hash: Hash32, loc: u64, file: Arc<GenFile>) -> Node {
+        Node::Stub(Arc::new(Stub {
+            hash,
+            place: Mutex::new((loc, file)),
+        }))
     }
 
     /// The node's hash. A leaf's is computed on first use (in practice, when its parent is
@@ -435,16 +458,16 @@ impl Node {
         match self {
             Node::Leaf(leaf) => leaf.loc.load(AtomicOrdering::Acquire),
             Node::Branch(_, b) => b.loc.load(AtomicOrdering::Acquire),
-            Node::Stub(stub) => stub.loc,
+            Node::Stub(stub) => stub.place.lock().0,
         }
     }
 
-    /// Records that the node file holds this node at `loc`.
-    pub(crate) fn set_location(&self, loc: u64) {
+    /// Records that `file` holds this node at `loc`.
+    pub(crate) fn set_location(&self, loc: u64, file: &Arc<GenFile>) {
         match self {
             Node::Leaf(leaf) => leaf.loc.store(loc, AtomicOrdering::Release),
             Node::Branch(_, b) => b.loc.store(loc, AtomicOrdering::Release),
-            Node::Stub(_) => {}
+            Node::Stub(stub) => *stub.place.lock() = (loc, file.clone()),
         }
     }
 
@@ -528,15 +551,14 @@ pub(crate) fn common_nibbles(a: &[u8], b: &[u8]) -> usize {
 /// A key and value borrowed from a write set or a leaf.
 type Entry<'a> = (&'a [u8], &'a [u8]);
 
-/// Where nodes are loaded from, and whether commits may spread over the rayon pool.
+/// How a commit runs: whether it may spread over the rayon pool.
 #[derive(Clone, Copy)]
-pub(crate) struct Ctx<'a> {
-    pub file: &'a NodeFile,
+pub(crate) struct Ctx {
     pub parallel: bool,
 }
 
 /// The value under `key`.
-pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option<Bytes>, Error> {
+pub(crate) fn get(mut node: &Node, key: &[u8]) -> Result<Option<Bytes>, Error> {
     loop {
         match node {
             Node::Leaf(leaf) => return Ok(value_if(leaf.entry(), key)),
@@ -553,8 +575,8 @@ pub(crate) fn get(mut node: &Node, key: &[u8], file: &NodeFile) -> Result<Option
                 }
             }
             Node::Stub(stub) => {
-                let loaded = file.load(stub.loc, &stub.hash)?;
-                return get(&loaded, key, file);
+                let loaded = stub.load()?;
+                return get(&loaded, key);
             }
         }
     }
@@ -565,9 +587,9 @@ fn value_if((k, v): (&[u8], &[u8]), key: &[u8]) -> Option<Bytes> {
 }
 
 /// `node` itself, or the node its stub stands for.
-pub(crate) fn resolve(node: &Node, file: &NodeFile) -> Result<Node, Error> {
+pub(crate) fn resolve(node: &Node) -> Result<Node, Error> {
     match node {
-        Node::Stub(stub) => file.load(stub.loc, &stub.hash),
+        Node::Stub(stub) => stub.load(),
         _ => Ok(node.clone()),
     }
 }
@@ -626,7 +648,7 @@ fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applie
             }
         }
         Node::Stub(stub) => {
-            let loaded = ctx.file.load(stub.loc, &stub.hash)?;
+            let loaded = stub.load()?;
             apply_node(ctx, Some(&loaded), writes)
         }
     }
@@ -820,29 +842,33 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Child> {
     }
 }
 
-/// The tree under `node` with every persisted node at depth `keep` or deeper replaced by a stub,
-/// so it no longer holds those nodes in memory. Unpersisted nodes stay resident.
-pub(crate) fn trim(node: &Node, depth: usize, keep: usize) -> Node {
+/// The tree under `node` with every node at depth `keep` or deeper that `file` holds replaced
+/// by a stub, so it no longer holds those nodes in memory. Nodes not in `file` (unpersisted, or
+/// in an older generation that the next checkpoint copies) stay resident.
+pub(crate) fn trim(node: &Node, depth: usize, keep: usize, file: &Arc<GenFile>) -> Node {
     let loc = node.location();
-    if depth >= keep && loc != 0 {
+    if depth >= keep && file.holds(loc) {
         return match node {
             Node::Stub(_) => node.clone(),
-            _ => Node::stub(*node.hash(), loc),
+            _ => Node::stub(*node.hash(), loc, file.clone()),
         };
     }
     let Node::Branch(_, b) = node else {
         return node.clone();
     };
-    let trimmed: SmallVec<[Node; SLOTS]> =
-        b.nodes().iter().map(|c| trim(c, depth + 1, keep)).collect();
+    let trimmed: SmallVec<[Node; SLOTS]> = b
+        .nodes()
+        .iter()
+        .map(|c| trim(c, depth + 1, keep, file))
+        .collect();
     if trimmed.iter().zip(b.nodes()).all(|(a, c)| a.ptr_eq(c)) {
         return node.clone();
     }
     b.with_nodes(trimmed).into_node()
 }
 
-/// Loads the node at a location, checked against its hash.
-pub(crate) type Loader<'a> = dyn Fn(u64, &Hash32) -> Result<Node, Error> + 'a;
+/// Loads the node a stub stands for, checked against its hash.
+pub(crate) type Loader<'a> = dyn Fn(&Stub) -> Result<Node, Error> + 'a;
 
 /// The tree under `node` with stubs loaded down to depth `keep`.
 pub(crate) fn preload(
@@ -855,7 +881,7 @@ pub(crate) fn preload(
         return Ok(node.clone());
     }
     let node = match node {
-        Node::Stub(stub) => load(stub.loc, &stub.hash)?,
+        Node::Stub(stub) => load(stub)?,
         _ => node.clone(),
     };
     let Node::Branch(_, b) = &node else {
@@ -871,7 +897,6 @@ pub(crate) fn preload(
 
 /// Ordered iteration over the leaves in a key range.
 pub struct Iter {
-    file: Arc<NodeFile>,
     /// Branches being walked, with the next slot to visit and whether the lower bound can still
     /// cut into them.
     stack: Vec<(Branch, usize, bool)>,
@@ -892,14 +917,8 @@ enum Reached {
 }
 
 impl Iter {
-    pub(crate) fn new(
-        root: Option<Node>,
-        file: Arc<NodeFile>,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Self {
+    pub(crate) fn new(root: Option<Node>, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Self {
         Self {
-            file,
             stack: Vec::new(),
             next: root.map(|r| (r, true)),
             start,
@@ -951,7 +970,7 @@ impl Iter {
     fn step(&mut self) -> Result<Option<(Bytes, Bytes)>, Error> {
         loop {
             let reached = if let Some((node, bounded)) = self.next.take() {
-                match resolve(&node, &self.file)? {
+                match resolve(&node)? {
                     Node::Leaf(leaf) => self.reach(leaf.entry(), bounded),
                     Node::Branch(_, b) => {
                         self.stack.push((b, 0, bounded));

@@ -53,6 +53,7 @@ fn readers_at_head_minus_four_see_stable_revisions_while_the_writer_commits() {
     let options = Options {
         checkpoint_bytes: 16 << 10,
         memory_budget: 64 << 10,
+        compact_min_bytes: 0,
     };
     let db = Db::open_with(dir.path(), options).expect("open");
     let mut ws = db.begin(db.finalized()).expect("begin");

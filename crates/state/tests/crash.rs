@@ -27,6 +27,7 @@ fn options() -> Options {
     Options {
         checkpoint_bytes: 64 << 10,
         memory_budget: 256 << 10,
+        compact_min_bytes: 0,
     }
 }
 
@@ -189,7 +190,13 @@ fn io_error_child() {
     let Ok(dir) = std::env::var("PEREGRINE_IO_ERROR_CHILD") else {
         return;
     };
-    let db = Db::open_with(Path::new(&dir), options()).expect("child open");
+    // Without compaction, so the node file grows until it reaches the size limit (compaction
+    // would keep it below the limit, and the child would never fail).
+    let options = Options {
+        compact_min_bytes: u64::MAX,
+        ..options()
+    };
+    let db = Db::open_with(Path::new(&dir), options).expect("child open");
     let mut head = db.finalized();
     let mut finalized = 0;
     for b in 1.. {
