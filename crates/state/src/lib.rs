@@ -18,7 +18,9 @@
 //!   syncs it once. Nothing else is written on the finalize path.
 //! - **A background checkpointer writes finalized tries to the node file** ([`nodes`]): only the
 //!   nodes not written before, children first, then one sync and an atomically replaced root file
-//!   ([`root`]). The log's older file is recycled once a checkpoint covers it.
+//!   ([`root`]). The log's older file is recycled once a checkpoint covers it. Once the node file
+//!   exceeds twice its estimated live size, a checkpoint compacts instead: it writes the whole tree
+//!   into a new file generation and retires the old file ([`checkpoint`], [`nodes`]).
 //! - **Beyond memory**: nodes in the node file can be dropped from memory and stand in the trie as
 //!   stubs, loaded on demand through the operating system's page cache. When the estimated resident
 //!   size exceeds [`Options::memory_budget`], each completed checkpoint replaces the persisted nodes
