@@ -87,7 +87,7 @@ pub struct Options {
     /// dropped from memory after each checkpoint and read from the node file when needed.
     pub memory_budget: u64,
     /// Node files smaller than this are never compacted; larger ones are once they exceed twice
-    /// their estimated live size (see [`checkpoint`]'s docs).
+    /// their estimated live size (see `docs/STATE.md`, "On disk").
     pub compact_min_bytes: u64,
 }
 
