@@ -10,7 +10,7 @@
 //! revisions open.
 //!
 //! # Design
-//! - **Revisions are roots of one copy-on-write Merkle radix trie** ([`trie`]). A write set is an
+//! - **Revisions are roots of one copy-on-write Merkle radix trie** (module `trie`). A write set is an
 //!   in-memory buffer; `commit` merges it into the parent's trie in one sorted pass, copying only the
 //!   changed paths and hashing only the new nodes, so the state commitment of every revision costs
 //!   O(changed keys × depth). Snapshots and forks are a pointer copy.
@@ -20,7 +20,7 @@
 //!   nodes not written before, children first, then one sync and an atomically replaced root file
 //!   ([`root`]). The log's older file is recycled once a checkpoint covers it. Once the node file
 //!   exceeds twice its estimated live size, a checkpoint compacts instead: it writes the whole tree
-//!   into a new file generation and retires the old file ([`checkpoint`], [`nodes`]).
+//!   into a new file generation and retires the old file (modules `checkpoint` and [`nodes`]).
 //! - **Beyond memory**: nodes in the node file can be dropped from memory and stand in the trie as
 //!   stubs, loaded on demand through the operating system's page cache. When the estimated resident
 //!   size exceeds [`Options::memory_budget`], each completed checkpoint replaces the persisted nodes
@@ -274,7 +274,7 @@ impl Snapshot {
         self.count == 0
     }
 
-    /// The state commitment of this revision: the trie's root hash (see [`trie`]).
+    /// The state commitment of this revision: the trie's root hash (see `docs/STATE.md`, "The state commitment").
     pub fn commitment(&self) -> Hash {
         Hash(
             self.root

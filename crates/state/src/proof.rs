@@ -1,6 +1,6 @@
 //! Merkle proofs that a key holds a value, or holds none, in a revision of known commitment.
 //!
-//! A proof is the key's path from the root (see [`crate::trie`] for the hashes):
+//! A proof is the key's path from the root (see `docs/STATE.md` for the hashes):
 //! - one [`Step`] per branch on the path: its `pos`, its slot mask, and the hashes of its other
 //!   children in slot order;
 //! - then an [`End`]: the leaf the path reaches, or no child in the key's slot, or an empty trie.
