@@ -10,7 +10,7 @@
 //! revisions open.
 //!
 //! # Design
-//! - **Revisions are roots of one copy-on-write Merkle radix trie** (module `trie`). A write set is an
+//! - **Revisions are roots of one copy-on-write Merkle radix trie** (`trie`). A write set is an
 //!   in-memory buffer; `commit` merges it into the parent's trie in one sorted pass, copying only the
 //!   changed paths and hashing only the new nodes, so the state commitment of every revision costs
 //!   O(changed keys × depth). Snapshots and forks are a pointer copy.
@@ -274,7 +274,8 @@ impl Snapshot {
         self.count == 0
     }
 
-    /// The state commitment of this revision: the trie's root hash (see `docs/STATE.md`, "The state commitment").
+    /// The state commitment of this revision: the trie's root hash (see `docs/STATE.md`, "The
+    /// state commitment").
     pub fn commitment(&self) -> Hash {
         Hash(
             self.root
