@@ -136,12 +136,13 @@ fn layout(n_nodes: usize, n_leaves: usize) -> Layout {
 }
 
 impl Branch {
-    /// A branch of `parts` holding `nodes` (its node slots' contents, in slot order) and
-    /// `leaves` (its inline slots' contents, in slot order); the masks must say which is where.
+    /// A branch of `parts` holding `nodes` (its node slots' contents, in slot order) and the
+    /// inline leaves in `leaf_runs` (its inline slots' contents, in slot order, as runs that are
+    /// copied straight into the new allocation); the masks must say which is where.
     pub(crate) fn new(
         parts: Parts,
         nodes: impl IntoIterator<Item = Node>,
-        leaves: &[Inline],
+        leaf_runs: &[&[Inline]],
     ) -> Branch {
         let mut nodes: SmallVec<[Node; SLOTS]> = nodes.into_iter().collect();
         assert!(parts.mask >> SLOTS == 0 && parts.inline_mask & !parts.mask == 0);
@@ -149,12 +150,13 @@ impl Branch {
             nodes.len(),
             (parts.mask & !parts.inline_mask).count_ones() as usize
         );
-        assert_eq!(leaves.len(), parts.inline_mask.count_ones() as usize);
-        let (n_nodes, n_leaves) = (nodes.len(), leaves.len());
+        let n_leaves: usize = leaf_runs.iter().map(|run| run.len()).sum();
+        assert_eq!(n_leaves, parts.inline_mask.count_ones() as usize);
+        let n_nodes = nodes.len();
         let layout = layout(n_nodes, n_leaves);
         // SAFETY: the layout is non-zero; the head, the nodes (moved out of `nodes`, whose length
-        // is then cleared so they are not dropped twice) and the leaves are written within it
-        // at the offsets the accessors read.
+        // is then cleared so they are not dropped twice) and the leaves (`n_leaves` in all, run
+        // after run) are written within it at the offsets the accessors read.
         unsafe {
             let raw = alloc::alloc(layout) as *mut BranchHead;
             let Some(head) = NonNull::new(raw) else {
@@ -174,8 +176,11 @@ impl Branch {
             let branch = Branch(head);
             ptr::copy_nonoverlapping(nodes.as_ptr(), branch.nodes_ptr() as *mut Node, n_nodes);
             nodes.set_len(0);
-            let leaves_at = branch.leaves_ptr(n_nodes) as *mut Inline;
-            ptr::copy_nonoverlapping(leaves.as_ptr(), leaves_at, n_leaves);
+            let mut leaves_at = branch.leaves_ptr(n_nodes) as *mut Inline;
+            for run in leaf_runs {
+                ptr::copy_nonoverlapping(run.as_ptr(), leaves_at, run.len());
+                leaves_at = leaves_at.add(run.len());
+            }
             branch
         }
     }
@@ -322,7 +327,7 @@ mod tests {
             inline_mask: 1 << 5,
             prefix: Bytes::new(),
         };
-        let branch = Branch::new(parts, [a.clone(), b.clone()], &[inline]);
+        let branch = Branch::new(parts, [a.clone(), b.clone()], &[&[inline]]);
         let shape = branch.shape();
         assert!(branch.node_in(shape, 2).is_some_and(|n| n.ptr_eq(&a)));
         assert!(branch.node_in(shape, 16).is_some_and(|n| n.ptr_eq(&b)));

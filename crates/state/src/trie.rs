@@ -125,6 +125,15 @@ impl Inline {
     }
 }
 
+/// The positions of the bits set in `mask`, lowest first.
+fn set_bits(mut mask: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let bit = (mask != 0).then(|| mask.trailing_zeros() as usize)?;
+        mask &= mask - 1;
+        Some(bit)
+    })
+}
+
 /// What a branch slot holds, owned: a node, or a leaf inline.
 #[derive(Clone)]
 pub(crate) enum Child {
@@ -243,14 +252,14 @@ impl Branch {
     fn from_slots(pos: u16, prefix: Bytes, slots: &[(usize, Child)], loc: u64) -> Branch {
         let (mut mask, mut inline_mask) = (0u32, 0u32);
         let mut nodes: SmallVec<[Node; SLOTS]> = SmallVec::new();
-        let mut leaves: SmallVec<[Inline; SLOTS]> = SmallVec::new();
+        let mut leaves: SmallVec<[&[Inline]; SLOTS]> = SmallVec::new();
         for (slot, child) in slots {
             mask |= 1 << slot;
             match child {
                 Child::Node(node) => nodes.push(node.clone()),
                 Child::Inline(leaf) => {
                     inline_mask |= 1 << slot;
-                    leaves.push(*leaf);
+                    leaves.push(std::slice::from_ref(leaf));
                 }
             }
         }
@@ -290,20 +299,18 @@ impl Branch {
             u8::MAX => self.slot(slot),
             i => changes[usize::from(i)].1.as_ref().map(Child::as_slot),
         };
-        let occupied = move || (0..SLOTS).filter(move |s| mask & (1 << s) != 0);
-        match mask.count_ones() {
-            0 => return None,
-            1 => return occupied().next().and_then(content).map(Slot::owned),
+        let contents: SmallVec<[Slot; SLOTS]> = set_bits(mask)
+            .map(|s| content(s).expect("an occupied slot"))
+            .collect();
+        match contents[..] {
+            [] => return None,
+            [only] => return Some(only.owned()),
             _ => {}
         }
-        let hash = branch_hash_of(
-            self.pos,
-            mask,
-            occupied().map(|s| content(s).expect("an occupied slot").hash()),
-        );
-        let nodes = occupied().filter_map(|s| match content(s) {
-            Some(Slot::Node(node)) => Some(node.clone()),
-            _ => None,
+        let hash = branch_hash_of(self.pos, mask, contents.iter().map(|c| c.hash()));
+        let nodes = contents.iter().filter_map(|c| match c {
+            Slot::Node(node) => Some((*node).clone()),
+            Slot::Inline(_) => None,
         });
         let parts = Parts {
             hash,
@@ -317,22 +324,29 @@ impl Branch {
         Some(Child::Node(branch.into_node()))
     }
 
-    /// The inline leaves after `changes` (in slot order): runs of unchanged leaves are copied
-    /// whole, around the changed slots.
-    fn edited_leaves(&self, changes: &[(usize, Option<Child>)]) -> SmallVec<[Inline; SLOTS]> {
+    /// The inline leaves after `changes` (in slot order), as runs for [`Branch::new`] to copy:
+    /// runs of unchanged leaves borrowed whole from this branch, around the changed slots.
+    fn edited_leaves<'a>(
+        &'a self,
+        changes: &'a [(usize, Option<Child>)],
+    ) -> SmallVec<[&'a [Inline]; 8]> {
         let old = self.leaves();
-        let mut leaves = SmallVec::new();
+        let mut runs = SmallVec::new();
         let mut next = 0;
         for (slot, child) in changes {
             let at = rank(self.inline_mask, *slot);
-            leaves.extend_from_slice(&old[next..at]);
+            if at > next {
+                runs.push(&old[next..at]);
+            }
             next = at + usize::from(self.inline_mask & (1 << slot) != 0);
             if let Some(Child::Inline(leaf)) = child {
-                leaves.push(*leaf);
+                runs.push(std::slice::from_ref(leaf));
             }
         }
-        leaves.extend_from_slice(&old[next..]);
-        leaves
+        if next < old.len() {
+            runs.push(&old[next..]);
+        }
+        runs
     }
 
     /// The handle a parent holds.
@@ -379,7 +393,7 @@ impl Branch {
             inline_mask: self.inline_mask,
             prefix: self.prefix.clone(),
         };
-        Branch::new(parts, nodes, self.leaves())
+        Branch::new(parts, nodes, &[self.leaves()])
     }
 }
 
