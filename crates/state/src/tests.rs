@@ -578,3 +578,26 @@ fn opening_removes_node_files_the_root_does_not_name() {
     let snapshot = db.snapshot(db.finalized()).expect("snapshot");
     assert_eq!(snapshot.get(b"k").as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn a_commit_orders_keys_that_tie_on_their_first_eight_bytes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let stems: [&[u8]; 4] = [b"", b"\0", b"abcdefgh", b"abcdefg\0"];
+    let mut changes: Vec<Change> = (0..2_000)
+        .map(|i| {
+            let stem = stems[i % stems.len()];
+            let tail: Vec<u8> = (0..rng.gen_range(0..4))
+                .map(|_| rng.gen_range(0..3))
+                .collect();
+            let key = Bytes::from_iter(stem.iter().chain(&tail).copied());
+            (key, Some(Bytes::from_slice(&(i as u64).to_le_bytes())))
+        })
+        .collect();
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    changes.dedup_by(|a, b| a.0 == b.0);
+    let mut shuffled = changes.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.gen_range(0..=i));
+    }
+    assert_eq!(sorted_by_key(shuffled), changes);
+}
