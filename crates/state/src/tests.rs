@@ -601,3 +601,23 @@ fn a_commit_orders_keys_that_tie_on_their_first_eight_bytes() {
     }
     assert_eq!(sorted_by_key(shuffled), changes);
 }
+
+#[test]
+fn a_leaf_hash_is_blake3_of_its_documented_encoding_at_every_size() {
+    for key_len in [0usize, 1, 8, 60, 125, 126, 300] {
+        for value_len in [0usize, 1, 3, 64, 200] {
+            let key = vec![0xab; key_len];
+            let value = vec![0x5c; value_len];
+            let mut encoding = vec![0u8];
+            encoding.extend_from_slice(&(key_len as u16).to_le_bytes());
+            encoding.extend_from_slice(&key);
+            encoding.extend_from_slice(&value);
+            let expected = *blake3::hash(&encoding).as_bytes();
+            assert_eq!(
+                trie::leaf_hash(&key, &value),
+                expected,
+                "{key_len}+{value_len}"
+            );
+        }
+    }
+}

@@ -512,6 +512,17 @@ impl Node {
 
 /// The hash of a leaf.
 pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash32 {
+    // Most leaves are small: one contiguous input costs one `blake3::hash` call instead of four
+    // `update`s, about half the instructions of a one-block hash.
+    const SMALL: usize = 128;
+    let len = 3 + key.len() + value.len();
+    if len <= SMALL {
+        let mut buf = [0u8; SMALL];
+        buf[1..3].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        buf[3..3 + key.len()].copy_from_slice(key);
+        buf[3 + key.len()..len].copy_from_slice(value);
+        return *blake3::hash(&buf[..len]).as_bytes();
+    }
     let mut hasher = blake3::Hasher::new();
     hasher.update(&[0]);
     hasher.update(&(key.len() as u16).to_le_bytes());
