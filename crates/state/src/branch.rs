@@ -31,8 +31,9 @@ use crate::trie::{Hash32, Inline, Node};
 use crate::Bytes;
 use smallvec::SmallVec;
 use std::alloc::{self, Layout};
+use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per branch: 16 nibbles and the terminator.
 pub(crate) const SLOTS: usize = 17;
@@ -42,14 +43,17 @@ pub(crate) const SLOTS: usize = 17;
 #[repr(C)]
 pub struct BranchHead {
     count: AtomicUsize,
-    /// Computed when the branch is built, from its children's.
-    pub(crate) hash: Hash32,
+    /// From the children's hashes: given when the branch is built, or, for a *fresh* branch
+    /// (built by a commit), written once by that commit's hashing pass ([`Branch::set_hash`]).
+    hash: UnsafeCell<Hash32>,
     /// Where the node file holds this node; 0 until a checkpoint writes it.
     pub(crate) loc: AtomicU64,
     /// The nibble position this branch splits on.
     pub(crate) pos: u16,
     n_nodes: u8,
     n_leaves: u8,
+    /// Built by a commit and not hashed yet.
+    fresh: AtomicBool,
     /// Bit `s` is set when slot `s` holds a child.
     pub(crate) mask: u32,
     /// Bit `s` is set when slot `s` holds an inline leaf.
@@ -111,7 +115,8 @@ pub(crate) fn rank(mask: u32, slot: usize) -> usize {
 
 /// What a new branch is, apart from its children.
 pub(crate) struct Parts {
-    pub hash: Hash32,
+    /// `None` for a fresh branch, whose commit hashes it later.
+    pub hash: Option<Hash32>,
     pub loc: u64,
     pub pos: u16,
     pub mask: u32,
@@ -122,10 +127,12 @@ pub(crate) struct Parts {
 /// A shared handle to a branch.
 pub struct Branch(NonNull<BranchHead>);
 
-// SAFETY: a branch is immutable once built except for its atomics, and everything it holds
-// (nodes, inline leaves, the prefix) is itself `Send + Sync`.
+// SAFETY: a branch is immutable once built except for its atomics and the one write of a fresh
+// branch's hash (see `set_hash`), and everything it holds (nodes, inline leaves, the prefix) is
+// itself `Send + Sync`.
 unsafe impl Send for Branch {}
-// SAFETY: as for `Send`: shared access only reads, or goes through atomics.
+// SAFETY: as for `Send`: shared access only reads, or goes through atomics; a fresh branch is
+// not shared yet.
 unsafe impl Sync for Branch {}
 
 fn layout(n_nodes: usize, n_leaves: usize) -> Layout {
@@ -164,11 +171,12 @@ impl Branch {
             };
             raw.write(BranchHead {
                 count: AtomicUsize::new(1),
-                hash: parts.hash,
+                hash: UnsafeCell::new(parts.hash.unwrap_or_default()),
                 loc: AtomicU64::new(parts.loc),
                 pos: parts.pos,
                 n_nodes: n_nodes as u8,
                 n_leaves: n_leaves as u8,
+                fresh: AtomicBool::new(parts.hash.is_none()),
                 mask: parts.mask,
                 inline_mask: parts.inline_mask,
                 prefix: parts.prefix,
@@ -238,6 +246,37 @@ impl Branch {
         let n_nodes = shape.node_mask().count_ones() as usize;
         // SAFETY: as in `node_in`, the counts come from this branch's own masks.
         Some(unsafe { &*self.leaves_ptr(n_nodes).add(rank(mask, slot)) })
+    }
+
+    /// The hash. Never asked of a fresh branch: a commit hashes what it built before anything
+    /// else sees it.
+    #[inline]
+    pub(crate) fn hash(&self) -> &Hash32 {
+        debug_assert!(!self.is_fresh(), "the hash of a branch not hashed yet");
+        // SAFETY: the hash is only written while the branch is fresh (`set_hash`), and then
+        // only by the commit that built it, before any reader can reach it.
+        unsafe { &*self.hash.get() }
+    }
+
+    /// Whether a commit built this branch and has not hashed it yet.
+    #[inline]
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.fresh.load(Ordering::Relaxed)
+    }
+
+    /// Records the hash of a fresh branch, once.
+    ///
+    /// # Panics
+    /// If the branch is not fresh: a hashed branch may be shared, and its hash never changes.
+    pub(crate) fn set_hash(&self, hash: Hash32) {
+        assert!(self.is_fresh(), "a branch is hashed once");
+        debug_assert!(self.is_unique());
+        // SAFETY: a fresh branch was built by the commit now hashing it and is reachable only
+        // from that commit's new tree, which no snapshot holds yet; each fresh branch is hashed
+        // by one thread, and the commit's hand-off of the tree (a join, then publication under
+        // a lock) orders this write before every read.
+        unsafe { *self.hash.get() = hash };
+        self.fresh.store(false, Ordering::Relaxed);
     }
 
     /// How many handles point to this branch.
@@ -320,7 +359,7 @@ mod tests {
         let (a, b) = (Node::leaf(b"a", &[1; 64]), Node::leaf(b"b", &[2; 64]));
         let inline = Inline::new(b"c", b"3").expect("fits inline");
         let parts = Parts {
-            hash: [9; 32],
+            hash: Some([9; 32]),
             loc: 0,
             pos: 0,
             mask: 1 << 2 | 1 << 5 | 1 << 16,

@@ -53,6 +53,7 @@ pub(crate) mod trie;
 mod background;
 mod branch;
 mod checkpoint;
+mod hashing;
 
 use ahash::AHashMap;
 use background::{Background, Handoff};

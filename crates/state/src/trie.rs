@@ -248,8 +248,15 @@ impl Leaf {
 }
 
 impl Branch {
-    /// A new, hashed branch over `slots` (at least two, in slot order).
-    fn from_slots(pos: u16, prefix: Bytes, slots: &[(usize, Child)], loc: u64) -> Branch {
+    /// A new branch over `slots` (at least two, in slot order): hashed, or fresh for its
+    /// commit to hash ([`crate::hashing`]).
+    fn from_slots(
+        pos: u16,
+        prefix: Bytes,
+        slots: &[(usize, Child)],
+        loc: u64,
+        hashed: bool,
+    ) -> Branch {
         let (mut mask, mut inline_mask) = (0u32, 0u32);
         let mut nodes: SmallVec<[Node; SLOTS]> = SmallVec::new();
         let mut leaves: SmallVec<[&[Inline]; SLOTS]> = SmallVec::new();
@@ -263,7 +270,7 @@ impl Branch {
                 }
             }
         }
-        let hash = branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash()));
+        let hash = hashed.then(|| branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash())));
         let parts = Parts {
             hash,
             loc,
@@ -276,8 +283,9 @@ impl Branch {
     }
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
-    /// most once): nothing, the one remaining child, or a new branch. Unchanged child nodes and
-    /// runs of unchanged inline leaves are copied straight from this branch into the new one.
+    /// most once): nothing, the one remaining child, or a new, fresh branch. Unchanged child
+    /// nodes and runs of unchanged inline leaves are copied straight from this branch into the
+    /// new one.
     fn edit(&self, changes: &[(usize, Option<Child>)]) -> Option<Child> {
         let mut changed = [u8::MAX; SLOTS];
         let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
@@ -307,13 +315,12 @@ impl Branch {
             [only] => return Some(only.owned()),
             _ => {}
         }
-        let hash = branch_hash_of(self.pos, mask, contents.iter().map(|c| c.hash()));
         let nodes = contents.iter().filter_map(|c| match c {
             Slot::Node(node) => Some((*node).clone()),
             Slot::Inline(_) => None,
         });
         let parts = Parts {
-            hash,
+            hash: None,
             loc: 0,
             pos: self.pos,
             mask,
@@ -386,7 +393,7 @@ impl Branch {
     /// hold.
     fn with_nodes(&self, nodes: impl IntoIterator<Item = Node>) -> Branch {
         let parts = Parts {
-            hash: self.hash,
+            hash: Some(*self.hash()),
             loc: self.loc.load(AtomicOrdering::Acquire),
             pos: self.pos,
             mask: self.mask,
@@ -422,7 +429,7 @@ impl Node {
             1 => slots.pop().map(|(_, child)| child),
             _ => {
                 let prefix = Bytes::from_slice(&prefix[..pos.div_ceil(2)]);
-                let branch = Branch::from_slots(pos as u16, prefix, &slots, 0);
+                let branch = Branch::from_slots(pos as u16, prefix, &slots, 0, false);
                 Some(Child::Node(branch.into_node()))
             }
         }
@@ -444,7 +451,7 @@ impl Node {
         slots: &[(usize, Child)],
         loc: u64,
     ) -> Node {
-        Branch::from_slots(pos, prefix, slots, loc).into_node()
+        Branch::from_slots(pos, prefix, slots, loc, true).into_node()
     }
 
     pub(crate) fn stub(hash: Hash32, loc: u64, file: Arc<GenFile>) -> Node {
@@ -455,14 +462,15 @@ impl Node {
     }
 
     /// The node's hash. A leaf's is computed on first use (in practice, when its parent is
-    /// built); a branch's when it is built.
+    /// built); a branch's by the commit that built it, before the commit returns
+    /// ([`crate::hashing`]).
     pub fn hash(&self) -> &Hash32 {
         match self {
             Node::Leaf(leaf) => leaf.hash.get_or_init(|| {
                 let (key, value) = leaf.entry();
                 leaf_hash(key, value)
             }),
-            Node::Branch(_, b) => &b.hash,
+            Node::Branch(_, b) => b.hash(),
             Node::Stub(stub) => &stub.hash,
         }
     }
@@ -531,13 +539,20 @@ pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash32 {
     *hasher.finalize().as_bytes()
 }
 
-/// The hash of a branch from its children's hashes, in slot order (at most 17).
-pub fn branch_hash_of<'a>(
+/// Bytes of the longest branch encoding, padded: `7 + 17 * 32 = 551`, to a multiple of 64.
+pub(crate) const BRANCH_ENCODING_MAX: usize = 576;
+
+/// Writes the encoding of a branch into `buf` and returns its length: `1`, `pos` (`u16`, little
+/// endian), `mask` (`u32`, little endian), the children's hashes in slot order (at most 17),
+/// then zeros up to a multiple of 64 bytes (BLAKE3's block), so that branches with the same
+/// number of children hash as equal-length messages, several at once ([`crate::hashing`]).
+/// The padding costs no compression: BLAKE3 pads a last partial block anyway.
+pub(crate) fn encode_branch<'a>(
     pos: u16,
     mask: u32,
     child_hashes: impl Iterator<Item = &'a Hash32>,
-) -> Hash32 {
-    let mut buf = [0u8; 7 + 17 * 32];
+    buf: &mut [u8],
+) -> usize {
     buf[0] = 1;
     buf[1..3].copy_from_slice(&pos.to_le_bytes());
     buf[3..7].copy_from_slice(&mask.to_le_bytes());
@@ -546,6 +561,20 @@ pub fn branch_hash_of<'a>(
         buf[len..len + 32].copy_from_slice(hash);
         len += 32;
     }
+    let padded = len.next_multiple_of(64);
+    buf[len..padded].fill(0);
+    padded
+}
+
+/// The hash of a branch from its children's hashes, in slot order (at most 17): BLAKE3 of its
+/// encoding ([`encode_branch`]).
+pub fn branch_hash_of<'a>(
+    pos: u16,
+    mask: u32,
+    child_hashes: impl Iterator<Item = &'a Hash32>,
+) -> Hash32 {
+    let mut buf = [0u8; BRANCH_ENCODING_MAX];
+    let len = encode_branch(pos, mask, child_hashes, &mut buf);
     *blake3::hash(&buf[..len]).as_bytes()
 }
 
@@ -619,6 +648,9 @@ pub(crate) fn resolve(node: &Node) -> Result<Node, Error> {
     }
 }
 
+/// Writes under which a commit hashes a subtree as soon as it is built ([`hash_if_small`]).
+const HASH_BATCH_WRITES: usize = 256;
+
 /// A subtree and the change in its key count.
 type Applied = (Option<Child>, i64);
 
@@ -630,7 +662,12 @@ pub(crate) fn apply(
     writes: &[Change],
 ) -> Result<(Option<Node>, i64), Error> {
     let (root, added) = apply_node(ctx, root, writes)?;
-    Ok((root.map(Child::into_node), added))
+    let root = root.map(Child::into_node);
+    if let Some(root) = &root {
+        let parallel = ctx.parallel && writes.len() >= PARALLEL_MIN_WRITES;
+        crate::hashing::hash_fresh(root, parallel);
+    }
+    Ok((root, added))
 }
 
 /// Applies `writes` to the subtree in one slot.
@@ -812,16 +849,27 @@ fn run_groups<'w>(
     groups: &[(usize, &'w [Change])],
     f: impl Fn(usize, &'w [Change]) -> Result<Applied, Error> + Sync,
 ) -> Result<Vec<(usize, Applied)>, Error> {
+    let run = |&(slot, group): &(usize, &'w [Change])| {
+        let (child, delta) = f(slot, group)?;
+        hash_if_small(total, group.len(), child.as_ref());
+        Ok((slot, (child, delta)))
+    };
     if ctx.parallel && total >= PARALLEL_MIN_WRITES && groups.len() > 1 {
-        groups
-            .par_iter()
-            .map(|&(slot, group)| f(slot, group).map(|r| (slot, r)))
-            .collect()
+        groups.par_iter().map(run).collect()
     } else {
-        groups
-            .iter()
-            .map(|&(slot, group)| f(slot, group).map(|r| (slot, r)))
-            .collect()
+        groups.iter().map(run).collect()
+    }
+}
+
+/// Hashes the fresh branches of a subtree built from fewer than [`HASH_BATCH_WRITES`] writes
+/// under a parent built from more, right after building it: its nodes and their children's
+/// hashes are still in cache, where a pass over the whole tree at the end of the commit would
+/// load every one of them again from memory.
+fn hash_if_small(parent_writes: usize, writes: usize, child: Option<&Child>) {
+    if parent_writes >= HASH_BATCH_WRITES && writes < HASH_BATCH_WRITES {
+        if let Some(Child::Node(node)) = child {
+            crate::hashing::hash_fresh(node, false);
+        }
     }
 }
 
@@ -855,7 +903,9 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Child> {
                 start += len;
             }
             let child = |&(slot, group): &(usize, &[Entry])| {
-                (slot, build(ctx, group).expect("a non-empty group"))
+                let child = build(ctx, group).expect("a non-empty group");
+                hash_if_small(entries.len(), group.len(), Some(&child));
+                (slot, child)
             };
             let slots: Slots = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES {
                 groups.par_iter().map(child).collect::<Vec<_>>().into()
