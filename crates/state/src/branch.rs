@@ -54,6 +54,9 @@ pub struct BranchHead {
     n_leaves: u8,
     /// Built by a commit and not hashed yet.
     fresh: AtomicBool,
+    /// Where this fresh branch's encoding waits to be hashed (`crate::hashing`): 1 + its index
+    /// in the building thread's stage, or 0.
+    pub(crate) staged: u16,
     /// Bit `s` is set when slot `s` holds a child.
     pub(crate) mask: u32,
     /// Bit `s` is set when slot `s` holds an inline leaf.
@@ -117,6 +120,8 @@ pub(crate) fn rank(mask: u32, slot: usize) -> usize {
 pub(crate) struct Parts {
     /// `None` for a fresh branch, whose commit hashes it later.
     pub hash: Option<Hash32>,
+    /// See [`BranchHead::staged`].
+    pub staged: u16,
     pub loc: u64,
     pub pos: u16,
     pub mask: u32,
@@ -177,6 +182,7 @@ impl Branch {
                 n_nodes: n_nodes as u8,
                 n_leaves: n_leaves as u8,
                 fresh: AtomicBool::new(parts.hash.is_none()),
+                staged: parts.staged,
                 mask: parts.mask,
                 inline_mask: parts.inline_mask,
                 prefix: parts.prefix,
@@ -289,6 +295,11 @@ impl Branch {
         self.count.load(Ordering::Acquire) == 1
     }
 
+    /// The allocation's address: this branch's identity while it lives.
+    pub(crate) fn addr(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
     pub(crate) fn ptr_eq(&self, other: &Branch) -> bool {
         self.0 == other.0
     }
@@ -360,6 +371,7 @@ mod tests {
         let inline = Inline::new(b"c", b"3").expect("fits inline");
         let parts = Parts {
             hash: Some([9; 32]),
+            staged: 0,
             loc: 0,
             pos: 0,
             mask: 1 << 2 | 1 << 5 | 1 << 16,

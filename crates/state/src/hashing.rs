@@ -11,6 +11,15 @@
 //! the tree is built: grouped by height (a branch's fresh children are all lower), then by
 //! encoded length, and each group in batches.
 //!
+//! # When, and from what
+//! A subtree built from fewer than 256 writes is hashed on its thread right after it is built
+//! (`trie::hash_if_small`), while its nodes are in cache; the few branches above such subtrees
+//! are hashed when the commit's tree is complete. A branch inside a small subtree *stages* its
+//! encoding while it is copied ([`stage`]): its unchanged children's hashes are in cache then,
+//! because the copy has just loaded each child to count a new reference. The pass only patches
+//! in the hashes of its fresh children, whose slots the stage marks, and never loads the others
+//! again.
+//!
 //! # Determinism
 //! The hash of a branch depends on its children's hashes alone; the grouping only changes how
 //! many messages go through the compression function together, never what they are. The pass
@@ -22,12 +31,13 @@
 //! semver promise, so the workspace pins `blake3` to one exact version, and the tests compare
 //! every message length against `blake3::hash`.
 
-use crate::branch::Branch;
+use crate::branch::{rank, Branch};
 use crate::trie::{self, Hash32, Node, BRANCH_ENCODING_MAX};
 use blake3::platform::Platform;
 use blake3::IncrementCounter;
 use rayon::prelude::*;
 use smallvec::SmallVec;
+use std::cell::RefCell;
 
 /// BLAKE3's initialization vector: the key of plain (unkeyed) hashing.
 const IV: [u32; 8] = [
@@ -49,6 +59,76 @@ const ROOT: u8 = 8;
 /// enough that their encodings (36 KiB at most) stay in the first-level cache.
 const BATCH: usize = 64;
 
+/// A fresh branch's encoding, written while the branch was built, when its children's hashes
+/// were in cache; its fresh children's hashes are zeros until the pass patches them in.
+struct Staged {
+    /// The branch's address ([`Branch::addr`]), checked before the encoding is used.
+    owner: usize,
+    /// The slots of its fresh child branches.
+    fresh_slots: u32,
+    encoding: [u8; BRANCH_ENCODING_MAX],
+}
+
+thread_local! {
+    /// The encodings staged on this thread since its last hashing pass. A subtree staged here
+    /// is hashed on this thread right after it is built (no rayon join lies between), and an
+    /// entry that is missing or names another branch is simply not used: the pass then reads
+    /// the children's hashes itself.
+    static STAGE: RefCell<Vec<Staged>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Stages the encoding of a branch about to be built at `pos` over `mask`, from its children's
+/// hashes in slot order (`None`: a fresh child). Returns the number to build it with (see
+/// [`own`]): 1 + the entry's index, or 0 when the stage is full.
+pub(crate) fn stage<'a>(
+    pos: u16,
+    mask: u32,
+    children: impl Iterator<Item = Option<&'a Hash32>>,
+) -> u16 {
+    STAGE.with(|stage| {
+        let mut stage = stage.borrow_mut();
+        let Ok(number) = u16::try_from(stage.len() + 1) else {
+            return 0;
+        };
+        let mut fresh_slots = 0;
+        let mut slots = crate::trie::set_bits(mask);
+        let zeros = [0u8; 32];
+        let children = children.map(|hash| {
+            let slot = slots.next().unwrap_or(0);
+            hash.unwrap_or_else(|| {
+                fresh_slots |= 1 << slot;
+                &zeros
+            })
+        });
+        let mut encoding = [0u8; BRANCH_ENCODING_MAX];
+        trie::encode_branch(pos, mask, children, &mut encoding);
+        stage.push(Staged {
+            owner: 0,
+            fresh_slots,
+            encoding,
+        });
+        number
+    })
+}
+
+/// Records that `branch` was built with stage number `number` (0: not staged).
+pub(crate) fn own(number: u16, branch: &Branch) {
+    if number == 0 {
+        return;
+    }
+    STAGE.with(|stage| {
+        if let Some(entry) = stage.borrow_mut().get_mut(usize::from(number) - 1) {
+            entry.owner = branch.addr();
+        }
+    });
+}
+
+/// The staged entry of `b`, if this thread holds it.
+fn staged<'s>(b: &Branch, stage: &'s [Staged]) -> Option<&'s Staged> {
+    let index = usize::from(b.staged).checked_sub(1)?;
+    stage.get(index).filter(|entry| entry.owner == b.addr())
+}
+
 /// Hashes every fresh branch under `root`, the tree a commit just built. With `parallel`, the
 /// root's fresh subtrees are hashed on the rayon pool.
 pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
@@ -59,7 +139,7 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
         return;
     }
     if parallel {
-        let subtrees: SmallVec<[&Branch; 17]> = fresh_children(top).collect();
+        let subtrees = fresh_children(top, &[]);
         if subtrees.len() > 1 {
             subtrees.par_iter().for_each(|b| hash_subtree(b));
         } else {
@@ -69,28 +149,42 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
     hash_subtree(top);
 }
 
-/// The fresh branches among `b`'s child nodes.
-fn fresh_children(b: &Branch) -> impl Iterator<Item = &Branch> {
-    b.nodes().iter().filter_map(|node| match node {
+/// The fresh branches among `b`'s child nodes: from its staged entry if there is one, else by
+/// loading every child.
+fn fresh_children<'a>(b: &'a Branch, stage: &[Staged]) -> SmallVec<[&'a Branch; 17]> {
+    let shape = b.shape();
+    let fresh = |node: &'a Node| match node {
         Node::Branch(_, child) if child.is_fresh() => Some(child),
         _ => None,
-    })
-}
-
-/// Hashes the fresh branches under and including `top`, lowest first.
-fn hash_subtree(top: &Branch) {
-    let mut levels: Vec<Vec<&Branch>> = Vec::new();
-    collect(top, &mut levels);
-    let platform = Platform::detect();
-    for level in &levels {
-        hash_level(platform, level);
+    };
+    match staged(b, stage) {
+        Some(entry) => crate::trie::set_bits(entry.fresh_slots)
+            .filter_map(|slot| b.node_in(shape, slot).and_then(fresh))
+            .collect(),
+        None => b.nodes().iter().filter_map(fresh).collect(),
     }
 }
 
+/// Hashes the fresh branches under and including `top`, lowest first, then empties this
+/// thread's stage.
+fn hash_subtree(top: &Branch) {
+    STAGE.with(|stage| {
+        let mut stage = stage.borrow_mut();
+        let mut levels: Vec<Vec<&Branch>> = Vec::new();
+        collect(top, &stage, &mut levels);
+        let platform = Platform::detect();
+        for level in &levels {
+            hash_level(platform, level, &stage);
+        }
+        stage.clear();
+    });
+}
+
 /// Adds `b` and its fresh descendants to `levels` by height (0: no fresh child); returns `b`'s.
-fn collect<'a>(b: &'a Branch, levels: &mut Vec<Vec<&'a Branch>>) -> usize {
-    let height = fresh_children(b)
-        .map(|child| collect(child, levels) + 1)
+fn collect<'a>(b: &'a Branch, stage: &[Staged], levels: &mut Vec<Vec<&'a Branch>>) -> usize {
+    let height = fresh_children(b, stage)
+        .into_iter()
+        .map(|child| collect(child, stage, levels) + 1)
         .max()
         .unwrap_or(0);
     if levels.len() <= height {
@@ -101,7 +195,7 @@ fn collect<'a>(b: &'a Branch, levels: &mut Vec<Vec<&'a Branch>>) -> usize {
 }
 
 /// Hashes branches whose fresh children are all hashed, grouped by encoded length.
-fn hash_level(platform: Platform, level: &[&Branch]) {
+fn hash_level(platform: Platform, level: &[&Branch], stage: &[Staged]) {
     // Index `blocks`: branches whose encoding is that many 64-byte blocks (2 to 9).
     let mut by_blocks: [Vec<&Branch>; 10] = Default::default();
     for b in level {
@@ -110,14 +204,14 @@ fn hash_level(platform: Platform, level: &[&Branch]) {
     for (blocks, group) in by_blocks.iter().enumerate() {
         match blocks {
             _ if group.is_empty() => {}
-            2 => hash_group::<128>(platform, group),
-            3 => hash_group::<192>(platform, group),
-            4 => hash_group::<256>(platform, group),
-            5 => hash_group::<320>(platform, group),
-            6 => hash_group::<384>(platform, group),
-            7 => hash_group::<448>(platform, group),
-            8 => hash_group::<512>(platform, group),
-            9 => hash_group::<576>(platform, group),
+            2 => hash_group::<128>(platform, group, stage),
+            3 => hash_group::<192>(platform, group, stage),
+            4 => hash_group::<256>(platform, group, stage),
+            5 => hash_group::<320>(platform, group, stage),
+            6 => hash_group::<384>(platform, group, stage),
+            7 => hash_group::<448>(platform, group, stage),
+            8 => hash_group::<512>(platform, group, stage),
+            9 => hash_group::<576>(platform, group, stage),
             _ => unreachable!("a branch has two to 17 children"),
         }
     }
@@ -128,15 +222,30 @@ fn encoded_blocks(b: &Branch) -> usize {
     (7 + 32 * b.mask.count_ones() as usize).div_ceil(64)
 }
 
+/// Writes `b`'s encoding into `buf`: its staged one with its fresh children's hashes patched
+/// in, or one read from all its children.
+fn encode(b: &Branch, stage: &[Staged], buf: &mut [u8]) {
+    let Some(entry) = staged(b, stage) else {
+        trie::encode_branch(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()), buf);
+        return;
+    };
+    buf.copy_from_slice(&entry.encoding[..buf.len()]);
+    let shape = b.shape();
+    for slot in crate::trie::set_bits(entry.fresh_slots) {
+        let child = b.node_in(shape, slot).expect("a staged fresh child");
+        let at = 7 + 32 * rank(b.mask, slot);
+        buf[at..at + 32].copy_from_slice(child.hash());
+    }
+}
+
 /// Hashes `group`, whose encodings are all `N` bytes, `BATCH` at a time.
-fn hash_group<const N: usize>(platform: Platform, group: &[&Branch]) {
+fn hash_group<const N: usize>(platform: Platform, group: &[&Branch], stage: &[Staged]) {
     const { assert!(N.is_multiple_of(64) && N <= BRANCH_ENCODING_MAX) };
     let mut encodings = vec![[0u8; N]; BATCH.min(group.len())];
     let mut out = [0u8; 32 * BATCH];
     for batch in group.chunks(BATCH) {
         for (b, buf) in batch.iter().zip(encodings.iter_mut()) {
-            let len = trie::encode_branch(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()), buf);
-            debug_assert_eq!(len, N);
+            encode(b, stage, buf);
         }
         let inputs: SmallVec<[&[u8; N]; BATCH]> = encodings[..batch.len()].iter().collect();
         let out = &mut out[..32 * batch.len()];
@@ -173,6 +282,7 @@ mod tests {
         let mask = (1u32 << n) - 1;
         let parts = Parts {
             hash: None,
+            staged: 0,
             loc: 0,
             pos,
             mask,
@@ -190,7 +300,7 @@ mod tests {
             for count in [1, 7, 8, 9, BATCH + 3] {
                 let branches: Vec<Branch> = (0..count).map(|i| fresh(i as u16, n)).collect();
                 let refs: Vec<&Branch> = branches.iter().collect();
-                hash_level(Platform::detect(), &refs);
+                hash_level(Platform::detect(), &refs, &[]);
                 for b in &branches {
                     assert!(!b.is_fresh());
                     let alone = branch_hash_of(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()));
@@ -214,8 +324,12 @@ mod tests {
     fn every_platform_gives_the_same_hashes() {
         let wide: Vec<Branch> = (0..20).map(|i| fresh(i, 16)).collect();
         let narrow: Vec<Branch> = (0..20).map(|i| fresh(i, 16)).collect();
-        hash_level(Platform::detect(), &wide.iter().collect::<Vec<_>>());
-        hash_level(Platform::portable(), &narrow.iter().collect::<Vec<_>>());
+        hash_level(Platform::detect(), &wide.iter().collect::<Vec<_>>(), &[]);
+        hash_level(
+            Platform::portable(),
+            &narrow.iter().collect::<Vec<_>>(),
+            &[],
+        );
         for (a, b) in wide.iter().zip(&narrow) {
             assert_eq!(a.hash(), b.hash());
         }

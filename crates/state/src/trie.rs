@@ -126,7 +126,7 @@ impl Inline {
 }
 
 /// The positions of the bits set in `mask`, lowest first.
-fn set_bits(mut mask: u32) -> impl Iterator<Item = usize> {
+pub(crate) fn set_bits(mut mask: u32) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         let bit = (mask != 0).then(|| mask.trailing_zeros() as usize)?;
         mask &= mask - 1;
@@ -202,6 +202,14 @@ impl<'a> Slot<'a> {
             Slot::Inline(leaf) => &leaf.hash,
         }
     }
+
+    /// The hash, or `None` for a fresh branch, not hashed yet.
+    pub(crate) fn hash_if_known(self) -> Option<&'a Hash32> {
+        match self {
+            Slot::Node(Node::Branch(_, b)) if b.is_fresh() => None,
+            _ => Some(self.hash()),
+        }
+    }
 }
 
 /// A key and its value, stored together: `data[..key_len]` is the key. Laid out in field order,
@@ -255,7 +263,7 @@ impl Branch {
         prefix: Bytes,
         slots: &[(usize, Child)],
         loc: u64,
-        hashed: bool,
+        hashing: Hashing,
     ) -> Branch {
         let (mut mask, mut inline_mask) = (0u32, 0u32);
         let mut nodes: SmallVec<[Node; SLOTS]> = SmallVec::new();
@@ -270,23 +278,36 @@ impl Branch {
                 }
             }
         }
-        let hash = hashed.then(|| branch_hash_of(pos, mask, slots.iter().map(|(_, c)| c.hash())));
+        let (hash, staged) = match hashing {
+            Hashing::Now => {
+                let hashes = slots.iter().map(|(_, c)| c.hash());
+                (Some(branch_hash_of(pos, mask, hashes)), 0)
+            }
+            Hashing::Later => (None, 0),
+            Hashing::Stage => {
+                let hashes = slots.iter().map(|(_, c)| c.as_slot().hash_if_known());
+                (None, crate::hashing::stage(pos, mask, hashes))
+            }
+        };
         let parts = Parts {
             hash,
+            staged,
             loc,
             pos,
             mask,
             inline_mask,
             prefix,
         };
-        Branch::new(parts, nodes, &leaves)
+        let branch = Branch::new(parts, nodes, &leaves);
+        crate::hashing::own(staged, &branch);
+        branch
     }
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
     /// most once): nothing, the one remaining child, or a new, fresh branch. Unchanged child
     /// nodes and runs of unchanged inline leaves are copied straight from this branch into the
     /// new one.
-    fn edit(&self, changes: &[(usize, Option<Child>)]) -> Option<Child> {
+    fn edit(&self, changes: &[(usize, Option<Child>)], stage: bool) -> Option<Child> {
         let mut changed = [u8::MAX; SLOTS];
         let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
         for (i, (slot, child)) in changes.iter().enumerate() {
@@ -315,12 +336,19 @@ impl Branch {
             [only] => return Some(only.owned()),
             _ => {}
         }
+        let staged = if stage {
+            let hashes = contents.iter().map(|c| c.hash_if_known());
+            crate::hashing::stage(self.pos, mask, hashes)
+        } else {
+            0
+        };
         let nodes = contents.iter().filter_map(|c| match c {
             Slot::Node(node) => Some((*node).clone()),
             Slot::Inline(_) => None,
         });
         let parts = Parts {
             hash: None,
+            staged,
             loc: 0,
             pos: self.pos,
             mask,
@@ -328,6 +356,7 @@ impl Branch {
             prefix: self.prefix.clone(),
         };
         let branch = Branch::new(parts, nodes, &self.edited_leaves(changes));
+        crate::hashing::own(staged, &branch);
         Some(Child::Node(branch.into_node()))
     }
 
@@ -394,6 +423,7 @@ impl Branch {
     fn with_nodes(&self, nodes: impl IntoIterator<Item = Node>) -> Branch {
         let parts = Parts {
             hash: Some(*self.hash()),
+            staged: 0,
             loc: self.loc.load(AtomicOrdering::Acquire),
             pos: self.pos,
             mask: self.mask,
@@ -423,13 +453,19 @@ impl Node {
 
     /// The canonical subtree over `slots` (in slot order) at a split on `pos`: none, the single
     /// child, or a new branch.
-    pub(crate) fn from_children(pos: usize, prefix: &[u8], mut slots: Slots) -> Option<Child> {
+    pub(crate) fn from_children(
+        pos: usize,
+        prefix: &[u8],
+        mut slots: Slots,
+        writes: usize,
+    ) -> Option<Child> {
         match slots.len() {
             0 => None,
             1 => slots.pop().map(|(_, child)| child),
             _ => {
                 let prefix = Bytes::from_slice(&prefix[..pos.div_ceil(2)]);
-                let branch = Branch::from_slots(pos as u16, prefix, &slots, 0, false);
+                let hashing = Hashing::fresh(writes);
+                let branch = Branch::from_slots(pos as u16, prefix, &slots, 0, hashing);
                 Some(Child::Node(branch.into_node()))
             }
         }
@@ -451,7 +487,7 @@ impl Node {
         slots: &[(usize, Child)],
         loc: u64,
     ) -> Node {
-        Branch::from_slots(pos, prefix, slots, loc, true).into_node()
+        Branch::from_slots(pos, prefix, slots, loc, Hashing::Now).into_node()
     }
 
     pub(crate) fn stub(hash: Hash32, loc: u64, file: Arc<GenFile>) -> Node {
@@ -651,6 +687,30 @@ pub(crate) fn resolve(node: &Node) -> Result<Node, Error> {
 /// Writes under which a commit hashes a subtree as soon as it is built ([`hash_if_small`]).
 const HASH_BATCH_WRITES: usize = 256;
 
+/// When a new branch is hashed.
+#[derive(Clone, Copy)]
+enum Hashing {
+    /// As it is built (a branch read back from disk, whose hash is checked).
+    Now,
+    /// By its commit's hashing pass, which reads its children's hashes then.
+    Later,
+    /// By its commit's hashing pass, from an encoding written now, while its children's hashes
+    /// are in cache ([`crate::hashing::stage`]): in subtrees that are hashed right after they
+    /// are built.
+    Stage,
+}
+
+impl Hashing {
+    /// How a commit hashes a branch it builds from `writes` writes.
+    fn fresh(writes: usize) -> Hashing {
+        if writes < HASH_BATCH_WRITES {
+            Hashing::Stage
+        } else {
+            Hashing::Later
+        }
+    }
+}
+
 /// A subtree and the change in its key count.
 type Applied = (Option<Child>, i64);
 
@@ -738,7 +798,7 @@ fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> 
                 } else {
                     [new, old]
                 };
-                (Node::from_children(pos, key, Slots::from_iter(slots)), 1)
+                (Node::from_children(pos, key, Slots::from_iter(slots), 1), 1)
             }
         };
     }
@@ -785,7 +845,7 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
             changes.push((slot, child));
         }
     }
-    Ok((b.edit(&changes), added))
+    Ok((b.edit(&changes, writes.len() < HASH_BATCH_WRITES), added))
 }
 
 /// Reads every child node once with plain, independent loads, so their cache misses overlap.
@@ -839,7 +899,10 @@ fn split_above(
     if let Some(old) = old {
         slots.push((old_slot, old));
     }
-    Ok((Node::from_children(split, prefix, slots), added))
+    Ok((
+        Node::from_children(split, prefix, slots, writes.len()),
+        added,
+    ))
 }
 
 /// Runs `f` on each group, on the rayon pool when the batch is big enough.
@@ -912,7 +975,7 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Child> {
             } else {
                 groups.iter().map(child).collect()
             };
-            Node::from_children(pos, first, slots)
+            Node::from_children(pos, first, slots, entries.len())
         }
     }
 }
