@@ -55,6 +55,10 @@ const IV: [u32; 8] = [
 const CHUNK_START: u8 = 1;
 const CHUNK_END: u8 = 2;
 const ROOT: u8 = 8;
+/// Encodings a thread's stage holds at most (about 2.3 MiB): a subtree of fewer than 256 writes
+/// builds far fewer branches unless its keys are very long; past this, branches are built
+/// unstaged and the pass reads their children instead.
+const STAGE_MAX: usize = 4096;
 /// Messages gathered per call: enough to fill the widest SIMD lanes several times over, few
 /// enough that their encodings (36 KiB at most) stay in the first-level cache.
 const BATCH: usize = 64;
@@ -79,7 +83,7 @@ thread_local! {
 
 /// Stages the encoding of a branch about to be built at `pos` over `mask`, from its children's
 /// hashes in slot order (`None`: a fresh child). Returns the number to build it with (see
-/// [`own`]): 1 + the entry's index, or 0 when the stage is full.
+/// [`own`]): 1 + the entry's index, or 0 when the stage is full ([`STAGE_MAX`]).
 pub(crate) fn stage<'a>(
     pos: u16,
     mask: u32,
@@ -87,9 +91,10 @@ pub(crate) fn stage<'a>(
 ) -> u16 {
     STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
-        let Ok(number) = u16::try_from(stage.len() + 1) else {
+        if stage.len() >= STAGE_MAX {
             return 0;
-        };
+        }
+        let number = u16::try_from(stage.len() + 1).expect("STAGE_MAX fits in u16");
         let mut fresh_slots = 0;
         let mut slots = crate::trie::set_bits(mask);
         let zeros = [0u8; 32];
