@@ -99,7 +99,7 @@ pub(crate) fn stage<'a>(
         let mut slots = crate::trie::set_bits(mask);
         let zeros = [0u8; 32];
         let children = children.map(|hash| {
-            let slot = slots.next().unwrap_or(0);
+            let slot = slots.next().expect("a child per bit of the mask");
             hash.unwrap_or_else(|| {
                 fresh_slots |= 1 << slot;
                 &zeros
@@ -116,7 +116,8 @@ pub(crate) fn stage<'a>(
     })
 }
 
-/// Records that `branch` was built with stage number `number` (0: not staged).
+/// Records that `branch` was built with stage number `number` (0: not staged); called by
+/// [`Branch::new`].
 pub(crate) fn own(number: u16, branch: &Branch) {
     if number == 0 {
         return;

@@ -298,16 +298,14 @@ impl Branch {
             inline_mask,
             prefix,
         };
-        let branch = Branch::new(parts, nodes, &leaves);
-        crate::hashing::own(staged, &branch);
-        branch
+        Branch::new(parts, nodes, &leaves)
     }
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
     /// most once): nothing, the one remaining child, or a new, fresh branch. Unchanged child
     /// nodes and runs of unchanged inline leaves are copied straight from this branch into the
     /// new one.
-    fn edit(&self, changes: &[(usize, Option<Child>)], stage: bool) -> Option<Child> {
+    fn edit(&self, changes: &[(usize, Option<Child>)], writes: usize) -> Option<Child> {
         let mut changed = [u8::MAX; SLOTS];
         let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
         for (i, (slot, child)) in changes.iter().enumerate() {
@@ -336,11 +334,12 @@ impl Branch {
             [only] => return Some(only.owned()),
             _ => {}
         }
-        let staged = if stage {
-            let hashes = contents.iter().map(|c| c.hash_if_known());
-            crate::hashing::stage(self.pos, mask, hashes)
-        } else {
-            0
+        let staged = match Hashing::fresh(writes) {
+            Hashing::Stage => {
+                let hashes = contents.iter().map(|c| c.hash_if_known());
+                crate::hashing::stage(self.pos, mask, hashes)
+            }
+            Hashing::Now | Hashing::Later => 0,
         };
         let nodes = contents.iter().filter_map(|c| match c {
             Slot::Node(node) => Some((*node).clone()),
@@ -356,7 +355,6 @@ impl Branch {
             prefix: self.prefix.clone(),
         };
         let branch = Branch::new(parts, nodes, &self.edited_leaves(changes));
-        crate::hashing::own(staged, &branch);
         Some(Child::Node(branch.into_node()))
     }
 
@@ -845,7 +843,7 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
             changes.push((slot, child));
         }
     }
-    Ok((b.edit(&changes, writes.len() < HASH_BATCH_WRITES), added))
+    Ok((b.edit(&changes, writes.len()), added))
 }
 
 /// Reads every child node once with plain, independent loads, so their cache misses overlap.
