@@ -165,7 +165,6 @@ impl Branch {
         let n_leaves: usize = leaf_runs.iter().map(|run| run.len()).sum();
         assert_eq!(n_leaves, parts.inline_mask.count_ones() as usize);
         let n_nodes = nodes.len();
-        let parts_staged = parts.staged;
         let layout = layout(n_nodes, n_leaves);
         // SAFETY: the layout is non-zero; the head, the nodes (moved out of `nodes`, whose length
         // is then cleared so they are not dropped twice) and the leaves (`n_leaves` in all, run
@@ -196,7 +195,7 @@ impl Branch {
                 ptr::copy_nonoverlapping(run.as_ptr(), leaves_at, run.len());
                 leaves_at = leaves_at.add(run.len());
             }
-            crate::hashing::own(parts_staged, &branch);
+            crate::hashing::own(&branch);
             branch
         }
     }

@@ -116,14 +116,14 @@ pub(crate) fn stage<'a>(
     })
 }
 
-/// Records that `branch` was built with stage number `number` (0: not staged); called by
-/// [`Branch::new`].
-pub(crate) fn own(number: u16, branch: &Branch) {
-    if number == 0 {
+/// Records `branch` as the owner of the stage entry it was built with (`BranchHead::staged`;
+/// 0: not staged); called by [`Branch::new`].
+pub(crate) fn own(branch: &Branch) {
+    let Some(index) = usize::from(branch.staged).checked_sub(1) else {
         return;
-    }
+    };
     STAGE.with(|stage| {
-        if let Some(entry) = stage.borrow_mut().get_mut(usize::from(number) - 1) {
+        if let Some(entry) = stage.borrow_mut().get_mut(index) {
             entry.owner = branch.addr();
         }
     });
