@@ -1,20 +1,12 @@
 //! A branch node's memory: one reference-counted allocation sized to what the branch holds.
 //!
 //! # Layout
-//! `[BranchHead][Links][child nodes][child node hashes][inline leaves]`: the fixed part
-//! (reference count, hash, location, `pos`, slot masks, prefix: at most 112 bytes); then, only in
-//! a branch with child nodes, its [`Links`] (24 bytes, see below); then one [`Node`] handle (16
-//! bytes) for each slot that holds a node of its own, and that node's hash (32 bytes); then one
-//! [`Inline`] leaf (80 bytes, its hash included) for each slot that holds a leaf inline; each
-//! kind in slot order. A slot's entry is found by its rank among the slots of its kind, so empty
-//! slots cost nothing.
-//!
-//! # Child hashes in the parent
-//! A branch keeps its children's hashes, so a commit that copies it has everything the copy's
-//! encoding needs without loading a child it does not change; with inherited children (below),
-//! copying a branch reads that branch alone. The hash of a fresh child (built by the same
-//! commit, not hashed yet) is zeros until the commit's hashing pass writes it in
-//! ([`Branch::set_node_hash`]).
+//! `[BranchHead][Links][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference
+//! count, hash, location, `pos`, slot masks, prefix: at most 112 bytes); then, only in a branch
+//! with child nodes, its [`Links`] (24 bytes, see below); then one [`Node`] handle (16 bytes) for
+//! each slot that holds a node of its own, then one [`Inline`] leaf (80 bytes) for each slot that
+//! holds a leaf inline, both in slot order. A slot's entry is found by its rank among the slots of
+//! its kind, so empty slots cost nothing.
 //!
 //! # Inherited children
 //! A commit copies every branch on the paths it changes, and most of a copied branch's child
@@ -178,14 +170,6 @@ pub(crate) struct Parts {
     pub prefix: Bytes,
 }
 
-/// A child node of a branch being copied ([`Branch::copy`]).
-pub(crate) enum Held<'a> {
-    /// The node the original holds in the same slot, with the hash the original keeps for it.
-    Kept(&'a Node, &'a Hash32),
-    /// Another node.
-    New(&'a Node),
-}
-
 /// A shared handle to a branch.
 pub struct Branch(NonNull<BranchHead>);
 
@@ -203,12 +187,10 @@ fn nodes_offset(n_nodes: usize) -> usize {
     HEAD_BYTES + if n_nodes > 0 { LINK_BYTES } else { 0 }
 }
 
-/// Bytes a child node takes in its parent: its handle and its hash.
-const NODE_BYTES: usize = std::mem::size_of::<Node>() + std::mem::size_of::<Hash32>();
-
 fn layout(n_nodes: usize, n_leaves: usize) -> Layout {
-    let bytes =
-        nodes_offset(n_nodes) + n_nodes * NODE_BYTES + n_leaves * std::mem::size_of::<Inline>();
+    let bytes = nodes_offset(n_nodes)
+        + n_nodes * std::mem::size_of::<Node>()
+        + n_leaves * std::mem::size_of::<Inline>();
     Layout::from_size_align(bytes, std::mem::align_of::<BranchHead>()).expect("a branch layout")
 }
 
@@ -223,13 +205,9 @@ impl Branch {
     ) -> Branch {
         let mut nodes: SmallVec<[Node; SLOTS]> = nodes.into_iter().collect();
         let branch = Self::allocate(parts, nodes.len(), leaf_runs);
-        // SAFETY: `allocate` left room for exactly `nodes.len()` handles and hashes; the handles
-        // are moved in, and `nodes`' length is cleared so they are not dropped twice.
+        // SAFETY: `allocate` left room for exactly `nodes.len()` handles; they are moved in, and
+        // `nodes`' length is cleared so they are not dropped twice.
         unsafe {
-            let hashes = branch.hashes_ptr(nodes.len()) as *mut Hash32;
-            for (i, node) in nodes.iter().enumerate() {
-                hashes.add(i).write(known_hash(node));
-            }
             ptr::copy_nonoverlapping(nodes.as_ptr(), branch.nodes_ptr() as *mut Node, nodes.len());
             nodes.set_len(0);
         }
@@ -238,42 +216,39 @@ impl Branch {
     }
 
     /// A copy of this branch with other contents: as [`Branch::new`], with `nodes` borrowed.
-    /// The children it keeps from this branch are inherited if this is this branch's first
-    /// copy, and counted otherwise ("Inherited children" above).
+    /// The children it shares with this branch (the same node in the same slot) are inherited
+    /// if this is this branch's first copy, and counted otherwise ("Inherited children" above).
     pub(crate) fn copy<'a>(
         &self,
         parts: Parts,
-        nodes: impl IntoIterator<Item = Held<'a>>,
+        nodes: impl IntoIterator<Item = &'a Node>,
         leaf_runs: &[&[Inline]],
     ) -> Branch {
         assert_eq!(parts.pos, self.pos, "a copy splits where its original does");
-        let nodes: SmallVec<[Held; SLOTS]> = nodes.into_iter().collect();
+        let nodes: SmallVec<[&Node; SLOTS]> = nodes.into_iter().collect();
         let node_mask = parts.mask & !parts.inline_mask;
+        let old = self.shape();
+        let shared = crate::trie::set_bits(node_mask)
+            .zip(&nodes)
+            .filter(|(slot, node)| self.node_in(old, *slot).is_some_and(|o| o.ptr_eq(node)))
+            .fold(0u32, |mask, (slot, _)| mask | 1 << slot);
         let branch = Self::allocate(parts, nodes.len(), leaf_runs);
         let at = branch.nodes_ptr() as *mut Node;
-        let hashes_at = branch.hashes_ptr(nodes.len()) as *mut Hash32;
-        let mut kept = 0u32;
         for (i, (slot, node)) in crate::trie::set_bits(node_mask).zip(&nodes).enumerate() {
-            // SAFETY: `allocate` left room for `nodes.len()` handles and hashes. A kept child
-            // is copied without a count of its own: `bequeath` either records that this
-            // branch's counts cover it, or counts it.
+            // SAFETY: `allocate` left room for `nodes.len()` handles. A shared child is copied
+            // without a count of its own: `bequeath` either records that this branch's counts
+            // cover it, or counts it.
             unsafe {
-                let (handle, hash) = match *node {
-                    Held::Kept(node, hash) => {
-                        debug_assert!(self
-                            .node_in(self.shape(), slot)
-                            .is_some_and(|old| old.ptr_eq(node)));
-                        kept |= 1 << slot;
-                        (ptr::read(node), *hash)
-                    }
-                    Held::New(node) => (node.clone(), known_hash(node)),
+                let handle = if shared & (1 << slot) != 0 {
+                    ptr::read(*node)
+                } else {
+                    (*node).clone()
                 };
                 at.add(i).write(handle);
-                hashes_at.add(i).write(hash);
             }
         }
-        if kept != 0 {
-            self.bequeath(&branch, kept);
+        if shared != 0 {
+            self.bequeath(&branch, shared);
         }
         crate::hashing::own(&branch);
         branch
@@ -427,15 +402,8 @@ impl Branch {
         unsafe { (self.0.as_ptr() as *const u8).add(HEAD_BYTES + LINK_BYTES) as *const Node }
     }
 
-    /// Where the child node hashes start, in a branch of `n_nodes` child nodes.
-    fn hashes_ptr(&self, n_nodes: usize) -> *const Hash32 {
-        let offset = nodes_offset(n_nodes) + n_nodes * std::mem::size_of::<Node>();
-        // SAFETY: the hashes follow the node handles, inside the allocation.
-        unsafe { (self.0.as_ptr() as *const u8).add(offset) as *const Hash32 }
-    }
-
     fn leaves_ptr(&self, n_nodes: usize) -> *const Inline {
-        let offset = nodes_offset(n_nodes) + n_nodes * NODE_BYTES;
+        let offset = nodes_offset(n_nodes) + n_nodes * std::mem::size_of::<Node>();
         // SAFETY: the inline leaves start right after the node handles, inside the allocation.
         unsafe { (self.0.as_ptr() as *const u8).add(offset) as *const Inline }
     }
@@ -452,29 +420,6 @@ impl Branch {
         }
         // SAFETY: `n_nodes` handles were written at `nodes_ptr` and live as long as `self`.
         unsafe { std::slice::from_raw_parts(self.nodes_ptr(), usize::from(self.n_nodes)) }
-    }
-
-    /// The child nodes' hashes, in slot order: zeros for a fresh child not hashed yet.
-    pub(crate) fn node_hashes(&self) -> &[Hash32] {
-        let n_nodes = usize::from(self.n_nodes);
-        // SAFETY: `n_nodes` hashes were written at `hashes_ptr` and live as long as `self`;
-        // the only later write (`set_node_hash`) is to a fresh branch, before it is shared.
-        unsafe { std::slice::from_raw_parts(self.hashes_ptr(n_nodes), n_nodes) }
-    }
-
-    /// Records the hash of the child node of rank `index`, once that fresh child is hashed.
-    ///
-    /// # Panics
-    /// If this branch is not fresh: a hashed branch may be shared, and never changes.
-    pub(crate) fn set_node_hash(&self, index: usize, hash: &Hash32) {
-        assert!(self.is_fresh() && index < usize::from(self.n_nodes));
-        // SAFETY: as in `set_hash`: a fresh branch is reachable only from its commit's new tree,
-        // and is hashed by one thread, which calls this before that; no reference to the hash
-        // is held across the write.
-        unsafe {
-            let at = self.hashes_ptr(usize::from(self.n_nodes)) as *mut Hash32;
-            at.add(index).write(*hash);
-        }
     }
 
     /// The inline leaves, in slot order.
@@ -618,14 +563,6 @@ impl Drop for Branch {
     }
 }
 
-/// A child's hash, or zeros for a fresh branch that its commit has not hashed yet.
-fn known_hash(node: &Node) -> Hash32 {
-    match node {
-        Node::Branch(_, b) if b.is_fresh() => Hash32::default(),
-        _ => *node.hash(),
-    }
-}
-
 /// The links of the branch at `head`.
 ///
 /// # Safety
@@ -731,16 +668,9 @@ mod tests {
 
     /// A copy of `b` with the node in `slot` replaced by `node`.
     fn copy_with(b: &Branch, slot: usize, node: &Node) -> Branch {
-        let nodes: Vec<Held> = b
+        let nodes: Vec<&Node> = b
             .node_slots_raw()
-            .zip(b.node_hashes())
-            .map(|((s, n), h)| {
-                if s == slot {
-                    Held::New(node)
-                } else {
-                    Held::Kept(n, h)
-                }
-            })
+            .map(|(s, n)| if s == slot { node } else { n })
             .collect();
         let parts = Parts {
             hash: Some([0; 32]),

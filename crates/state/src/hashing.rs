@@ -15,10 +15,10 @@
 //! A subtree built from fewer than 256 writes is hashed on its thread right after it is built
 //! (`trie::hash_if_small`), while its nodes are in cache; the few branches above such subtrees
 //! are hashed when the commit's tree is complete. A branch inside a small subtree *stages* its
-//! encoding while it is copied ([`stage`]), from the child hashes the old branch keeps
-//! ([`crate::branch`], "Child hashes in the parent"), which the copy has just read. The pass only
-//! patches in the hashes of its fresh children, whose slots the stage marks, writes them into
-//! the branch too, and never loads the other children.
+//! encoding while it is copied ([`stage`]): its unchanged children's hashes are in cache then,
+//! because the copy has just loaded each child to count a new reference. The pass only patches
+//! in the hashes of its fresh children, whose slots the stage marks, and never loads the others
+//! again.
 //!
 //! # Determinism
 //! The hash of a branch depends on its children's hashes alone; the grouping only changes how
@@ -167,15 +167,7 @@ fn fresh_children<'a>(b: &'a Branch, stage: &[Staged]) -> SmallVec<[&'a Branch; 
         Some(entry) => crate::trie::set_bits(entry.fresh_slots)
             .filter_map(|slot| b.node_in(shape, slot).and_then(fresh))
             .collect(),
-        // A fresh child's hash in its parent is zeros until it is hashed, so only those
-        // children are loaded (a real hash of zeros would only cost a load).
-        None => b
-            .nodes()
-            .iter()
-            .zip(b.node_hashes())
-            .filter(|(_, hash)| **hash == Hash32::default())
-            .filter_map(|(node, _)| fresh(node))
-            .collect(),
+        None => b.nodes().iter().filter_map(fresh).collect(),
     }
 }
 
@@ -236,30 +228,19 @@ fn encoded_blocks(b: &Branch) -> usize {
     (7 + 32 * b.mask.count_ones() as usize).div_ceil(64)
 }
 
-/// Writes `b`'s encoding into `buf`, after writing its fresh children's hashes (all hashed by
-/// now) into it: its staged encoding with those hashes patched in, or one from the hashes it
-/// holds.
+/// Writes `b`'s encoding into `buf`: its staged one with its fresh children's hashes patched
+/// in, or one read from all its children.
 fn encode(b: &Branch, stage: &[Staged], buf: &mut [u8]) {
-    let node_mask = b.mask & !b.inline_mask;
     let Some(entry) = staged(b, stage) else {
-        let unknown: SmallVec<[usize; 17]> = (b.node_hashes().iter().enumerate())
-            .filter(|(_, hash)| **hash == Hash32::default())
-            .map(|(i, _)| i)
-            .collect();
-        for i in unknown {
-            b.set_node_hash(i, b.nodes()[i].hash());
-        }
-        let hashes = crate::trie::set_bits(b.mask).map(|slot| b.slot_hash(slot));
-        trie::encode_branch(b.pos, b.mask, hashes, buf);
+        trie::encode_branch(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()), buf);
         return;
     };
     buf.copy_from_slice(&entry.encoding[..buf.len()]);
+    let shape = b.shape();
     for slot in crate::trie::set_bits(entry.fresh_slots) {
-        let index = rank(node_mask, slot);
-        let hash = b.nodes()[index].hash();
-        b.set_node_hash(index, hash);
+        let child = b.node_in(shape, slot).expect("a staged fresh child");
         let at = 7 + 32 * rank(b.mask, slot);
-        buf[at..at + 32].copy_from_slice(hash);
+        buf[at..at + 32].copy_from_slice(child.hash());
     }
 }
 

@@ -41,7 +41,7 @@
 //! trie: the trie stays immutable, and the operating system's page cache keeps the hot pages.
 
 pub use crate::branch::Branch;
-use crate::branch::{rank, Held, Parts, Shape, SLOTS};
+use crate::branch::{rank, Parts, Shape, SLOTS};
 use crate::nodes::GenFile;
 use crate::{Bytes, Error};
 use parking_lot::Mutex;
@@ -322,49 +322,29 @@ impl Branch {
                 }
             }
         }
-        // Each slot's contents, and its hash if known: for the slots this branch keeps, both
-        // come from this branch, so no unchanged child is loaded.
-        let (old_nodes, old_hashes, old_leaves) = (self.nodes(), self.node_hashes(), self.leaves());
-        let old_node_mask = self.mask & !self.inline_mask;
-        let content = |slot: usize| -> (Slot, Option<&Hash32>, bool) {
-            let bit = 1u32 << slot;
-            match changed[slot] {
-                u8::MAX if self.inline_mask & bit != 0 => {
-                    let leaf = &old_leaves[rank(self.inline_mask, slot)];
-                    (Slot::Inline(leaf), Some(&leaf.hash), true)
-                }
-                u8::MAX => {
-                    let at = rank(old_node_mask, slot);
-                    (Slot::Node(&old_nodes[at]), Some(&old_hashes[at]), true)
-                }
-                i => {
-                    let new = changes[usize::from(i)].1.as_ref();
-                    let new = new.expect("an occupied slot").as_slot();
-                    (new, new.hash_if_known(), false)
-                }
-            }
+        let content = |slot: usize| match changed[slot] {
+            u8::MAX => self.slot(slot),
+            i => changes[usize::from(i)].1.as_ref().map(Child::as_slot),
         };
-        let contents: SmallVec<[(Slot, Option<&Hash32>, bool); SLOTS]> =
-            set_bits(mask).map(content).collect();
+        let contents: SmallVec<[Slot; SLOTS]> = set_bits(mask)
+            .map(|s| content(s).expect("an occupied slot"))
+            .collect();
         match contents[..] {
             [] => return None,
-            [(only, ..)] => return Some(only.owned()),
+            [only] => return Some(only.owned()),
             _ => {}
         }
         let staged = match Hashing::fresh(writes) {
             Hashing::Stage => {
-                let hashes = contents.iter().map(|(_, hash, _)| *hash);
+                let hashes = contents.iter().map(|c| c.hash_if_known());
                 crate::hashing::stage(self.pos, mask, hashes)
             }
             Hashing::Now | Hashing::Later => 0,
         };
-        let nodes = contents
-            .iter()
-            .filter_map(|(c, hash, kept)| match (c, hash) {
-                (Slot::Node(node), Some(hash)) if *kept => Some(Held::Kept(node, hash)),
-                (Slot::Node(node), _) => Some(Held::New(node)),
-                (Slot::Inline(_), _) => None,
-            });
+        let nodes = contents.iter().filter_map(|c| match c {
+            Slot::Node(node) => Some(*node),
+            Slot::Inline(_) => None,
+        });
         let parts = Parts {
             hash: None,
             staged,
@@ -420,27 +400,6 @@ impl Branch {
         } else {
             None
         }
-    }
-
-    /// The hash of what slot `slot` holds, read from this branch: zeros for a fresh child not
-    /// hashed yet.
-    ///
-    /// # Panics
-    /// If the slot is empty.
-    #[inline]
-    pub(crate) fn slot_hash(&self, slot: usize) -> &Hash32 {
-        let bit = 1u32 << slot;
-        if self.inline_mask & bit != 0 {
-            return &self.leaves()[rank(self.inline_mask, slot)].hash;
-        }
-        assert!(self.mask & bit != 0, "the hash of an empty slot");
-        let hash = &self.node_hashes()[rank(self.mask & !self.inline_mask, slot)];
-        debug_assert!(match self.slot(slot) {
-            Some(Slot::Node(Node::Branch(_, b))) if b.is_fresh() => *hash == Hash32::default(),
-            Some(child) => hash == child.hash(),
-            None => false,
-        });
-        hash
     }
 
     /// Every occupied slot, in slot order.
@@ -864,6 +823,7 @@ fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> 
 /// Writes that all share the branch's prefix: grouped by the nibble at `pos`.
 fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Error> {
     let pos = b.pos as usize;
+    warm(b.nodes());
     warm_leaves(b);
     let mut changes: SmallVec<[(usize, Option<Child>); 4]> = SmallVec::new();
     let mut added = 0;
