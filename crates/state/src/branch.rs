@@ -1,31 +1,11 @@
 //! A branch node's memory: one reference-counted allocation sized to what the branch holds.
 //!
 //! # Layout
-//! `[BranchHead][Links][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference
-//! count, hash, location, `pos`, slot masks, prefix: at most 112 bytes); then, only in a branch
-//! with child nodes, its [`Links`] (24 bytes, see below); then one [`Node`] handle (16 bytes) for
+//! `[BranchHead][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference count,
+//! hash, location, `pos`, slot masks, prefix: at most 112 bytes), then one [`Node`] handle (16 bytes) for
 //! each slot that holds a node of its own, then one [`Inline`] leaf (80 bytes) for each slot that
 //! holds a leaf inline, both in slot order. A slot's entry is found by its rank among the slots of
 //! its kind, so empty slots cost nothing.
-//!
-//! # Inherited children
-//! A commit copies every branch on the paths it changes, and most of a copied branch's child
-//! nodes are the same as the old branch's. Counting one more reference on each of them, and one
-//! fewer when the old branch is freed, loads every one of those children twice, and on a 25M-key
-//! trie that was about a quarter of all CPU (`docs/BENCHMARKS.md`, "Where a write's time goes").
-//! So the first copy of a branch (its *heir*) takes the children it shares with the old branch
-//! (its *testator*) without counting them: the testator's counts cover both, and the heir's
-//! `inherited` mask names those slots. Whichever of the two dies first settles the estate:
-//! - the testator, dying, hands each inherited count over to its heir instead of releasing it;
-//! - the heir, dying first, releases only the children it owns, and its own heir (if any) now
-//!   inherits from the testator whatever the dying heir had inherited, and owns what the dying
-//!   heir owned.
-//!
-//! So every child pointer is covered by exactly one count, held by the oldest living branch on
-//! its chain of copies, and freeing a branch loads only the children it releases. A second copy
-//! of the same branch (a fork) counts references as before. Links change only when a branch
-//! dies, under one lock ([`ESTATES`]); the writer only ever sets a testator's empty heir slot,
-//! with a compare-and-swap, while it holds the testator alive.
 //!
 //! # Why not a fixed array of 17 child slots
 //! Most branches sit at the bottom of the trie and hold only inline leaves: with a fixed
@@ -49,14 +29,11 @@
 
 use crate::trie::{Hash32, Inline, Node};
 use crate::Bytes;
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 use std::alloc::{self, Layout};
 use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per branch: 16 nibbles and the terminator.
 pub(crate) const SLOTS: usize = 17;
@@ -94,24 +71,6 @@ const _: () = assert!(HEAD_BYTES <= 112);
 const _: () = assert!(HEAD_BYTES.is_multiple_of(std::mem::align_of::<Node>()));
 const _: () = assert!(std::mem::size_of::<Node>() == 16);
 const _: () = assert!(std::mem::align_of::<Inline>() <= std::mem::align_of::<Node>());
-
-/// Who a branch with child nodes inherits from and leaves to ("Inherited children" above).
-#[repr(C)]
-struct Links {
-    /// The branch whose counts cover this branch's `inherited` slots, or null.
-    testator: AtomicPtr<BranchHead>,
-    /// The copy of this branch that inherits from it, or null.
-    heir: AtomicPtr<BranchHead>,
-    /// Slots whose child this branch holds without a count of its own.
-    inherited: AtomicU32,
-}
-
-/// Bytes the links take, in a branch with child nodes.
-const LINK_BYTES: usize = std::mem::size_of::<Links>();
-const _: () = assert!(LINK_BYTES.is_multiple_of(std::mem::align_of::<Node>()));
-
-/// Held while a dying branch settles its estate with its testator and heir.
-static ESTATES: Mutex<()> = Mutex::new(());
 
 /// What a branch's parent keeps beside the pointer: `pos` (12 bits: keys are at most 1 KiB, so
 /// positions are at most 2,048) and the masks of node and inline slots (17 bits each), packed in
@@ -181,14 +140,8 @@ unsafe impl Send for Branch {}
 // not shared yet.
 unsafe impl Sync for Branch {}
 
-/// Bytes before the first child node: the head, and the links if there are child nodes.
-#[inline]
-fn nodes_offset(n_nodes: usize) -> usize {
-    HEAD_BYTES + if n_nodes > 0 { LINK_BYTES } else { 0 }
-}
-
 fn layout(n_nodes: usize, n_leaves: usize) -> Layout {
-    let bytes = nodes_offset(n_nodes)
+    let bytes = HEAD_BYTES
         + n_nodes * std::mem::size_of::<Node>()
         + n_leaves * std::mem::size_of::<Inline>();
     Layout::from_size_align(bytes, std::mem::align_of::<BranchHead>()).expect("a branch layout")
@@ -204,94 +157,18 @@ impl Branch {
         leaf_runs: &[&[Inline]],
     ) -> Branch {
         let mut nodes: SmallVec<[Node; SLOTS]> = nodes.into_iter().collect();
-        let branch = Self::allocate(parts, nodes.len(), leaf_runs);
-        // SAFETY: `allocate` left room for exactly `nodes.len()` handles; they are moved in, and
-        // `nodes`' length is cleared so they are not dropped twice.
-        unsafe {
-            ptr::copy_nonoverlapping(nodes.as_ptr(), branch.nodes_ptr() as *mut Node, nodes.len());
-            nodes.set_len(0);
-        }
-        crate::hashing::own(&branch);
-        branch
-    }
-
-    /// A copy of this branch with other contents: as [`Branch::new`], with `nodes` borrowed.
-    /// The children it shares with this branch (the same node in the same slot) are inherited
-    /// if this is this branch's first copy, and counted otherwise ("Inherited children" above).
-    pub(crate) fn copy<'a>(
-        &self,
-        parts: Parts,
-        nodes: impl IntoIterator<Item = &'a Node>,
-        leaf_runs: &[&[Inline]],
-    ) -> Branch {
-        assert_eq!(parts.pos, self.pos, "a copy splits where its original does");
-        let nodes: SmallVec<[&Node; SLOTS]> = nodes.into_iter().collect();
-        let node_mask = parts.mask & !parts.inline_mask;
-        let old = self.shape();
-        let shared = crate::trie::set_bits(node_mask)
-            .zip(&nodes)
-            .filter(|(slot, node)| self.node_in(old, *slot).is_some_and(|o| o.ptr_eq(node)))
-            .fold(0u32, |mask, (slot, _)| mask | 1 << slot);
-        let branch = Self::allocate(parts, nodes.len(), leaf_runs);
-        let at = branch.nodes_ptr() as *mut Node;
-        for (i, (slot, node)) in crate::trie::set_bits(node_mask).zip(&nodes).enumerate() {
-            // SAFETY: `allocate` left room for `nodes.len()` handles. A shared child is copied
-            // without a count of its own: `bequeath` either records that this branch's counts
-            // cover it, or counts it.
-            unsafe {
-                let handle = if shared & (1 << slot) != 0 {
-                    ptr::read(*node)
-                } else {
-                    (*node).clone()
-                };
-                at.add(i).write(handle);
-            }
-        }
-        if shared != 0 {
-            self.bequeath(&branch, shared);
-        }
-        crate::hashing::own(&branch);
-        branch
-    }
-
-    /// Makes `heir` this branch's heir for the children in `shared` slots, which it holds
-    /// without counts, or, if this branch has an heir already, counts them.
-    fn bequeath(&self, heir: &Branch, shared: u32) {
-        let links = heir.links();
-        links.inherited.store(shared, Ordering::Relaxed);
-        links.testator.store(self.0.as_ptr(), Ordering::Relaxed);
-        let claimed = self.links().heir.compare_exchange(
-            ptr::null_mut(),
-            heir.0.as_ptr(),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-        if claimed.is_err() {
-            links.inherited.store(0, Ordering::Relaxed);
-            links.testator.store(ptr::null_mut(), Ordering::Relaxed);
-            crate::trie::warm(heir.nodes());
-            for (slot, node) in heir.node_slots_raw() {
-                if shared & (1 << slot) != 0 {
-                    std::mem::forget(node.clone());
-                }
-            }
-        }
-    }
-
-    /// Allocates a branch of `parts` with no links, room for `n_nodes` child handles (left
-    /// unwritten), and the inline leaves of `leaf_runs`.
-    fn allocate(parts: Parts, n_nodes: usize, leaf_runs: &[&[Inline]]) -> Branch {
         assert!(parts.mask >> SLOTS == 0 && parts.inline_mask & !parts.mask == 0);
         assert_eq!(
-            n_nodes,
+            nodes.len(),
             (parts.mask & !parts.inline_mask).count_ones() as usize
         );
         let n_leaves: usize = leaf_runs.iter().map(|run| run.len()).sum();
         assert_eq!(n_leaves, parts.inline_mask.count_ones() as usize);
+        let n_nodes = nodes.len();
         let layout = layout(n_nodes, n_leaves);
-        // SAFETY: the layout is non-zero; the head, the links (if there are child nodes) and
-        // the leaves (`n_leaves` in all, run after run) are written within it at the offsets
-        // the accessors read. The caller writes the `n_nodes` handles before any use.
+        // SAFETY: the layout is non-zero; the head, the nodes (moved out of `nodes`, whose length
+        // is then cleared so they are not dropped twice) and the leaves (`n_leaves` in all, run
+        // after run) are written within it at the offsets the accessors read.
         unsafe {
             let raw = alloc::alloc(layout) as *mut BranchHead;
             let Some(head) = NonNull::new(raw) else {
@@ -310,84 +187,17 @@ impl Branch {
                 inline_mask: parts.inline_mask,
                 prefix: parts.prefix,
             });
-            if n_nodes > 0 {
-                (raw as *mut u8)
-                    .add(HEAD_BYTES)
-                    .cast::<Links>()
-                    .write(Links {
-                        testator: AtomicPtr::new(ptr::null_mut()),
-                        heir: AtomicPtr::new(ptr::null_mut()),
-                        inherited: AtomicU32::new(0),
-                    });
-            }
             let branch = Branch(head);
+            ptr::copy_nonoverlapping(nodes.as_ptr(), branch.nodes_ptr() as *mut Node, n_nodes);
+            nodes.set_len(0);
             let mut leaves_at = branch.leaves_ptr(n_nodes) as *mut Inline;
             for run in leaf_runs {
                 ptr::copy_nonoverlapping(run.as_ptr(), leaves_at, run.len());
                 leaves_at = leaves_at.add(run.len());
             }
-            #[cfg(test)]
-            live::born();
+            crate::hashing::own(&branch);
             branch
         }
-    }
-
-    /// The links of a branch with child nodes.
-    fn links(&self) -> &Links {
-        debug_assert!(self.n_nodes > 0, "only a branch with child nodes has links");
-        // SAFETY: as `links_at`, for a live branch.
-        unsafe { links_at(self.0.as_ptr()) }
-    }
-
-    /// The node slots whose counts this dying branch releases: every one it owns, except those
-    /// its heir inherits, which pass to the heir. Settles the links with its testator and heir.
-    fn settle(&self) -> u32 {
-        let node_mask = self.mask & !self.inline_mask;
-        let links = self.links();
-        // Null links stay null in a dying branch: only a copy sets an empty heir slot, and it
-        // holds the branch alive; every other change to a link is made by the death of the
-        // branch that link points to, under `ESTATES`.
-        if links.testator.load(Ordering::Acquire).is_null()
-            && links.heir.load(Ordering::Acquire).is_null()
-        {
-            return node_mask;
-        }
-        let _estates = ESTATES.lock();
-        let testator = links.testator.load(Ordering::Relaxed);
-        let heir = links.heir.load(Ordering::Relaxed);
-        let owned = node_mask & !links.inherited.load(Ordering::Relaxed);
-        // SAFETY: a linked branch settles under `ESTATES` before it is freed, and clears the
-        // links that point to it; so, under the lock, both links point to live branches with
-        // child nodes.
-        let (testator_links, heir_links) = unsafe {
-            (
-                (!testator.is_null()).then(|| links_at(testator)),
-                (!heir.is_null()).then(|| links_at(heir)),
-            )
-        };
-        let mut handed = 0;
-        let mut next_heir = ptr::null_mut();
-        if let Some(heir_links) = heir_links {
-            let inherits = heir_links.inherited.load(Ordering::Relaxed);
-            handed = inherits & owned;
-            let still = inherits & !owned;
-            debug_assert!(still == 0 || testator_links.is_some());
-            heir_links.inherited.store(still, Ordering::Relaxed);
-            let from = if still == 0 {
-                ptr::null_mut()
-            } else {
-                testator
-            };
-            heir_links.testator.store(from, Ordering::Relaxed);
-            if still != 0 {
-                next_heir = heir;
-            }
-        }
-        if let Some(testator_links) = testator_links {
-            debug_assert_eq!(testator_links.heir.load(Ordering::Relaxed), self.0.as_ptr());
-            testator_links.heir.store(next_heir, Ordering::Release);
-        }
-        owned & !handed
     }
 
     /// What the parent keeps beside the pointer.
@@ -395,29 +205,18 @@ impl Branch {
         Shape::new(self.pos, self.mask & !self.inline_mask, self.inline_mask)
     }
 
-    /// Where the child handles start. Only meaningful in a branch with child nodes: one
-    /// without has no links to skip, and no handles to read.
     fn nodes_ptr(&self) -> *const Node {
-        // SAFETY: the node handles start right after the head and the links.
-        unsafe { (self.0.as_ptr() as *const u8).add(HEAD_BYTES + LINK_BYTES) as *const Node }
+        // SAFETY: the node handles start right after the head, inside the allocation.
+        unsafe { (self.0.as_ptr() as *const u8).add(HEAD_BYTES) as *const Node }
     }
 
     fn leaves_ptr(&self, n_nodes: usize) -> *const Inline {
-        let offset = nodes_offset(n_nodes) + n_nodes * std::mem::size_of::<Node>();
         // SAFETY: the inline leaves start right after the node handles, inside the allocation.
-        unsafe { (self.0.as_ptr() as *const u8).add(offset) as *const Inline }
-    }
-
-    /// The node slots and their handles, in slot order.
-    fn node_slots_raw(&self) -> impl Iterator<Item = (usize, &Node)> {
-        crate::trie::set_bits(self.mask & !self.inline_mask).zip(self.nodes())
+        unsafe { self.nodes_ptr().add(n_nodes) as *const Inline }
     }
 
     /// The child nodes, in slot order.
     pub(crate) fn nodes(&self) -> &[Node] {
-        if self.n_nodes == 0 {
-            return &[];
-        }
         // SAFETY: `n_nodes` handles were written at `nodes_ptr` and live as long as `self`.
         unsafe { std::slice::from_raw_parts(self.nodes_ptr(), usize::from(self.n_nodes)) }
     }
@@ -526,71 +325,25 @@ impl Clone for Branch {
 }
 
 impl Drop for Branch {
-    /// The last handle frees the branch and releases the children it owns and does not leave
-    /// to an heir. Their reference counts are read first with plain, independent loads, so the
-    /// misses overlap instead of queueing behind one locked decrement each; inline leaves need
-    /// nothing.
+    /// The last handle frees the branch. Its child nodes' reference counts are read first with
+    /// plain, independent loads, so the misses overlap instead of queueing behind one locked
+    /// decrement each; inline leaves need nothing.
     fn drop(&mut self) {
         if self.count.fetch_sub(1, Ordering::Release) != 1 {
             return;
         }
         fence(Ordering::Acquire);
+        crate::trie::warm(self.nodes());
         let (n_nodes, n_leaves) = (usize::from(self.n_nodes), usize::from(self.n_leaves));
-        let release = if n_nodes > 0 { self.settle() } else { 0 };
-        let node_mask = self.mask & !self.inline_mask;
-        let released = || {
-            crate::trie::set_bits(node_mask)
-                .enumerate()
-                .filter(move |(_, slot)| release & (1 << slot) != 0)
-                .map(|(i, _)| i)
-        };
-        let touched = released().fold(0usize, |acc, i| acc ^ self.nodes()[i].touch());
-        std::hint::black_box(touched);
         let raw = self.0.as_ptr();
-        // SAFETY: this was the last handle, so nothing else can reach the allocation, and the
-        // estate is settled, so no testator or heir points to it; each released node and the
-        // head are dropped once, then the memory is returned with its own layout.
+        // SAFETY: this was the last handle, so nothing else can reach the allocation; the nodes
+        // and the head are dropped once, then the memory is returned with its own layout.
         unsafe {
-            let nodes = self.nodes_ptr() as *mut Node;
-            for i in released() {
-                ptr::drop_in_place(nodes.add(i));
-            }
+            let nodes = ptr::slice_from_raw_parts_mut(self.nodes_ptr() as *mut Node, n_nodes);
+            ptr::drop_in_place(nodes);
             ptr::drop_in_place(raw);
             alloc::dealloc(raw as *mut u8, layout(n_nodes, n_leaves));
         }
-        #[cfg(test)]
-        live::died();
-    }
-}
-
-/// The links of the branch at `head`.
-///
-/// # Safety
-/// `head` must point to a live branch with child nodes.
-unsafe fn links_at<'a>(head: *const BranchHead) -> &'a Links {
-    &*((head as *const u8).add(HEAD_BYTES) as *const Links)
-}
-
-/// Branches alive on this thread's count, for tests that check nothing leaks or is freed twice.
-#[cfg(test)]
-pub(crate) mod live {
-    use std::cell::Cell;
-
-    thread_local! {
-        static LIVE: Cell<isize> = const { Cell::new(0) };
-    }
-
-    pub(super) fn born() {
-        LIVE.with(|live| live.set(live.get() + 1));
-    }
-
-    pub(super) fn died() {
-        LIVE.with(|live| live.set(live.get() - 1));
-    }
-
-    /// Branches built on this thread, less those freed on it.
-    pub(crate) fn count() -> isize {
-        LIVE.with(Cell::get)
     }
 }
 
@@ -648,194 +401,5 @@ mod tests {
         let four_leaves = layout(0, 4).size();
         assert_eq!(four_leaves, HEAD_BYTES + 4 * std::mem::size_of::<Inline>());
         assert!(four_leaves <= 432);
-    }
-
-    /// A branch over `nodes` in slots 1, 2, ... and one inline leaf in slot 0.
-    fn over(nodes: &[Node]) -> Branch {
-        let inline = Inline::new(b"", b"v").expect("fits inline");
-        let node_mask = ((1u32 << nodes.len()) - 1) << 1;
-        let parts = Parts {
-            hash: Some([0; 32]),
-            staged: 0,
-            loc: 0,
-            pos: 0,
-            mask: node_mask | 1,
-            inline_mask: 1,
-            prefix: Bytes::new(),
-        };
-        Branch::new(parts, nodes.iter().cloned(), &[&[inline]])
-    }
-
-    /// A copy of `b` with the node in `slot` replaced by `node`.
-    fn copy_with(b: &Branch, slot: usize, node: &Node) -> Branch {
-        let nodes: Vec<&Node> = b
-            .node_slots_raw()
-            .map(|(s, n)| if s == slot { node } else { n })
-            .collect();
-        let parts = Parts {
-            hash: Some([0; 32]),
-            staged: 0,
-            loc: 0,
-            pos: b.pos,
-            mask: b.mask,
-            inline_mask: b.inline_mask,
-            prefix: Bytes::new(),
-        };
-        b.copy(parts, nodes, &[b.leaves()])
-    }
-
-    fn leaves(n: u8) -> Vec<Node> {
-        (0..n).map(|i| Node::leaf(&[i], &[i; 64])).collect()
-    }
-
-    fn counts(nodes: &[Node]) -> Vec<usize> {
-        nodes.iter().map(Node::strong_count).collect()
-    }
-
-    /// The first copy inherits the shared children without counting them; whichever of the two
-    /// dies first, every child ends with the count it started with.
-    #[test]
-    fn a_first_copy_inherits_shared_children_in_either_order_of_death() {
-        for testator_dies_first in [true, false] {
-            let kids = leaves(3);
-            let new = Node::leaf(b"new", &[9; 64]);
-            let old = over(&kids);
-            assert_eq!(counts(&kids), [2, 2, 2]);
-            let heir = copy_with(&old, 2, &new);
-            assert_eq!(counts(&kids), [2, 2, 2], "shared children are not counted");
-            assert_eq!(new.strong_count(), 2);
-            if testator_dies_first {
-                drop(old);
-                assert_eq!(counts(&kids), [2, 1, 2], "the replaced child is released");
-                assert!(heir
-                    .node_in(heir.shape(), 1)
-                    .is_some_and(|n| n.ptr_eq(&kids[0])));
-                drop(heir);
-            } else {
-                drop(heir);
-                assert_eq!(counts(&kids), [2, 2, 2]);
-                assert_eq!(new.strong_count(), 1);
-                drop(old);
-            }
-            assert_eq!(counts(&kids), [1, 1, 1]);
-            assert_eq!(new.strong_count(), 1);
-        }
-    }
-
-    /// In a chain of copies, the middle one dying first passes what it owns to its heir and
-    /// leaves its heir inheriting the rest from its own testator.
-    #[test]
-    fn a_middle_copy_dying_first_joins_its_testator_and_heir() {
-        let kids = leaves(4);
-        let (x, y) = (Node::leaf(b"x", &[7; 64]), Node::leaf(b"y", &[8; 64]));
-        let first = over(&kids);
-        let middle = copy_with(&first, 1, &x);
-        let last = copy_with(&middle, 2, &y);
-        assert_eq!(counts(&kids), [2, 2, 2, 2]);
-        assert_eq!((x.strong_count(), y.strong_count()), (2, 2));
-        drop(middle);
-        assert_eq!(x.strong_count(), 2, "x passes to the last copy");
-        assert_eq!(counts(&kids), [2, 2, 2, 2]);
-        drop(first);
-        assert_eq!(
-            counts(&kids),
-            [1, 1, 2, 2],
-            "the first copy's replaced children go"
-        );
-        drop(last);
-        assert_eq!(counts(&kids), [1, 1, 1, 1]);
-        assert_eq!((x.strong_count(), y.strong_count()), (1, 1));
-    }
-
-    /// A second copy of the same branch (a fork) counts its shared children.
-    #[test]
-    fn a_second_copy_counts_its_shared_children() {
-        let kids = leaves(2);
-        let (x, y) = (Node::leaf(b"x", &[7; 64]), Node::leaf(b"y", &[8; 64]));
-        let old = over(&kids);
-        let heir = copy_with(&old, 1, &x);
-        let fork = copy_with(&old, 1, &y);
-        assert_eq!(counts(&kids), [2, 3]);
-        drop(old);
-        assert_eq!(counts(&kids), [1, 3]);
-        drop(fork);
-        drop(heir);
-        assert_eq!(counts(&kids), [1, 1]);
-    }
-
-    /// Random commits on random revisions of a trie (forks, chains of copies) and random
-    /// drops: every revision reads as its model, keeps the model's commitment, and once all
-    /// are dropped, every branch built has been freed once.
-    #[test]
-    fn random_forks_and_drops_free_every_branch_once() {
-        use crate::trie::{self, Ctx};
-        use rand::{Rng, SeedableRng};
-        use std::collections::BTreeMap;
-        type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-        let ctx = Ctx { parallel: false };
-        let start = live::count();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let mut revisions: Vec<(Option<Node>, Model)> = vec![(None, Model::new())];
-        for round in 0..400 {
-            let (root, model) = revisions[rng.gen_range(0..revisions.len())].clone();
-            let mut model = model;
-            let mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-            for _ in 0..rng.gen_range(1..40) {
-                let key = vec![
-                    rng.gen_range(0..4u8) * 17,
-                    rng.gen_range(0..16u8),
-                    rng.gen(),
-                ];
-                let value = rng
-                    .gen_bool(0.8)
-                    .then(|| vec![rng.gen(); rng.gen_range(1..60)]);
-                writes.insert(key, value);
-            }
-            for (k, v) in &writes {
-                match v {
-                    Some(v) => model.insert(k.clone(), v.clone()),
-                    None => model.remove(k),
-                };
-            }
-            let changes: Vec<trie::Change> = writes
-                .into_iter()
-                .map(|(k, v)| (Bytes::from_vec(k), v.map(Bytes::from_vec)))
-                .collect();
-            let (root, _) = trie::apply(ctx, root.as_ref(), &changes).expect("apply");
-            revisions.push((root, model));
-            if revisions.len() > 6 || rng.gen_bool(0.3) {
-                revisions.remove(rng.gen_range(0..revisions.len()));
-            }
-            if round % 20 == 0 {
-                revisions.iter().for_each(check);
-            }
-        }
-        revisions.iter().for_each(check);
-        drop(revisions);
-        assert_eq!(
-            live::count(),
-            start,
-            "branches built and freed on this thread"
-        );
-
-        fn check((root, model): &(Option<Node>, Model)) {
-            for (k, v) in model {
-                let got = root.as_ref().map(|r| trie::get(r, k).expect("in memory"));
-                assert_eq!(got.flatten().as_deref(), Some(&v[..]));
-            }
-            let entries: Vec<(Bytes, Option<Bytes>)> = model
-                .iter()
-                .map(|(k, v)| (Bytes::from_slice(k), Some(Bytes::from_slice(v))))
-                .collect();
-            let rebuilt = if entries.is_empty() {
-                None
-            } else {
-                trie::apply(Ctx { parallel: false }, None, &entries)
-                    .expect("build")
-                    .0
-            };
-            let hash = |n: &Option<Node>| n.as_ref().map(|n| *n.hash());
-            assert_eq!(hash(root), hash(&rebuilt), "the commitment of the model");
-        }
     }
 }

@@ -303,8 +303,8 @@ impl Branch {
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
     /// most once): nothing, the one remaining child, or a new, fresh branch. Unchanged child
-    /// nodes (inherited, see [`crate::branch`]) and runs of unchanged inline leaves are copied
-    /// straight from this branch into the new one.
+    /// nodes and runs of unchanged inline leaves are copied straight from this branch into the
+    /// new one.
     fn edit(&self, changes: &[(usize, Option<Child>)], writes: usize) -> Option<Child> {
         let mut changed = [u8::MAX; SLOTS];
         let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
@@ -342,7 +342,7 @@ impl Branch {
             Hashing::Now | Hashing::Later => 0,
         };
         let nodes = contents.iter().filter_map(|c| match c {
-            Slot::Node(node) => Some(*node),
+            Slot::Node(node) => Some((*node).clone()),
             Slot::Inline(_) => None,
         });
         let parts = Parts {
@@ -354,7 +354,7 @@ impl Branch {
             inline_mask,
             prefix: self.prefix.clone(),
         };
-        let branch = self.copy(parts, nodes, &self.edited_leaves(changes));
+        let branch = Branch::new(parts, nodes, &self.edited_leaves(changes));
         Some(Child::Node(branch.into_node()))
     }
 
@@ -534,7 +534,7 @@ impl Node {
     }
 
     /// Reads the reference count: a plain load that brings the node's first line into cache.
-    pub(crate) fn touch(&self) -> usize {
+    fn touch(&self) -> usize {
         match self {
             Node::Leaf(leaf) => Arc::strong_count(leaf),
             Node::Branch(_, b) => b.strong_count(),
