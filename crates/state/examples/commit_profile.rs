@@ -16,6 +16,22 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// CPU seconds this process has used, user and system, on every thread (from `/proc/self/stat`,
+/// in clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3: utime and stime are
+    // fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let keys: u64 = args
@@ -39,6 +55,7 @@ fn main() {
     let mut commit_s = 0.0;
     let mut write_s = 0.0;
     let mut finalize_s = 0.0;
+    let cpu_before = cpu_seconds();
     for b in 0..blocks {
         let started = Instant::now();
         let mut ws = db.begin(head).expect("begin");
@@ -63,8 +80,11 @@ fn main() {
         db.finalize(head).expect("finalize");
         finalize_s += started.elapsed().as_secs_f64();
     }
+    // Settling counts the background frees of the last blocks in the CPU time.
+    db.settle().expect("settle");
+    let cpu_ms = (cpu_seconds() - cpu_before) * 1e3 / blocks.max(1) as f64;
     println!(
-        "{keys} keys, {per_block} transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms ({})",
+        "{keys} keys, {per_block} transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms, CPU {cpu_ms:.1} ms on all threads ({})",
         write_s * 1e3 / blocks as f64,
         commit_s * 1e3 / blocks as f64,
         finalize_s * 1e3 / blocks as f64,
