@@ -16,20 +16,31 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 33)
 }
 
-/// CPU seconds this process has used, user and system, on every thread (from `/proc/self/stat`,
-/// in clock ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces), from field 3: utime and stime are
-    // fields 14 and 15.
+/// User and system clock ticks (10 ms) in a `/proc/.../stat` line: fields 14 and 15, counted
+/// after the command name, which may hold spaces.
+fn ticks(stat: &str) -> f64 {
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: Vec<f64> = after
+    after
         .split_whitespace()
         .skip(11)
         .take(2)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    ticks.iter().sum::<f64>() / 100.0
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU seconds each thread of this process has used, by thread name (rayon's workers and any
+/// unnamed threads summed under their names).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        *by_name.entry(name.to_string()).or_insert(0.0) += ticks(&stat) / 100.0;
+    }
+    by_name
 }
 
 fn main() {
@@ -41,6 +52,11 @@ fn main() {
     let blocks: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50);
     let sequential = args.get(3).is_some_and(|a| a == "seq");
     let per_block: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    // Named, so that the CPU time per thread below tells the pool's workers from the writer.
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("rayon-worker-{i}"))
+        .build_global()
+        .expect("the global rayon pool");
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path()).expect("open");
     let mut ws = db.begin(db.finalized()).expect("begin");
@@ -55,7 +71,7 @@ fn main() {
     let mut commit_s = 0.0;
     let mut write_s = 0.0;
     let mut finalize_s = 0.0;
-    let cpu_before = cpu_seconds();
+    let cpu_before = cpu_by_thread();
     for b in 0..blocks {
         let started = Instant::now();
         let mut ws = db.begin(head).expect("begin");
@@ -82,7 +98,16 @@ fn main() {
     }
     // Settling counts the background frees of the last blocks in the CPU time.
     db.settle().expect("settle");
-    let cpu_ms = (cpu_seconds() - cpu_before) * 1e3 / blocks.max(1) as f64;
+    let per_block_ms = |seconds: f64| seconds * 1e3 / blocks.max(1) as f64;
+    let threads: Vec<(String, f64)> = cpu_by_thread()
+        .into_iter()
+        .map(|(name, after)| {
+            let before = cpu_before.get(&name).copied().unwrap_or(0.0);
+            (name, per_block_ms(after - before))
+        })
+        .filter(|(_, ms)| *ms > 0.0)
+        .collect();
+    let cpu_ms: f64 = threads.iter().map(|(_, ms)| ms).sum();
     println!(
         "{keys} keys, {per_block} transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms, CPU {cpu_ms:.1} ms on all threads ({})",
         write_s * 1e3 / blocks as f64,
@@ -94,4 +119,7 @@ fn main() {
             "rayon pool"
         }
     );
+    for (name, ms) in threads {
+        println!("  CPU ms per block on {name}: {ms:.1}");
+    }
 }
