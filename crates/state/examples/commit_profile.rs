@@ -107,12 +107,12 @@ fn main() {
         })
         .filter(|(_, ms)| *ms > 0.0)
         .collect();
-    let cpu_ms: f64 = threads.iter().map(|(_, ms)| ms).sum();
+    let cpu_ms = threads.iter().fold(0.0, |sum, (_, ms)| sum + ms);
     println!(
         "{keys} keys, {per_block} transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms, CPU {cpu_ms:.1} ms on all threads ({})",
-        write_s * 1e3 / blocks as f64,
-        commit_s * 1e3 / blocks as f64,
-        finalize_s * 1e3 / blocks as f64,
+        per_block_ms(write_s),
+        per_block_ms(commit_s),
+        per_block_ms(finalize_s),
         if sequential {
             "one thread"
         } else {
