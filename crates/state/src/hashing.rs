@@ -63,76 +63,113 @@ const STAGE_MAX: usize = 4096;
 /// enough that their encodings (36 KiB at most) stay in the first-level cache.
 const BATCH: usize = 64;
 
-/// A fresh branch's encoding, written while the branch was built, when its children's hashes
-/// were in cache; its fresh children's hashes are zeros until the pass patches them in.
+/// Where a fresh branch's encoding waits in its thread's stage, written while the branch was
+/// built, when its children's hashes were in cache; its fresh children's hashes are zeros until
+/// the pass patches them in.
 struct Staged {
     /// The branch's address ([`Branch::addr`]), checked before the encoding is used.
     owner: usize,
     /// The slots of its fresh child branches.
     fresh_slots: u32,
-    encoding: [u8; BRANCH_ENCODING_MAX],
+    /// Where the encoding starts in [`Stage::bytes`]; its length follows from the branch's mask.
+    at: usize,
+}
+
+/// The encodings staged on one thread since its last hashing pass: their places, and their
+/// bytes back to back, each written once, where the branch's copy puts it.
+#[derive(Default)]
+struct Stage {
+    entries: Vec<Staged>,
+    bytes: Vec<u8>,
 }
 
 thread_local! {
-    /// The encodings staged on this thread since its last hashing pass. A subtree staged here
-    /// is hashed on this thread right after it is built (no rayon join lies between), and an
-    /// entry that is missing or names another branch is simply not used: the pass then reads
-    /// the children's hashes itself.
-    static STAGE: RefCell<Vec<Staged>> = const { RefCell::new(Vec::new()) };
+    /// This thread's stage. A subtree staged here is hashed on this thread right after it is
+    /// built (no rayon join lies between), and an entry that is missing or names another branch
+    /// is simply not used: the pass then reads the children's hashes itself.
+    static STAGE: RefCell<Stage> = RefCell::default();
 }
 
-/// Stages the encoding of a branch about to be built at `pos` over `mask`, from its children's
-/// hashes in slot order (`None`: a fresh child). Returns the number to build it with (see
-/// [`own`]): 1 + the entry's index, or 0 when the stage is full ([`STAGE_MAX`]).
-pub(crate) fn stage<'a>(
+/// Writes a branch's encoding, child by child, while the branch is copied; or nothing, when it
+/// is not staged.
+pub(crate) struct Encoder<'a> {
+    bytes: Option<&'a mut Vec<u8>>,
+    fresh_slots: u32,
+}
+
+impl Encoder<'_> {
+    /// An encoder that writes nothing: for branches hashed from their children later.
+    pub(crate) fn off() -> Encoder<'static> {
+        Encoder {
+            bytes: None,
+            fresh_slots: 0,
+        }
+    }
+
+    /// Appends the hash of the child in `slot` (`None`: a fresh branch, not hashed yet).
+    #[inline]
+    pub(crate) fn child(&mut self, slot: usize, hash: Option<&Hash32>) {
+        let Some(bytes) = self.bytes.as_deref_mut() else {
+            return;
+        };
+        match hash {
+            Some(hash) => bytes.extend_from_slice(hash),
+            None => {
+                self.fresh_slots |= 1 << slot;
+                bytes.extend_from_slice(&[0; 32]);
+            }
+        }
+    }
+}
+
+/// Stages the encoding of the branch being built at `owner` ([`Builder::addr`]), split on
+/// `pos` over `mask`: `write` gives [`Encoder::child`] each child's hash in slot order. Returns
+/// the number to build it with (1 + the entry's index; see [`BranchHead::staged`]), or 0 when the
+/// stage is full ([`STAGE_MAX`]) and `write` wrote nothing.
+///
+/// [`Builder::addr`]: crate::branch::Builder::addr
+/// [`BranchHead::staged`]: crate::branch::BranchHead::staged
+pub(crate) fn stage<R>(
     pos: u16,
     mask: u32,
-    children: impl Iterator<Item = Option<&'a Hash32>>,
-) -> u16 {
+    owner: usize,
+    write: impl FnOnce(&mut Encoder) -> R,
+) -> (u16, R) {
     STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
-        if stage.len() >= STAGE_MAX {
-            return 0;
+        if stage.entries.len() >= STAGE_MAX {
+            return (0, write(&mut Encoder::off()));
         }
-        let number = u16::try_from(stage.len() + 1).expect("STAGE_MAX fits in u16");
-        let mut fresh_slots = 0;
-        let mut slots = crate::trie::set_bits(mask);
-        let zeros = [0u8; 32];
-        let children = children.map(|hash| {
-            let slot = slots.next().expect("a child per bit of the mask");
-            hash.unwrap_or_else(|| {
-                fresh_slots |= 1 << slot;
-                &zeros
-            })
-        });
-        let mut encoding = [0u8; BRANCH_ENCODING_MAX];
-        trie::encode_branch(pos, mask, children, &mut encoding);
-        stage.push(Staged {
-            owner: 0,
+        let Stage { entries, bytes } = &mut *stage;
+        let number = u16::try_from(entries.len() + 1).expect("STAGE_MAX fits in u16");
+        let at = bytes.len();
+        let len = 7 + 32 * mask.count_ones() as usize;
+        bytes.reserve(len.next_multiple_of(64));
+        bytes.push(1);
+        bytes.extend_from_slice(&pos.to_le_bytes());
+        bytes.extend_from_slice(&mask.to_le_bytes());
+        let mut encoder = Encoder {
+            bytes: Some(bytes),
+            fresh_slots: 0,
+        };
+        let result = write(&mut encoder);
+        let fresh_slots = encoder.fresh_slots;
+        assert_eq!(bytes.len(), at + len, "a hash for every child of the mask");
+        bytes.resize(at + len.next_multiple_of(64), 0);
+        entries.push(Staged {
+            owner,
             fresh_slots,
-            encoding,
+            at,
         });
-        number
+        (number, result)
     })
 }
 
-/// Records `branch` as the owner of the stage entry it was built with (`BranchHead::staged`;
-/// 0: not staged); called by [`Branch::new`].
-pub(crate) fn own(branch: &Branch) {
-    let Some(index) = usize::from(branch.staged).checked_sub(1) else {
-        return;
-    };
-    STAGE.with(|stage| {
-        if let Some(entry) = stage.borrow_mut().get_mut(index) {
-            entry.owner = branch.addr();
-        }
-    });
-}
-
-/// The staged entry of `b`, if this thread holds it.
-fn staged<'s>(b: &Branch, stage: &'s [Staged]) -> Option<&'s Staged> {
+/// The staged encoding of `b`, if this thread holds it: its entry and its bytes.
+fn staged<'s>(b: &Branch, stage: &'s Stage) -> Option<(&'s Staged, &'s [u8])> {
     let index = usize::from(b.staged).checked_sub(1)?;
-    stage.get(index).filter(|entry| entry.owner == b.addr())
+    let entry = stage.entries.get(index).filter(|e| e.owner == b.addr())?;
+    Some((entry, &stage.bytes[entry.at..]))
 }
 
 /// Hashes every fresh branch under `root`, the tree a commit just built. With `parallel`, the
@@ -145,7 +182,7 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
         return;
     }
     if parallel {
-        let subtrees = fresh_children(top, &[]);
+        let subtrees = fresh_children(top, &Stage::default());
         if subtrees.len() > 1 {
             subtrees.par_iter().for_each(|b| hash_subtree(b));
         } else {
@@ -157,14 +194,14 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
 
 /// The fresh branches among `b`'s child nodes: from its staged entry if there is one, else by
 /// loading every child.
-fn fresh_children<'a>(b: &'a Branch, stage: &[Staged]) -> SmallVec<[&'a Branch; 17]> {
+fn fresh_children<'a>(b: &'a Branch, stage: &Stage) -> SmallVec<[&'a Branch; 17]> {
     let shape = b.shape();
     let fresh = |node: &'a Node| match node {
         Node::Branch(_, child) if child.is_fresh() => Some(child),
         _ => None,
     };
     match staged(b, stage) {
-        Some(entry) => crate::trie::set_bits(entry.fresh_slots)
+        Some((entry, _)) => crate::trie::set_bits(entry.fresh_slots)
             .filter_map(|slot| b.node_in(shape, slot).and_then(fresh))
             .collect(),
         None => b.nodes().iter().filter_map(fresh).collect(),
@@ -182,12 +219,13 @@ fn hash_subtree(top: &Branch) {
         for level in &levels {
             hash_level(platform, level, &stage);
         }
-        stage.clear();
+        stage.entries.clear();
+        stage.bytes.clear();
     });
 }
 
 /// Adds `b` and its fresh descendants to `levels` by height (0: no fresh child); returns `b`'s.
-fn collect<'a>(b: &'a Branch, stage: &[Staged], levels: &mut Vec<Vec<&'a Branch>>) -> usize {
+fn collect<'a>(b: &'a Branch, stage: &Stage, levels: &mut Vec<Vec<&'a Branch>>) -> usize {
     let height = fresh_children(b, stage)
         .into_iter()
         .map(|child| collect(child, stage, levels) + 1)
@@ -201,7 +239,7 @@ fn collect<'a>(b: &'a Branch, stage: &[Staged], levels: &mut Vec<Vec<&'a Branch>
 }
 
 /// Hashes branches whose fresh children are all hashed, grouped by encoded length.
-fn hash_level(platform: Platform, level: &[&Branch], stage: &[Staged]) {
+fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
     // Index `blocks`: branches whose encoding is that many 64-byte blocks (2 to 9).
     let mut by_blocks: [Vec<&Branch>; 10] = Default::default();
     for b in level {
@@ -230,12 +268,12 @@ fn encoded_blocks(b: &Branch) -> usize {
 
 /// Writes `b`'s encoding into `buf`: its staged one with its fresh children's hashes patched
 /// in, or one read from all its children.
-fn encode(b: &Branch, stage: &[Staged], buf: &mut [u8]) {
-    let Some(entry) = staged(b, stage) else {
+fn encode(b: &Branch, stage: &Stage, buf: &mut [u8]) {
+    let Some((entry, bytes)) = staged(b, stage) else {
         trie::encode_branch(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()), buf);
         return;
     };
-    buf.copy_from_slice(&entry.encoding[..buf.len()]);
+    buf.copy_from_slice(&bytes[..buf.len()]);
     let shape = b.shape();
     for slot in crate::trie::set_bits(entry.fresh_slots) {
         let child = b.node_in(shape, slot).expect("a staged fresh child");
@@ -245,7 +283,7 @@ fn encode(b: &Branch, stage: &[Staged], buf: &mut [u8]) {
 }
 
 /// Hashes `group`, whose encodings are all `N` bytes, `BATCH` at a time.
-fn hash_group<const N: usize>(platform: Platform, group: &[&Branch], stage: &[Staged]) {
+fn hash_group<const N: usize>(platform: Platform, group: &[&Branch], stage: &Stage) {
     const { assert!(N.is_multiple_of(64) && N <= BRANCH_ENCODING_MAX) };
     let mut encodings = vec![[0u8; N]; BATCH.min(group.len())];
     let mut out = [0u8; 32 * BATCH];
@@ -306,7 +344,7 @@ mod tests {
             for count in [1, 7, 8, 9, BATCH + 3] {
                 let branches: Vec<Branch> = (0..count).map(|i| fresh(i as u16, n)).collect();
                 let refs: Vec<&Branch> = branches.iter().collect();
-                hash_level(Platform::detect(), &refs, &[]);
+                hash_level(Platform::detect(), &refs, &Stage::default());
                 for b in &branches {
                     assert!(!b.is_fresh());
                     let alone = branch_hash_of(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()));
@@ -330,11 +368,12 @@ mod tests {
     fn every_platform_gives_the_same_hashes() {
         let wide: Vec<Branch> = (0..20).map(|i| fresh(i, 16)).collect();
         let narrow: Vec<Branch> = (0..20).map(|i| fresh(i, 16)).collect();
-        hash_level(Platform::detect(), &wide.iter().collect::<Vec<_>>(), &[]);
+        let none = Stage::default();
+        hash_level(Platform::detect(), &wide.iter().collect::<Vec<_>>(), &none);
         hash_level(
             Platform::portable(),
             &narrow.iter().collect::<Vec<_>>(),
-            &[],
+            &none,
         );
         for (a, b) in wide.iter().zip(&narrow) {
             assert_eq!(a.hash(), b.hash());

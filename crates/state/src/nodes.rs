@@ -575,7 +575,7 @@ fn decode(payload: &[u8], loc: u64, file: &Arc<GenFile>) -> Result<Node, Error> 
             if !cur.0.is_empty() {
                 return Err(corrupt("branch record has trailing bytes"));
             }
-            Ok(Node::decoded_branch(pos, prefix, &slots, loc))
+            Ok(Node::decoded_branch(pos, prefix, slots, loc))
         }
         _ => Err(corrupt("node record of unknown kind")),
     }

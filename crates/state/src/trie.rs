@@ -41,7 +41,8 @@
 //! trie: the trie stays immutable, and the operating system's page cache keeps the hot pages.
 
 pub use crate::branch::Branch;
-use crate::branch::{rank, Parts, Shape, SLOTS};
+use crate::branch::{rank, Builder, Parts, Shape, SLOTS};
+use crate::hashing::Encoder;
 use crate::nodes::GenFile;
 use crate::{Bytes, Error};
 use parking_lot::Mutex;
@@ -176,15 +177,6 @@ impl Child {
     }
 }
 
-impl Child {
-    fn as_slot(&self) -> Slot<'_> {
-        match self {
-            Child::Node(node) => Slot::Node(node),
-            Child::Inline(leaf) => Slot::Inline(leaf),
-        }
-    }
-}
-
 /// Occupied slots and their contents, in slot order.
 pub(crate) type Slots = SmallVec<[(usize, Child); 4]>;
 
@@ -258,59 +250,51 @@ impl Leaf {
 impl Branch {
     /// A new branch over `slots` (at least two, in slot order): hashed, or fresh for its
     /// commit to hash ([`crate::hashing`]).
-    fn from_slots(
-        pos: u16,
-        prefix: Bytes,
-        slots: &[(usize, Child)],
-        loc: u64,
-        hashing: Hashing,
-    ) -> Branch {
+    fn from_slots(pos: u16, prefix: Bytes, slots: Slots, loc: u64, hashing: Hashing) -> Branch {
         let (mut mask, mut inline_mask) = (0u32, 0u32);
-        let mut nodes: SmallVec<[Node; SLOTS]> = SmallVec::new();
-        let mut leaves: SmallVec<[&[Inline]; SLOTS]> = SmallVec::new();
-        for (slot, child) in slots {
+        for (slot, child) in &slots {
             mask |= 1 << slot;
-            match child {
-                Child::Node(node) => nodes.push(node.clone()),
-                Child::Inline(leaf) => {
-                    inline_mask |= 1 << slot;
-                    leaves.push(std::slice::from_ref(leaf));
-                }
+            if let Child::Inline(_) = child {
+                inline_mask |= 1 << slot;
             }
         }
-        let (hash, staged) = match hashing {
-            Hashing::Now => {
-                let hashes = slots.iter().map(|(_, c)| c.hash());
-                (Some(branch_hash_of(pos, mask, hashes)), 0)
-            }
-            Hashing::Later => (None, 0),
-            Hashing::Stage => {
-                let hashes = slots.iter().map(|(_, c)| c.as_slot().hash_if_known());
-                (None, crate::hashing::stage(pos, mask, hashes))
-            }
+        let hash = match hashing {
+            Hashing::Now => Some(branch_hash_of(
+                pos,
+                mask,
+                slots.iter().map(|(_, c)| c.hash()),
+            )),
+            Hashing::Later | Hashing::Stage => None,
         };
         let parts = Parts {
             hash,
-            staged,
+            staged: 0,
             loc,
             pos,
             mask,
             inline_mask,
             prefix,
         };
-        Branch::new(parts, nodes, &leaves)
+        build_with(parts, hashing, |builder, encoder| {
+            for (slot, child) in slots {
+                put_child(builder, encoder, slot, child);
+            }
+        })
     }
 
     /// This branch with `changes` applied (new contents by slot, in slot order, each slot at
-    /// most once): nothing, the one remaining child, or a new, fresh branch. Unchanged child
-    /// nodes and runs of unchanged inline leaves are copied straight from this branch into the
-    /// new one.
-    fn edit(&self, changes: &[(usize, Option<Child>)], writes: usize) -> Option<Child> {
-        let mut changed = [u8::MAX; SLOTS];
-        let (mut mask, mut inline_mask) = (self.mask, self.inline_mask);
-        for (i, (slot, child)) in changes.iter().enumerate() {
-            changed[*slot] = i as u8;
+    /// most once): nothing, the one remaining child, or a new, fresh branch. One pass over the
+    /// slots writes the new branch's child handles, its inline leaves and its staged encoding
+    /// straight into place: unchanged children from this branch, changed ones moved in.
+    fn edit(
+        &self,
+        mut changes: SmallVec<[(usize, Option<Child>); 4]>,
+        writes: usize,
+    ) -> Option<Child> {
+        let (mut mask, mut inline_mask, mut changed) = (self.mask, self.inline_mask, 0u32);
+        for (slot, child) in &changes {
             let bit = 1u32 << slot;
+            changed |= bit;
             mask &= !bit;
             inline_mask &= !bit;
             match child {
@@ -322,65 +306,63 @@ impl Branch {
                 }
             }
         }
-        let content = |slot: usize| match changed[slot] {
-            u8::MAX => self.slot(slot),
-            i => changes[usize::from(i)].1.as_ref().map(Child::as_slot),
-        };
-        let contents: SmallVec<[Slot; SLOTS]> = set_bits(mask)
-            .map(|s| content(s).expect("an occupied slot"))
-            .collect();
-        match contents[..] {
-            [] => return None,
-            [only] => return Some(only.owned()),
+        match mask.count_ones() {
+            0 => return None,
+            1 => return Some(self.only_child(changes, mask)),
             _ => {}
         }
-        let staged = match Hashing::fresh(writes) {
-            Hashing::Stage => {
-                let hashes = contents.iter().map(|c| c.hash_if_known());
-                crate::hashing::stage(self.pos, mask, hashes)
-            }
-            Hashing::Now | Hashing::Later => 0,
-        };
-        let nodes = contents.iter().filter_map(|c| match c {
-            Slot::Node(node) => Some((*node).clone()),
-            Slot::Inline(_) => None,
-        });
         let parts = Parts {
             hash: None,
-            staged,
+            staged: 0,
             loc: 0,
             pos: self.pos,
             mask,
             inline_mask,
             prefix: self.prefix.clone(),
         };
-        let branch = Branch::new(parts, nodes, &self.edited_leaves(changes));
+        let (old_nodes, old_leaves) = (self.nodes(), self.leaves());
+        let branch = build_with(parts, Hashing::fresh(writes), |builder, encoder| {
+            let (mut nodes, mut leaves, mut next) = (0, 0, 0);
+            // Every slot that was, is, or was written to (a delete of a missing key included).
+            for slot in set_bits(self.mask | mask | changed) {
+                let bit = 1u32 << slot;
+                let was_inline = self.inline_mask & bit != 0;
+                if changed & bit != 0 {
+                    match self.mask & bit != 0 {
+                        true if was_inline => leaves += 1,
+                        true => nodes += 1,
+                        false => {}
+                    }
+                    if let Some(child) = changes[next].1.take() {
+                        put_child(builder, encoder, slot, child);
+                    }
+                    next += 1;
+                } else if was_inline {
+                    let leaf = &old_leaves[leaves];
+                    leaves += 1;
+                    encoder.child(slot, Some(&leaf.hash));
+                    builder.push_leaf(leaf);
+                } else {
+                    let node = &old_nodes[nodes];
+                    nodes += 1;
+                    encoder.child(slot, Some(node.hash()));
+                    builder.push_node(node.clone());
+                }
+            }
+        });
         Some(Child::Node(branch.into_node()))
     }
 
-    /// The inline leaves after `changes` (in slot order), as runs for [`Branch::new`] to copy:
-    /// runs of unchanged leaves borrowed whole from this branch, around the changed slots.
-    fn edited_leaves<'a>(
-        &'a self,
-        changes: &'a [(usize, Option<Child>)],
-    ) -> SmallVec<[&'a [Inline]; 8]> {
-        let old = self.leaves();
-        let mut runs = SmallVec::new();
-        let mut next = 0;
-        for (slot, child) in changes {
-            let at = rank(self.inline_mask, *slot);
-            if at > next {
-                runs.push(&old[next..at]);
-            }
-            next = at + usize::from(self.inline_mask & (1 << slot) != 0);
-            if let Some(Child::Inline(leaf)) = child {
-                runs.push(std::slice::from_ref(leaf));
+    /// The one child left in `mask` once `changes` are applied: moved out of `changes`, or
+    /// copied from this branch.
+    fn only_child(&self, changes: SmallVec<[(usize, Option<Child>); 4]>, mask: u32) -> Child {
+        let slot = mask.trailing_zeros() as usize;
+        for (s, child) in changes {
+            if s == slot {
+                return child.expect("an occupied slot");
             }
         }
-        if next < old.len() {
-            runs.push(&old[next..]);
-        }
-        runs
+        self.slot(slot).expect("an occupied slot").owned()
     }
 
     /// The handle a parent holds.
@@ -432,6 +414,42 @@ impl Branch {
     }
 }
 
+/// Builds a branch of `parts`, letting `fill` push its children in slot order and, for a staged
+/// branch, write their hashes into its encoding at the same time.
+fn build_with(
+    parts: Parts,
+    hashing: Hashing,
+    fill: impl FnOnce(&mut Builder, &mut Encoder),
+) -> Branch {
+    let (pos, mask) = (parts.pos, parts.mask);
+    let mut builder = Builder::new(parts);
+    match hashing {
+        Hashing::Stage => {
+            let owner = builder.addr();
+            let (staged, ()) = crate::hashing::stage(pos, mask, owner, |encoder| {
+                fill(&mut builder, encoder);
+            });
+            builder.set_staged(staged);
+        }
+        Hashing::Now | Hashing::Later => fill(&mut builder, &mut Encoder::off()),
+    }
+    builder.finish()
+}
+
+/// Moves `child` into the branch being built, in `slot`, and its hash into the encoding.
+fn put_child(builder: &mut Builder, encoder: &mut Encoder, slot: usize, child: Child) {
+    match child {
+        Child::Node(node) => {
+            encoder.child(slot, Slot::Node(&node).hash_if_known());
+            builder.push_node(node);
+        }
+        Child::Inline(leaf) => {
+            encoder.child(slot, Some(&leaf.hash));
+            builder.push_leaf(&leaf);
+        }
+    }
+}
+
 impl Node {
     pub(crate) fn leaf(key: &[u8], value: &[u8]) -> Node {
         Self::leaf_with_hash(key, value, OnceLock::new())
@@ -463,7 +481,7 @@ impl Node {
             _ => {
                 let prefix = Bytes::from_slice(&prefix[..pos.div_ceil(2)]);
                 let hashing = Hashing::fresh(writes);
-                let branch = Branch::from_slots(pos as u16, prefix, &slots, 0, hashing);
+                let branch = Branch::from_slots(pos as u16, prefix, slots, 0, hashing);
                 Some(Child::Node(branch.into_node()))
             }
         }
@@ -479,12 +497,7 @@ impl Node {
         }))
     }
 
-    pub(crate) fn decoded_branch(
-        pos: u16,
-        prefix: Bytes,
-        slots: &[(usize, Child)],
-        loc: u64,
-    ) -> Node {
+    pub(crate) fn decoded_branch(pos: u16, prefix: Bytes, slots: Slots, loc: u64) -> Node {
         Branch::from_slots(pos, prefix, slots, loc, Hashing::Now).into_node()
     }
 
@@ -843,7 +856,7 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
             changes.push((slot, child));
         }
     }
-    Ok((b.edit(&changes, writes.len()), added))
+    Ok((b.edit(changes, writes.len()), added))
 }
 
 /// Reads every child node once with plain, independent loads, so their cache misses overlap.
