@@ -8,10 +8,11 @@ mod keys;
 
 use anyhow::Context as _;
 
-/// mimalloc: the state trie allocates and frees a node per changed key on every commit, and
-/// glibc's allocator spent a fifth of a transfer block in malloc and free (perf, `bench state`).
+/// mimalloc (through `peregrine-alloc`): the state trie allocates and frees a node per changed
+/// key on every commit, and glibc's allocator spent a fifth of a transfer block in malloc and free
+/// (perf, `bench state`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 use peregrine_state::Db;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
 use std::time::Instant;
 
 fn mix(mut x: u64) -> u64 {

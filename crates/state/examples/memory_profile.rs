@@ -6,7 +6,7 @@ use peregrine_state::{Db, Options};
 use std::time::Instant;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
 
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
 
 const WRITES_PER_BLOCK: u64 = 10_000;
 
