@@ -1,6 +1,11 @@
 //! Times commits of random updates into a loaded trie, for profiling the commit path:
 //! `cargo run --release --example commit_profile -p peregrine-state -- [keys] [blocks] [seq|pool]
-//! [transfers per block]`.
+//! [transfers per block] [inserts]`.
+//!
+//! By default the trie holds the keys `0..keys` (8-byte big-endian, as `bench state`'s accounts)
+//! and each block makes transfers between them: two reads and two writes each. With `inserts`,
+//! the trie holds `keys` random keys (as `bench state`'s workload 1) and each block inserts
+//! twice the transfers' number of new random keys, with no reads.
 
 use peregrine_state::Db;
 
@@ -52,6 +57,8 @@ fn main() {
     let blocks: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(50);
     let sequential = args.get(3).is_some_and(|a| a == "seq");
     let per_block: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let inserts = args.get(5).is_some_and(|a| a == "inserts");
+    let loaded_key = |i: u64| if inserts { mix(i) } else { i };
     // Named, so that the CPU time per thread below tells the pool's workers from the writer.
     rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("rayon-worker-{i}"))
@@ -61,7 +68,12 @@ fn main() {
     let db = Db::open(dir.path()).expect("open");
     let mut ws = db.begin(db.finalized()).expect("begin");
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..keys)
-        .map(|i| (i.to_be_bytes().to_vec(), 1u64.to_le_bytes().to_vec()))
+        .map(|i| {
+            (
+                loaded_key(i).to_be_bytes().to_vec(),
+                1u64.to_le_bytes().to_vec(),
+            )
+        })
         .collect();
     pairs.sort();
     ws.put_sorted(pairs).expect("load");
@@ -76,6 +88,13 @@ fn main() {
         let started = Instant::now();
         let mut ws = db.begin(head).expect("begin");
         for t in 0..per_block {
+            if inserts {
+                for new in [2 * t, 2 * t + 1] {
+                    let key = mix(keys + 2 * per_block * b + new).to_be_bytes();
+                    ws.put_slice(&key, &new.to_le_bytes()).expect("put");
+                }
+                continue;
+            }
             let r = mix(b << 32 ^ t);
             let (from, to) = ((r % keys).to_be_bytes(), (mix(r) % keys).to_be_bytes());
             let a = ws.get(&from).map_or(0, |v| v.len() as u64);
@@ -109,7 +128,12 @@ fn main() {
         .collect();
     let cpu_ms = threads.iter().fold(0.0, |sum, (_, ms)| sum + ms);
     println!(
-        "{keys} keys, {per_block} transfers per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms, CPU {cpu_ms:.1} ms on all threads ({})",
+        "{keys} keys, {per_block} {} per block: reads and writes {:.2} ms, commit {:.2} ms, finalize {:.2} ms, CPU {cpu_ms:.1} ms on all threads ({})",
+        if inserts {
+            "insert pairs"
+        } else {
+            "transfers"
+        },
         per_block_ms(write_s),
         per_block_ms(commit_s),
         per_block_ms(finalize_s),

@@ -753,6 +753,12 @@ fn apply_slot(ctx: Ctx, slot: Option<Slot>, writes: &[Change]) -> Result<Applied
 /// Applies `writes` to the subtree at `node`.
 fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applied, Error> {
     let Some(node) = node else {
+        if let [(key, value)] = writes {
+            // The common insert into an empty slot: one leaf, and no list to gather it in.
+            let leaf = value.as_deref().map(|v| Child::leaf(key, v));
+            let added = i64::from(leaf.is_some());
+            return Ok((leaf, added));
+        }
         let puts: Vec<Entry> = writes
             .iter()
             .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
@@ -922,14 +928,15 @@ fn run_groups<'w>(
     total: usize,
     groups: &[(usize, &'w [Change])],
     f: impl Fn(usize, &'w [Change]) -> Result<Applied, Error> + Sync,
-) -> Result<Vec<(usize, Applied)>, Error> {
+) -> Result<SmallVec<[(usize, Applied); 4]>, Error> {
     let run = |&(slot, group): &(usize, &'w [Change])| {
         let (child, delta) = f(slot, group)?;
         hash_if_small(total, group.len(), child.as_ref());
         Ok((slot, (child, delta)))
     };
     if ctx.parallel && total >= PARALLEL_MIN_WRITES && groups.len() > 1 {
-        groups.par_iter().map(run).collect()
+        let results: Result<Vec<_>, Error> = groups.par_iter().map(run).collect();
+        results.map(SmallVec::from_vec)
     } else {
         groups.iter().map(run).collect()
     }
