@@ -129,16 +129,12 @@ impl Encoder<'_> {
 ///
 /// [`Builder::addr`]: crate::branch::Builder::addr
 /// [`BranchHead::staged`]: crate::branch::BranchHead::staged
-pub(crate) fn stage<R>(
-    pos: u16,
-    mask: u32,
-    owner: usize,
-    write: impl FnOnce(&mut Encoder) -> R,
-) -> (u16, R) {
+pub(crate) fn stage(pos: u16, mask: u32, owner: usize, write: impl FnOnce(&mut Encoder)) -> u16 {
     STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
         if stage.entries.len() >= STAGE_MAX {
-            return (0, write(&mut Encoder::off()));
+            write(&mut Encoder::off());
+            return 0;
         }
         let Stage { entries, bytes } = &mut *stage;
         let number = u16::try_from(entries.len() + 1).expect("STAGE_MAX fits in u16");
@@ -152,7 +148,7 @@ pub(crate) fn stage<R>(
             bytes: Some(bytes),
             fresh_slots: 0,
         };
-        let result = write(&mut encoder);
+        write(&mut encoder);
         let fresh_slots = encoder.fresh_slots;
         assert_eq!(bytes.len(), at + len, "a hash for every child of the mask");
         bytes.resize(at + len.next_multiple_of(64), 0);
@@ -161,7 +157,7 @@ pub(crate) fn stage<R>(
             fresh_slots,
             at,
         });
-        (number, result)
+        number
     })
 }
 

@@ -426,7 +426,7 @@ fn build_with(
     match hashing {
         Hashing::Stage => {
             let owner = builder.addr();
-            let (staged, ()) = crate::hashing::stage(pos, mask, owner, |encoder| {
+            let staged = crate::hashing::stage(pos, mask, owner, |encoder| {
                 fill(&mut builder, encoder);
             });
             builder.set_staged(staged);
