@@ -1,11 +1,11 @@
 //! A branch node's memory: one reference-counted allocation sized to what the branch holds.
 //!
 //! # Layout
-//! `[BranchHead][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference count,
-//! hash, location, `pos`, slot masks, prefix: at most 112 bytes), then one [`Node`] handle (16 bytes) for
-//! each slot that holds a node of its own, then one [`Inline`] leaf (80 bytes) for each slot that
-//! holds a leaf inline, both in slot order. A slot's entry is found by its rank among the slots of
-//! its kind, so empty slots cost nothing.
+//! `[BranchHead][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference
+//! count, hash, location, `pos`, slot masks, prefix: at most 112 bytes), then one [`Node`] handle
+//! (16 bytes) for each slot that holds a node of its own, then one [`Inline`] leaf (80 bytes) for
+//! each slot that holds a leaf inline, both in slot order. A slot's entry is found by its rank
+//! among the slots of its kind, so empty slots cost nothing.
 //!
 //! # Why not a fixed array of 17 child slots
 //! Most branches sit at the bottom of the trie and hold only inline leaves: with a fixed
@@ -29,10 +29,11 @@
 //!
 //! # Safety
 //! A [`Builder`], then the [`Branch`] it finishes into, is the only owner of the raw allocation;
-//! a builder dropped half-built releases exactly the children it was given. A `Shape` is only ever made from the branch
-//! it is stored beside ([`Branch::shape`]), and every unchecked access is bounded by counts that
-//! the constructor wrote and the masks agree with. This is the state crate's only `unsafe` code:
-//! a fixed-size node type would waste the memory this module exists to save.
+//! a builder dropped half-built releases exactly the children it was given. A `Shape` is only
+//! ever made from the branch it is stored beside ([`Branch::shape`]), and every unchecked access
+//! is bounded by counts that the constructor wrote and the masks agree with. This is the state
+//! crate's only `unsafe` code: a fixed-size node type would waste the memory this module exists
+//! to save.
 #![allow(unsafe_code)]
 
 use crate::trie::{Hash32, Inline, Node};
@@ -147,6 +148,18 @@ unsafe impl Send for Branch {}
 // not shared yet.
 unsafe impl Sync for Branch {}
 
+/// Where the child handles of the branch allocated at `head` start: right after its fixed part.
+fn nodes_at(head: NonNull<BranchHead>) -> *mut Node {
+    // SAFETY: `layout` puts the handles right after the head, inside the allocation.
+    unsafe { (head.as_ptr() as *mut u8).add(HEAD_BYTES) as *mut Node }
+}
+
+/// Where the inline leaves of that branch start: right after its `n_nodes` child handles.
+fn leaves_at(head: NonNull<BranchHead>, n_nodes: usize) -> *mut Inline {
+    // SAFETY: `layout` puts the leaves right after the handles, inside the allocation.
+    unsafe { nodes_at(head).add(n_nodes) as *mut Inline }
+}
+
 fn layout(n_nodes: usize, n_leaves: usize) -> Layout {
     let bytes = HEAD_BYTES
         + n_nodes * std::mem::size_of::<Node>()
@@ -179,13 +192,11 @@ impl Branch {
     }
 
     fn nodes_ptr(&self) -> *const Node {
-        // SAFETY: the node handles start right after the head, inside the allocation.
-        unsafe { (self.0.as_ptr() as *const u8).add(HEAD_BYTES) as *const Node }
+        nodes_at(self.0)
     }
 
     fn leaves_ptr(&self, n_nodes: usize) -> *const Inline {
-        // SAFETY: the inline leaves start right after the node handles, inside the allocation.
-        unsafe { self.nodes_ptr().add(n_nodes) as *const Inline }
+        leaves_at(self.0, n_nodes)
     }
 
     /// The child nodes, in slot order.
@@ -328,14 +339,11 @@ impl Builder {
     }
 
     fn nodes_ptr(&self) -> *mut Node {
-        // SAFETY: the node handles start right after the head, inside the allocation.
-        unsafe { (self.head.as_ptr() as *mut u8).add(HEAD_BYTES) as *mut Node }
+        nodes_at(self.head)
     }
 
     fn leaves_ptr(&self) -> *mut Inline {
-        let n_nodes = usize::from(self.head().n_nodes);
-        // SAFETY: the inline leaves start right after the node handles, inside the allocation.
-        unsafe { self.nodes_ptr().add(n_nodes) as *mut Inline }
+        leaves_at(self.head, usize::from(self.head().n_nodes))
     }
 
     /// The new branch's address, which it keeps ([`Branch::addr`]).
