@@ -348,13 +348,14 @@ impl ParallelExecutor {
         })
     }
 
-    /// Commits on this executor's pool, so its thread count holds throughout; on one thread the
-    /// sequential commit avoids the extra parent lookups that overlapping needs.
+    /// Commits the block's writes. The state database builds the trie on its committer thread,
+    /// over rayon's global pool; on one thread the sequential build avoids the extra parent
+    /// lookups that overlapping needs.
     fn commit(&self, db: &Db, ws: WriteSet) -> Result<RevisionId, peregrine_state::Error> {
         if self.threads() == 1 {
             db.commit_sequential(ws)
         } else {
-            self.pool.install(|| db.commit(ws))
+            db.commit(ws)
         }
     }
 

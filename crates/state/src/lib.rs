@@ -14,6 +14,10 @@
 //!   in-memory buffer; `commit` merges it into the parent's trie in one sorted pass, copying only the
 //!   changed paths and hashing only the new nodes, so the state commitment of every revision costs
 //!   O(changed keys × depth). Snapshots and forks are a pointer copy.
+//! - **The merge runs on a committer thread** (`pending`): `commit` sorts the write set, queues
+//!   it and returns; until the trie is built, the revision reads through its sorted changes to
+//!   its parent, and what needs the trie itself (commitment, proofs, ranges) waits for it. The
+//!   next block's execution overlaps the previous block's merge and hashing.
 //! - **Finalize appends the newly final revisions' changes to a write-ahead log** ([`log`]) and
 //!   syncs it once. Nothing else is written on the finalize path.
 //! - **A background checkpointer writes finalized tries to the node file** ([`nodes`]): only the
@@ -29,7 +33,8 @@
 //!   checkpoint does not cover: its time grows with the live data and the log, never with history.
 //!
 //! # Invariants
-//! - A snapshot never changes, whatever is committed or finalized later.
+//! - A snapshot never changes, whatever is committed or finalized later; a pending one reads the
+//!   same before and after its trie is built.
 //! - After any crash, [`Db::open`] yields exactly the last finalized revision.
 //! - After an I/O error the database refuses further writes ([`Error::Poisoned`]).
 //!
@@ -54,6 +59,7 @@ mod background;
 mod branch;
 mod checkpoint;
 mod hashing;
+mod pending;
 
 use ahash::AHashMap;
 use background::{Background, Handoff};
@@ -61,11 +67,12 @@ use checkpoint::{Checkpointer, FileState};
 use log::{Change, Wal, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use nodes::NodeFile;
 use parking_lot::{Mutex, RwLock};
+use pending::{Committer, Pending};
 use peregrine_types::Hash;
 use std::collections::HashMap;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use thiserror::Error;
 use trie::{Ctx, Node};
 
@@ -90,6 +97,9 @@ pub struct Options {
     /// Node files smaller than this are never compacted; larger ones are once they exceed twice
     /// their estimated live size (see `docs/STATE.md`, "On disk").
     pub compact_min_bytes: u64,
+    /// Threads that build a large commit's trie, in a pool the database owns; 0: one per core.
+    /// The trie is a function of its keys alone, so this changes the speed, never the result.
+    pub commit_threads: usize,
 }
 
 impl Default for Options {
@@ -98,6 +108,7 @@ impl Default for Options {
             checkpoint_bytes: 64 << 20,
             memory_budget: default_memory_budget(),
             compact_min_bytes: 64 << 20,
+            commit_threads: 0,
         }
     }
 }
@@ -190,27 +201,56 @@ pub enum Error {
     /// An earlier I/O error left the database refusing writes.
     #[error("state database refuses writes after an earlier I/O error: {0}")]
     Poisoned(String),
+    /// Building the trie of a committed revision failed (see `pending`), so it cannot be read.
+    #[error("the revision's trie could not be built: {0}")]
+    CommitFailed(String),
+}
+
+/// Why the database refuses writes, once it does: set by the first failure, on any thread.
+#[derive(Default)]
+struct Poison(OnceLock<String>);
+
+impl Poison {
+    /// Refuses writes from now on; the first reason given is kept.
+    fn set(&self, reason: String) {
+        let _ = self.0.set(reason);
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        match self.0.get() {
+            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A read-only view of one revision. Cheap to clone; share it across threads freely.
 #[derive(Clone)]
 pub struct Snapshot {
     id: RevisionId,
-    root: Option<Node>,
-    count: u64,
+    view: View,
     /// Where the last reference to a pruned revision's tree is freed.
     freer: Handoff,
+}
+
+/// What a snapshot reads.
+#[derive(Clone)]
+enum View {
+    /// A built trie (its root, `None` when empty) and its key count.
+    Built(Option<Node>, u64),
+    /// A revision the committer may not have built yet ([`pending`]).
+    Pending(Arc<Pending>),
 }
 
 impl Drop for Snapshot {
     /// The last snapshot of a pruned revision owns every node that revision alone held: tens of
     /// thousands per block. They are freed on the background thread, not on the thread that
-    /// happened to let go last.
+    /// happened to let go last. (A pending revision's trie is handed over by `Pending` itself.)
     fn drop(&mut self) {
-        if let Some(Node::Branch(_, root)) = &self.root {
+        if let View::Built(root, _) = &mut self.view {
             // Nothing can take a new reference to the root while this is the only one.
-            if root.is_unique() {
-                self.freer.drop_later(self.root.take());
+            if matches!(root, Some(Node::Branch(_, branch)) if branch.is_unique()) {
+                self.freer.drop_later(root.take());
             }
         }
     }
@@ -235,16 +275,36 @@ impl Snapshot {
 
     /// The value under `key`, or the error reading it from disk.
     pub fn try_get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
-        match &self.root {
-            None => Ok(None),
-            Some(root) => trie::get(root, key),
+        match &self.view {
+            View::Built(None, _) => Ok(None),
+            View::Built(Some(root), _) => trie::get(root, key),
+            View::Pending(pending) => pending.get(key),
         }
+    }
+
+    /// The built trie and its key count, waiting for the committer if this revision is still
+    /// being built.
+    fn tree(&self) -> Result<(Option<&Node>, u64), Error> {
+        let (root, count) = match &self.view {
+            View::Built(root, count) => (root, *count),
+            View::Pending(pending) => match pending.wait() {
+                Ok((root, count)) => (root, *count),
+                Err(reason) => return Err(Error::CommitFailed(reason.clone())),
+            },
+        };
+        Ok((root.as_ref(), count))
+    }
+
+    /// [`Snapshot::tree`], for the accessors that panic on a failure, as [`Snapshot::get`] does.
+    fn built_tree(&self) -> (Option<&Node>, u64) {
+        self.tree()
+            .unwrap_or_else(|e| panic!("state read failed: {e}"))
     }
 
     /// A Merkle proof of `key`'s value, or of its absence, against [`Snapshot::commitment`]
     /// (see [`proof`]).
     pub fn prove(&self, key: &[u8]) -> Result<proof::Proof, Error> {
-        proof::prove(self.root.as_ref(), key)
+        proof::prove(self.tree()?.0, key)
     }
 
     /// Pairs with keys in `range`, in key order.
@@ -258,31 +318,37 @@ impl Snapshot {
 
     /// Pairs with keys in `range`, in key order, or the error reading them from disk.
     pub fn try_range<R: RangeBounds<[u8]>>(&self, range: R) -> trie::Iter {
-        trie::Iter::new(
-            self.root.clone(),
+        let (start, end) = (
             range.start_bound().map(<[u8]>::to_vec),
             range.end_bound().map(<[u8]>::to_vec),
-        )
+        );
+        match self.tree() {
+            Ok((root, _)) => trie::Iter::new(root.cloned(), start, end),
+            Err(error) => trie::Iter::failed(error),
+        }
     }
 
     /// Number of keys.
+    ///
+    /// # Panics
+    /// As [`Snapshot::get`]: if the revision's trie could not be built.
     pub fn len(&self) -> usize {
-        self.count as usize
+        self.built_tree().1 as usize
     }
 
     /// Whether the revision holds no keys.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     /// The state commitment of this revision: the trie's root hash (see `docs/STATE.md`, "The
-    /// state commitment").
+    /// state commitment"). Waits for the committer if the revision is still being built.
+    ///
+    /// # Panics
+    /// As [`Snapshot::get`]: if the revision's trie could not be built.
     pub fn commitment(&self) -> Hash {
-        Hash(
-            self.root
-                .as_ref()
-                .map_or_else(trie::empty_hash, |r| *r.hash()),
-        )
+        let root = self.built_tree().0;
+        Hash(root.map_or_else(trie::empty_hash, |r| *r.hash()))
     }
 }
 
@@ -457,7 +523,6 @@ struct Inner {
     revisions: HashMap<RevisionId, Revision>,
     finalized: RevisionId,
     next_id: u64,
-    poisoned: Option<String>,
 }
 
 impl Inner {
@@ -468,10 +533,15 @@ impl Inner {
             .ok_or(Error::UnknownRevision(rev))
     }
 
-    fn check_writable(&self) -> Result<(), Error> {
-        match &self.poisoned {
-            Some(reason) => Err(Error::Poisoned(reason.clone())),
-            None => Ok(()),
+    /// Replaces the views of revisions the committer has built by their tries, so that reads
+    /// of snapshots taken from now on go straight to the trie.
+    fn resolve_built(&mut self) {
+        for revision in self.revisions.values_mut() {
+            if let View::Pending(pending) = &revision.snapshot.view {
+                if let Some(Ok((root, count))) = pending.built() {
+                    revision.snapshot.view = View::Built(root.clone(), *count);
+                }
+            }
         }
     }
 
@@ -557,6 +627,10 @@ struct Durable {
 /// The versioned state database.
 pub struct Db {
     inner: RwLock<Inner>,
+    /// Builds committed revisions' tries ([`pending`]). Dropped before the background thread,
+    /// which frees what the committer lets go of last.
+    committer: Committer,
+    poison: Arc<Poison>,
     durable: Mutex<Durable>,
     file: Arc<NodeFile>,
     checkpointer: Checkpointer,
@@ -613,8 +687,7 @@ impl Db {
         let background = Background::start()?;
         let snapshot = Snapshot {
             id,
-            root: tree,
-            count,
+            view: View::Built(tree, count),
             freer: background.handoff(),
         };
         let root = Revision {
@@ -626,15 +699,17 @@ impl Db {
             revisions: HashMap::from([(id, root)]),
             finalized: id,
             next_id: revision + 1,
-            poisoned: None,
         };
         let durable = Durable {
             since_checkpoint: wal.active_bytes(),
             wal,
             checkpoint: checkpoint.map_or(0, |c| c.revision),
         };
+        let poison = Arc::new(Poison::default());
         Ok(Self {
             inner: RwLock::new(inner),
+            committer: Committer::start(poison.clone(), options.commit_threads)?,
+            poison,
             durable: Mutex::new(durable),
             checkpointer: Checkpointer::start_thread(
                 dir,
@@ -653,14 +728,17 @@ impl Db {
         })
     }
 
-    /// Waits until the background work started so far is done: a running checkpoint (whose
-    /// outcome is collected as a finalize would) and the freeing of pruned revisions. For
-    /// benchmarks, so that one measurement does not pay for the previous one's work.
+    /// Waits until the background work started so far is done: the tries of committed
+    /// revisions, a running checkpoint (whose outcome is collected as a finalize would) and the
+    /// freeing of pruned revisions. For benchmarks, so that one measurement does not pay for
+    /// the previous one's work.
     pub fn settle(&self) -> Result<(), Error> {
+        self.committer.settle();
         let collected = {
             let mut durable = self.durable.lock();
-            let outcome = self.checkpointer.wait();
-            self.record_checkpoint(&mut durable, outcome)
+            // A checkpoint that a finalize left for later, its trie not built yet, starts now.
+            self.advance_checkpoints(&mut durable)
+                .and_then(|()| self.record_checkpoint(&mut durable, self.checkpointer.wait()))
         };
         self.background.settle();
         collected
@@ -687,7 +765,7 @@ impl Db {
     pub fn begin(&self, parent: RevisionId) -> Result<WriteSet, Error> {
         let parent = {
             let inner = self.inner.read();
-            inner.check_writable()?;
+            self.poison.check()?;
             inner.snapshot(parent)?
         };
         Ok(WriteSet {
@@ -699,14 +777,17 @@ impl Db {
 
     /// Freezes `ws` into a new revision and returns its id.
     ///
-    /// Large commits spread over the current rayon pool (the caller's, inside
-    /// `ThreadPool::install`): disjoint subtrees are merged and hashed independently, and the trie
-    /// is a function of its keys alone, so the result is the same on any number of threads.
+    /// The revision is readable at once; its trie is built on the committer thread while the
+    /// caller goes on ([`pending`]), and [`Snapshot::commitment`] waits for it. Large commits
+    /// spread over the database's commit pool ([`Options::commit_threads`]): disjoint subtrees
+    /// are merged and hashed independently, and the trie is a function of its keys alone, so
+    /// the result is the same on any number of threads. When two builds are already waiting,
+    /// this waits for the older to finish.
     pub fn commit(&self, ws: WriteSet) -> Result<RevisionId, Error> {
         self.commit_with(ws, true)
     }
 
-    /// [`Db::commit`] on the calling thread alone: for executors that must stay single-threaded.
+    /// [`Db::commit`], with the trie built by the committer thread alone, outside the pool.
     pub fn commit_sequential(&self, ws: WriteSet) -> Result<RevisionId, Error> {
         self.commit_with(ws, false)
     }
@@ -716,30 +797,38 @@ impl Db {
         if spare.capacity() <= SPARE_WRITES_MAX {
             *self.spare_writes.lock() = Some(spare);
         }
-        let (root, count) = if changes.is_empty() {
-            (parent.root.clone(), parent.count)
-        } else {
-            let ctx = Ctx { parallel };
-            let (root, added) = trie::apply(ctx, parent.root.as_ref(), &changes)?;
-            (root, parent.count.saturating_add_signed(added))
+        self.poison.check()?;
+        let parent_id = parent.id;
+        let changes = Arc::new(changes);
+        let unchanged = match &parent.view {
+            View::Built(root, count) if changes.is_empty() => {
+                Some(View::Built(root.clone(), *count))
+            }
+            _ => None,
         };
+        let view = unchanged.unwrap_or_else(|| {
+            // Queued before it is published: a revision's job precedes its children's.
+            let pending = Arc::new(Pending::new(changes.clone(), parent));
+            self.committer.submit(pending.clone(), parallel);
+            View::Pending(pending)
+        });
         let mut inner = self.inner.write();
-        inner.check_writable()?;
-        if !inner.revisions.contains_key(&parent.id) {
-            return Err(Error::UnknownRevision(parent.id));
+        self.poison.check()?;
+        if !inner.revisions.contains_key(&parent_id) {
+            return Err(Error::UnknownRevision(parent_id));
         }
+        inner.resolve_built();
         let id = RevisionId(inner.next_id);
         inner.next_id += 1;
         let snapshot = Snapshot {
             id,
-            root,
-            count,
+            view,
             freer: self.background.handoff(),
         };
         let revision = Revision {
             snapshot,
-            parent: Some(parent.id),
-            changes: Arc::new(changes),
+            parent: Some(parent_id),
+            changes,
         };
         inner.revisions.insert(id, revision);
         Ok(id)
@@ -749,7 +838,7 @@ impl Db {
     pub fn finalize(&self, rev: RevisionId) -> Result<(), Error> {
         let batch: Vec<(u64, Arc<Vec<Change>>)> = {
             let inner = self.inner.read();
-            inner.check_writable()?;
+            self.poison.check()?;
             let path = inner.path_from_finalized(rev)?;
             path.iter()
                 .map(|id| (id.0, inner.revisions[id].changes.clone()))
@@ -838,19 +927,28 @@ impl Db {
             }
             Some(Err(error)) => {
                 let reason = format!("state checkpoint failed: {error}");
-                self.inner.write().poisoned = Some(reason.clone());
+                self.poison.set(reason.clone());
                 Err(Error::Poisoned(reason))
             }
         }
     }
 
+    /// Starts a checkpoint of the finalized revision, unless its trie is still being built
+    /// (then a later finalize starts it).
     fn launch_checkpoint(&self, durable: &mut Durable) {
-        let mut snapshot = {
+        let (id, root, count) = {
             let inner = self.inner.read();
-            inner.revisions[&inner.finalized].snapshot.clone()
+            let id = inner.finalized;
+            let (root, count) = match &inner.revisions[&id].snapshot.view {
+                View::Built(root, count) => (root.clone(), *count),
+                View::Pending(pending) => match pending.built() {
+                    Some(Ok((root, count))) => (root.clone(), *count),
+                    _ => return,
+                },
+            };
+            (id, root, count)
         };
-        let root = snapshot.root.take();
-        self.checkpointer.start(snapshot.id.0, root, snapshot.count);
+        self.checkpointer.start(id.0, root, count);
         durable.since_checkpoint = 0;
     }
 
@@ -861,22 +959,28 @@ impl Db {
             let id = inner.finalized;
             (id, inner.revisions[&id].snapshot.clone())
         };
-        let depth = resident_depth(snapshot.count, self.options.memory_budget);
-        let (Some(root), true) = (&snapshot.root, depth != usize::MAX) else {
+        let Ok((Some(root), count)) = snapshot.tree() else {
             return;
         };
-        let trimmed = trie::trim(root, 0, depth, &self.file.current());
+        let depth = resident_depth(count, self.options.memory_budget);
+        if depth == usize::MAX {
+            return;
+        }
+        let trimmed = View::Built(
+            Some(trie::trim(root, 0, depth, &self.file.current())),
+            count,
+        );
         let untrimmed = self
             .inner
             .write()
             .revisions
             .get_mut(&id)
-            .and_then(|revision| revision.snapshot.root.replace(trimmed));
+            .map(|revision| std::mem::replace(&mut revision.snapshot.view, trimmed));
         self.background.drop_later(untrimmed);
     }
 
     fn poison(&self, error: Error) -> Error {
-        self.inner.write().poisoned = Some(error.to_string());
+        self.poison.set(error.to_string());
         error
     }
 }

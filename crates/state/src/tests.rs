@@ -44,6 +44,21 @@ fn reference_commitment(entries: &[(&Vec<u8>, &Vec<u8>)]) -> trie::Hash32 {
 
 fn assert_matches(db: &Db, rev: RevisionId, model: &Model, rng: &mut ChaCha8Rng) {
     let snapshot = db.snapshot(rev).expect("retained");
+    // Point reads first: they need no built trie, so a revision just committed is often still
+    // pending here, and they go through its changes to its parent's.
+    let step = model.len() / 64 + 1;
+    for (key, value) in model.iter().step_by(step) {
+        assert_eq!(
+            snapshot.get(key).as_deref(),
+            Some(value.as_slice()),
+            "{rev:?}"
+        );
+    }
+    let probe = random_key(rng);
+    assert_eq!(
+        snapshot.get(&probe).map(|v| v.to_vec()),
+        model.get(&probe).cloned()
+    );
     let got: Model = snapshot
         .range::<std::ops::RangeFull>(..)
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -163,6 +178,7 @@ fn options_for(seed: u64) -> Options {
             checkpoint_bytes: 1,
             memory_budget: 0,
             compact_min_bytes: 0,
+            commit_threads: 1,
         }
     }
 }
@@ -299,7 +315,7 @@ fn last_snapshots_of_pruned_revisions_free_their_trees() {
         db.snapshot(first).expect("a"),
         db.snapshot(first).expect("b"),
     );
-    let Some(Node::Branch(_, root)) = &early.root else {
+    let Ok((Some(Node::Branch(_, root)), _)) = early.tree() else {
         panic!("3,000 keys make a branch root");
     };
     // A node only the first tree holds: its count falls to one when that tree is freed.
@@ -421,6 +437,7 @@ fn proofs_read_nodes_back_from_disk() {
         memory_budget: 0,
         checkpoint_bytes: 1,
         compact_min_bytes: 0,
+        ..Options::default()
     };
     let db = Db::open_with(dir.path(), options()).expect("open");
     let mut head = db.finalized();
@@ -504,6 +521,7 @@ fn compaction_bounds_the_node_file_and_keeps_old_snapshots_readable() {
         checkpoint_bytes: 1,
         memory_budget: 0,
         compact_min_bytes: 0,
+        ..Options::default()
     };
     let db = Db::open_with(dir.path(), options()).expect("open");
     let write_block = |head: RevisionId, block: u32| {
@@ -661,49 +679,132 @@ fn big_block(rng: &mut ChaCha8Rng, model: &Model, n: usize) -> (Vec<Write>, Mode
 /// commitment.
 #[test]
 fn big_commits_match_the_reference_commitment_on_any_thread_count() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Db::open(dir.path()).expect("open");
-    let pools: Vec<rayon::ThreadPool> = [1, 4]
+    // One database per way of building: the committer alone, and pools of one and four.
+    let ways = [(1, false), (1, true), (4, true)];
+    let dirs: Vec<tempfile::TempDir> = ways
         .iter()
-        .map(|&n| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .expect("pool")
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let dbs: Vec<Db> = ways
+        .iter()
+        .zip(&dirs)
+        .map(|(&(threads, _), dir)| {
+            let options = Options {
+                commit_threads: threads,
+                ..Options::default()
+            };
+            Db::open_with(dir.path(), options).expect("open")
         })
         .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let (mut head, mut model) = (db.finalized(), Model::new());
+    let mut heads: Vec<RevisionId> = dbs.iter().map(Db::finalized).collect();
+    let mut model = Model::new();
     for n in [20_000, 5_000, 300, 5_000] {
         let (writes, next) = big_block(&mut rng, &model, n);
-        let commit = |how: usize| {
-            let mut ws = db.begin(head).expect("begin");
+        let entries: Vec<(&Vec<u8>, &Vec<u8>)> = next.iter().collect();
+        let expected = reference_commitment(&entries);
+        for ((db, head), &(threads, parallel)) in dbs.iter().zip(&mut heads).zip(&ways) {
+            let mut ws = db.begin(*head).expect("begin");
             for (key, value) in &writes {
                 match value {
                     Some(value) => ws.put(key.clone(), value.clone()).expect("put"),
                     None => ws.delete(key.clone()).expect("delete"),
                 }
             }
-            match how {
-                0 => db.commit_sequential(ws),
-                n => pools[n - 1].install(|| db.commit(ws)),
+            *head = if parallel {
+                db.commit(ws)
+            } else {
+                db.commit_sequential(ws)
             }
-            .expect("commit")
-        };
-        let revisions = [commit(0), commit(1), commit(2)];
-        let entries: Vec<(&Vec<u8>, &Vec<u8>)> = next.iter().collect();
-        let expected = reference_commitment(&entries);
-        for rev in revisions {
-            let snapshot = db.snapshot(rev).expect("retained");
-            assert_eq!(
-                snapshot.commitment().0,
-                expected,
-                "{n} writes, revision {rev:?}"
-            );
-            assert_eq!(snapshot.len(), next.len());
+            .expect("commit");
+            let snapshot = db.snapshot(*head).expect("retained");
+            let how = format!("{n} writes, {threads} threads, parallel {parallel}");
+            assert_eq!(snapshot.commitment().0, expected, "{how}");
+            assert_eq!(snapshot.len(), next.len(), "{how}");
         }
-        head = revisions[0];
         model = next;
     }
-    assert_matches(&db, head, &model, &mut rng);
+    for (db, head) in dbs.iter().zip(heads) {
+        assert_matches(db, head, &model, &mut rng);
+    }
+}
+
+/// Revisions the committer has not built yet read like the model: through their own changes,
+/// then their parent's, itself pending; a write set on one reads through both; finalize makes
+/// them durable before they are built; once built they read the same and commit to the same
+/// root as a trie built from scratch.
+#[test]
+fn pending_revisions_read_through_their_changes_to_their_parents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    let key = |i: u32| i.to_be_bytes().to_vec();
+    let mut model = Model::new();
+    let mut ws = db.begin(db.finalized()).expect("begin");
+    for i in 0..1_000 {
+        ws.put(key(i), vec![1]).expect("put");
+        model.insert(key(i), vec![1]);
+    }
+    let base = db.commit(ws).expect("commit");
+    db.settle().expect("settle");
+
+    // Builds wait at the gate: the first revision is taken and held, the second queued.
+    let gate = db.committer.gate.clone();
+    let held = gate.lock();
+    let block = |parent: RevisionId, model: &mut Model, step: u32, value: u8| {
+        let mut ws = db.begin(parent).expect("begin");
+        for i in (0..1_100).step_by(step as usize) {
+            assert_eq!(
+                ws.get(&key(i)).as_deref(),
+                model.get(&key(i)).map(Vec::as_slice)
+            );
+            if i % 3 == 0 {
+                ws.delete(key(i)).expect("delete");
+                model.remove(&key(i));
+            } else {
+                ws.put(key(i), vec![value]).expect("put");
+                model.insert(key(i), vec![value]);
+            }
+        }
+        db.commit(ws).expect("commit")
+    };
+    let mut model_a = model.clone();
+    let a = block(base, &mut model_a, 2, 2);
+    let mut model_b = model_a.clone();
+    let b = block(a, &mut model_b, 5, 3);
+    let reads_like = |snapshot: &Snapshot, model: &Model| {
+        for i in 0..1_200 {
+            let got = snapshot.get(&key(i));
+            let rev = snapshot.id();
+            assert_eq!(
+                got.as_deref(),
+                model.get(&key(i)).map(Vec::as_slice),
+                "{rev:?} {i}"
+            );
+        }
+    };
+    let snapshots = [
+        (db.snapshot(a).expect("a"), &model_a),
+        (db.snapshot(b).expect("b"), &model_b),
+    ];
+    for (snapshot, model) in &snapshots {
+        reads_like(snapshot, model);
+        assert!(
+            matches!(&snapshot.view, View::Pending(p) if p.built().is_none()),
+            "{:?} is still pending",
+            snapshot.id()
+        );
+    }
+    db.finalize(b).expect("finalize before the build");
+
+    drop(held);
+    for (snapshot, model) in &snapshots {
+        reads_like(snapshot, model);
+        let entries: Vec<(&Vec<u8>, &Vec<u8>)> = model.iter().collect();
+        assert_eq!(snapshot.commitment().0, reference_commitment(&entries));
+        assert_eq!(snapshot.len(), model.len());
+    }
+    drop(db);
+    let db = Db::open(dir.path()).expect("reopen");
+    assert_eq!(db.finalized(), b);
+    assert_matches(&db, b, &model_b, &mut ChaCha8Rng::seed_from_u64(5));
 }

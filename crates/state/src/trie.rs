@@ -1060,6 +1060,8 @@ pub struct Iter {
     next: Option<(Node, bool)>,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
+    /// An error to yield before anything else: the tree could not be had at all.
+    failed: Option<Error>,
 }
 
 /// What the iterator does with a leaf it reaches.
@@ -1079,6 +1081,15 @@ impl Iter {
             next: root.map(|r| (r, true)),
             start,
             end,
+            failed: None,
+        }
+    }
+
+    /// An iterator that yields `error`, then nothing.
+    pub(crate) fn failed(error: Error) -> Self {
+        Self {
+            failed: Some(error),
+            ..Self::new(None, Bound::Unbounded, Bound::Unbounded)
         }
     }
 
@@ -1174,6 +1185,9 @@ impl Iterator for Iter {
     type Item = Result<(Bytes, Bytes), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(error) = self.failed.take() {
+            return Some(Err(error));
+        }
         self.step().transpose()
     }
 }

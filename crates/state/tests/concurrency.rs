@@ -54,6 +54,7 @@ fn readers_at_head_minus_four_see_stable_revisions_while_the_writer_commits() {
         checkpoint_bytes: 16 << 10,
         memory_budget: 64 << 10,
         compact_min_bytes: 0,
+        ..Options::default()
     };
     let db = Db::open_with(dir.path(), options).expect("open");
     let mut ws = db.begin(db.finalized()).expect("begin");

@@ -28,6 +28,7 @@ fn options() -> Options {
         checkpoint_bytes: 64 << 10,
         memory_budget: 256 << 10,
         compact_min_bytes: 0,
+        ..Options::default()
     }
 }
 

@@ -45,6 +45,11 @@ pub trait Engine {
     fn get(&mut self, key: &[u8]) -> Result<Option<[u8; 8]>, BenchError>;
     /// A view for a concurrent reader, if the engine has one.
     fn reader(&self) -> Option<Reader>;
+    /// Waits until every block written so far is complete (Peregrine: its trie built, so its
+    /// state root is known), so that a timed phase ends with all of its own work done.
+    fn finish(&mut self) -> Result<(), BenchError> {
+        Ok(())
+    }
     /// Waits for the background work that earlier blocks started (checkpoints, flushes,
     /// compactions), so that an untimed load is not paid for in the timed phase after it.
     fn settle(&mut self) -> Result<(), BenchError> {
@@ -180,6 +185,12 @@ impl Engine for Peregrine {
                 None => Ok(None),
             }
         }))
+    }
+
+    fn finish(&mut self) -> Result<(), BenchError> {
+        // The committer builds in order, so the head's root comes last.
+        self.db.snapshot(self.head)?.commitment();
+        Ok(())
     }
 
     fn settle(&mut self) -> Result<(), BenchError> {
