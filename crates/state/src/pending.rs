@@ -224,7 +224,10 @@ impl Committer {
 
     /// Queues `pending` to be built, waiting while the queue is full.
     pub(crate) fn submit(&self, pending: Arc<Pending>, parallel: bool) {
-        *self.last.lock() = Arc::downgrade(&pending);
+        // Held while sending, so that `last` names the job queued last even when two threads
+        // commit at once.
+        let mut last = self.last.lock();
+        *last = Arc::downgrade(&pending);
         let queue = self
             .queue
             .as_ref()
