@@ -248,11 +248,17 @@ impl Drop for Snapshot {
     /// happened to let go last. (A pending revision's trie is handed over by `Pending` itself.)
     fn drop(&mut self) {
         if let View::Built(root, _) = &mut self.view {
-            // Nothing can take a new reference to the root while this is the only one.
-            if matches!(root, Some(Node::Branch(_, branch)) if branch.is_unique()) {
-                self.freer.drop_later(root.take());
-            }
+            free_tree(&self.freer, root.take());
         }
+    }
+}
+
+/// Drops `root`: on the background thread if this is the last handle to a branch (a whole
+/// tree to free), here otherwise (only a count to decrement). Nothing can take a new reference
+/// to a root while its last handle is the one being dropped.
+fn free_tree(freer: &Handoff, root: Option<Node>) {
+    if matches!(&root, Some(Node::Branch(_, branch)) if branch.is_unique()) {
+        freer.drop_later(root);
     }
 }
 
@@ -285,14 +291,10 @@ impl Snapshot {
     /// The built trie and its key count, waiting for the committer if this revision is still
     /// being built.
     fn tree(&self) -> Result<(Option<&Node>, u64), Error> {
-        let (root, count) = match &self.view {
-            View::Built(root, count) => (root, *count),
-            View::Pending(pending) => match pending.wait() {
-                Ok((root, count)) => (root, *count),
-                Err(reason) => return Err(Error::CommitFailed(reason.clone())),
-            },
-        };
-        Ok((root.as_ref(), count))
+        match &self.view {
+            View::Built(root, count) => Ok((root.as_ref(), *count)),
+            View::Pending(pending) => pending.tree(),
+        }
     }
 
     /// [`Snapshot::tree`], for the accessors that panic on a failure, as [`Snapshot::get`] does.
@@ -937,16 +939,13 @@ impl Db {
     /// (then a later finalize starts it).
     fn launch_checkpoint(&self, durable: &mut Durable) {
         let (id, root, count) = {
-            let inner = self.inner.read();
+            let mut inner = self.inner.write();
+            inner.resolve_built();
             let id = inner.finalized;
-            let (root, count) = match &inner.revisions[&id].snapshot.view {
-                View::Built(root, count) => (root.clone(), *count),
-                View::Pending(pending) => match pending.built() {
-                    Some(Ok((root, count))) => (root.clone(), *count),
-                    _ => return,
-                },
+            let View::Built(root, count) = &inner.revisions[&id].snapshot.view else {
+                return;
             };
-            (id, root, count)
+            (id, root.clone(), *count)
         };
         self.checkpointer.start(id.0, root, count);
         durable.since_checkpoint = 0;

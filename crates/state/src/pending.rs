@@ -30,7 +30,7 @@
 use crate::background::Handoff;
 use crate::log::Change;
 use crate::trie::{self, Ctx, Node};
-use crate::{key_prefix, Bytes, Error, Poison, Snapshot};
+use crate::{free_tree, key_prefix, Bytes, Error, Poison, Snapshot};
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::sync::{Arc, OnceLock, Weak};
@@ -95,6 +95,11 @@ impl Pending {
         }
     }
 
+    /// The built trie and its key count, waiting for the committer if needed.
+    pub(crate) fn tree(&self) -> Result<(Option<&Node>, u64), Error> {
+        as_tree(self.wait())
+    }
+
     /// The value under `key` in this revision.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         if let Some(built) = self.built.get() {
@@ -141,20 +146,25 @@ impl Drop for Pending {
     /// The trie of a revision dropped before anything else took it is freed in the background,
     /// as a snapshot's is.
     fn drop(&mut self) {
-        if let Some(Ok((Some(root), _))) = self.built.take() {
-            if matches!(&root, Node::Branch(_, branch) if branch.is_unique()) {
-                self.freer.drop_later(root);
-            }
+        if let Some(Ok((root, _))) = self.built.take() {
+            free_tree(&self.freer, root);
         }
+    }
+}
+
+/// A build's result as the trie it built, or the error that reports the failed build.
+fn as_tree(built: &Result<Tree, String>) -> Result<(Option<&Node>, u64), Error> {
+    match built {
+        Ok((root, count)) => Ok((root.as_ref(), *count)),
+        Err(reason) => Err(Error::CommitFailed(reason.clone())),
     }
 }
 
 /// Reads `key` from a built trie, or reports the failed build.
 fn get_built(built: &Result<Tree, String>, key: &[u8]) -> Result<Option<Bytes>, Error> {
-    match built {
-        Ok((None, _)) => Ok(None),
-        Ok((Some(root), _)) => trie::get(root, key),
-        Err(reason) => Err(Error::CommitFailed(reason.clone())),
+    match as_tree(built)?.0 {
+        None => Ok(None),
+        Some(root) => trie::get(root, key),
     }
 }
 
