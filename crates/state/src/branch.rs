@@ -39,7 +39,8 @@
 use crate::trie::{Hash32, Inline, Node};
 use crate::Bytes;
 use std::alloc::{self, Layout};
-use std::cell::UnsafeCell;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -444,25 +445,134 @@ impl Clone for Branch {
 }
 
 impl Drop for Branch {
-    /// The last handle frees the branch. Its child nodes' reference counts are read first with
-    /// plain, independent loads, so the misses overlap instead of queueing behind one locked
-    /// decrement each; inline leaves need nothing.
+    /// The last handle frees the branch, and with it every branch below that it held the last
+    /// handle to: breadth first, in a loop ([`Dead`]), so the memory latency of one branch
+    /// overlaps the work on others. Inline leaves need nothing.
     fn drop(&mut self) {
         if self.count.fetch_sub(1, Ordering::Release) != 1 {
             return;
         }
         fence(Ordering::Acquire);
-        crate::trie::warm(self.nodes());
-        let (n_nodes, n_leaves) = (usize::from(self.n_nodes), usize::from(self.n_leaves));
-        let raw = self.0.as_ptr();
-        // SAFETY: this was the last handle, so nothing else can reach the allocation; the nodes
-        // and the head are dropped once, then the memory is returned with its own layout.
-        unsafe {
-            let nodes = ptr::slice_from_raw_parts_mut(self.nodes_ptr() as *mut Node, n_nodes);
-            ptr::drop_in_place(nodes);
-            ptr::drop_in_place(raw);
-            alloc::dealloc(raw as *mut u8, layout(n_nodes, n_leaves));
+        let raw = self.0;
+        if DEAD.try_with(|dead| dead.release(raw)).is_err() {
+            // This thread's queue is gone (the thread is exiting): free the tree recursively.
+            // SAFETY: this was the last handle, so nothing else can reach the allocation.
+            unsafe { free(raw) };
         }
+    }
+}
+
+/// How far apart, in queued branches, the steps of fetching ahead are ([`Dead::fetch_ahead`]):
+/// enough misses in flight to cover the memory's latency, not so many that they evict each
+/// other.
+const AHEAD: usize = 4;
+
+/// The branches whose last handle this thread has dropped and whose children it has not
+/// released yet.
+///
+/// # Why a queue
+/// Freeing a pruned revision's tree walks every branch the revision alone held: for each, its
+/// children's reference counts are decremented, and most children are shared with newer
+/// revisions, so each is a cache miss that frees nothing. Freed recursively, one branch's misses
+/// overlap each other but not the next branch's, which waits for its parent's. Queued, the
+/// loop fetches the lines of the branches a few places ahead while it frees the first one.
+struct Dead {
+    /// Whether this thread is draining the queue: a branch whose count reaches zero then
+    /// joins the queue instead of being freed in place.
+    draining: Cell<bool>,
+    queue: RefCell<VecDeque<NonNull<BranchHead>>>,
+}
+
+thread_local! {
+    static DEAD: Dead = const {
+        Dead { draining: Cell::new(false), queue: RefCell::new(VecDeque::new()) }
+    };
+}
+
+/// Queue entries kept allocated between drains; freeing a whole large tree may need many more.
+const QUEUE_KEPT: usize = 1 << 16;
+
+impl Dead {
+    /// Frees `raw`, whose count has reached zero, then every branch that freeing it lets go,
+    /// unless this thread is already draining, in which case `raw` waits its turn.
+    fn release(&self, raw: NonNull<BranchHead>) {
+        if self.draining.replace(true) {
+            self.queue.borrow_mut().push_back(raw);
+            return;
+        }
+        let mut next = Some(raw);
+        while let Some(branch) = next {
+            self.fetch_ahead();
+            // SAFETY: a queued branch's count reached zero and nothing else holds it; each is
+            // queued once and freed once. Its children's drops queue any branch they free.
+            unsafe { free(branch) };
+            next = self.queue.borrow_mut().pop_front();
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.capacity() > QUEUE_KEPT {
+            queue.shrink_to(QUEUE_KEPT);
+        }
+        self.draining.set(false);
+    }
+
+    /// Fetches ahead in three steps, each `AHEAD` branches after the one before: the head of
+    /// the branch `3 * AHEAD` places ahead, the child handles of the one `2 * AHEAD` ahead (its
+    /// head says how many), and the reference counts of the children of the one `AHEAD` ahead.
+    fn fetch_ahead(&self) {
+        let queue = self.queue.borrow();
+        if let Some(&far) = queue.get(3 * AHEAD) {
+            let start = far.as_ptr() as *const u8;
+            prefetch(start);
+            prefetch(start.wrapping_add(HEAD_BYTES - 1));
+        }
+        if let Some(&mid) = queue.get(2 * AHEAD) {
+            // SAFETY: a queued branch is alive until freed, and its handles with it.
+            let n_nodes = usize::from(unsafe { mid.as_ref() }.n_nodes);
+            let handles = nodes_at(mid) as *const u8;
+            for offset in (0..n_nodes * std::mem::size_of::<Node>()).step_by(64) {
+                prefetch(handles.wrapping_add(offset));
+            }
+        }
+        if let Some(&near) = queue.get(AHEAD) {
+            // SAFETY: as above.
+            let n_nodes = usize::from(unsafe { near.as_ref() }.n_nodes);
+            let nodes = ptr::slice_from_raw_parts(nodes_at(near), n_nodes);
+            // SAFETY: as above.
+            for node in unsafe { &*nodes } {
+                prefetch(node.addr());
+            }
+        }
+    }
+}
+
+/// Asks for the line at `at` to be loaded for writing, without waiting for it.
+#[inline]
+fn prefetch(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing, and faults on no address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        _mm_prefetch::<_MM_HINT_ET0>(at as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
+/// Frees a branch whose count has reached zero: drops its child handles (which queue, or free,
+/// any branch they held last) and its head, and returns its memory.
+///
+/// # Safety
+/// `raw` is a branch that nothing else holds or will reach again.
+unsafe fn free(raw: NonNull<BranchHead>) {
+    // SAFETY: the caller owns the branch; its counts were written by its builder.
+    unsafe {
+        let head = raw.as_ref();
+        let (n_nodes, n_leaves) = (usize::from(head.n_nodes), usize::from(head.n_leaves));
+        let nodes = ptr::slice_from_raw_parts_mut(nodes_at(raw), n_nodes);
+        crate::trie::warm(&*nodes);
+        ptr::drop_in_place(nodes);
+        ptr::drop_in_place(raw.as_ptr());
+        alloc::dealloc(raw.as_ptr() as *mut u8, layout(n_nodes, n_leaves));
     }
 }
 
@@ -525,6 +635,49 @@ mod tests {
             inline_mask,
             prefix: Bytes::new(),
         }
+    }
+
+    /// A branch over `children`, all of them nodes in slots `0..children.len()`.
+    fn over(children: Vec<Node>) -> Node {
+        let mask = (1u32 << children.len()) - 1;
+        let branch = Branch::new(parts(mask, 0), children, &[]);
+        Node::Branch(branch.shape(), branch)
+    }
+
+    #[test]
+    fn freeing_a_tree_releases_every_child_once_and_keeps_what_is_shared() {
+        let leaves: Vec<Node> = (0..16 * 16 * 4u32)
+            .map(|i| Node::leaf(&i.to_be_bytes(), &[7; 64]))
+            .collect();
+        let bottoms: Vec<Node> = leaves.chunks(4).map(|c| over(c.to_vec())).collect();
+        let middles: Vec<Node> = bottoms.chunks(16).map(|c| over(c.to_vec())).collect();
+        let kept = middles[3].clone();
+        let root = over(middles);
+        drop(bottoms);
+        assert!(leaves.iter().all(|leaf| leaf.strong_count() == 2));
+        drop(root);
+        let held: Vec<usize> = leaves.iter().map(Node::strong_count).collect();
+        let under_kept = 3 * 16 * 4..4 * 16 * 4;
+        for (i, count) in held.iter().enumerate() {
+            assert_eq!(
+                *count,
+                if under_kept.contains(&i) { 2 } else { 1 },
+                "leaf {i}"
+            );
+        }
+        drop(kept);
+        assert!(leaves.iter().all(|leaf| leaf.strong_count() == 1));
+    }
+
+    #[test]
+    fn freeing_a_deep_chain_of_branches_does_not_recurse() {
+        let leaf = Node::leaf(b"bottom", &[1; 64]);
+        let mut chain = leaf.clone();
+        for _ in 0..200_000 {
+            chain = over(vec![chain]);
+        }
+        drop(chain);
+        assert_eq!(leaf.strong_count(), 1);
     }
 
     #[test]

@@ -555,6 +555,15 @@ impl Node {
         }
     }
 
+    /// Where the node's reference count lives, to prefetch.
+    pub(crate) fn addr(&self) -> *const u8 {
+        match self {
+            Node::Leaf(leaf) => Arc::as_ptr(leaf) as *const u8,
+            Node::Branch(_, b) => b.addr() as *const u8,
+            Node::Stub(stub) => Arc::as_ptr(stub) as *const u8,
+        }
+    }
+
     pub(crate) fn ptr_eq(&self, other: &Node) -> bool {
         match (self, other) {
             (Node::Leaf(a), Node::Leaf(b)) => Arc::ptr_eq(a, b),
