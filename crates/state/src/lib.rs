@@ -288,6 +288,39 @@ impl Snapshot {
         }
     }
 
+    /// The values under `keys`, in order, as [`Snapshot::get`] would give them one by one. The
+    /// lookups walk the trie together, so their cache misses overlap: a caller that knows which
+    /// keys it will read (a transfer's two accounts, a block's access lists) reads them faster
+    /// this way than one after the other.
+    ///
+    /// # Panics
+    /// As [`Snapshot::get`]. [`Snapshot::try_get_many`] returns the error instead.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Bytes>> {
+        self.try_get_many(keys)
+            .unwrap_or_else(|e| panic!("state read failed: {e}"))
+    }
+
+    /// [`Snapshot::get_many`], or the error reading a node from disk.
+    pub fn try_get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>, Error> {
+        let mut out = vec![None; keys.len()];
+        self.fill(keys, &mut out)?;
+        Ok(out.into_iter().map(Option::flatten).collect())
+    }
+
+    /// Answers the keys whose entries in `out` are `None` (`Some(None)`: absent).
+    fn fill(&self, keys: &[&[u8]], out: &mut [Option<Option<Bytes>>]) -> Result<(), Error> {
+        match &self.view {
+            View::Built(None, _) => {
+                out.iter_mut().for_each(|answer| {
+                    answer.get_or_insert(None);
+                });
+                Ok(())
+            }
+            View::Built(Some(root), _) => trie::fill(root, keys, out),
+            View::Pending(pending) => pending.fill(keys, out),
+        }
+    }
+
     /// The built trie and its key count, waiting for the committer if this revision is still
     /// being built.
     fn tree(&self) -> Result<(Option<&Node>, u64), Error> {
@@ -373,13 +406,30 @@ impl WriteSet {
 
     /// The value under `key`, including this write set's own writes.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
+        self.own(key).unwrap_or_else(|| self.parent.get(key))
+    }
+
+    /// This write set's own write of `key`, if it made one (`Some(None)`: deleted).
+    fn own(&self, key: &[u8]) -> Option<Option<Bytes>> {
         if let Some(value) = self.writes.get(key) {
-            return value.clone();
+            return Some(value.clone());
         }
-        if let Ok(i) = self.bulk.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-            return self.bulk[i].1.clone();
-        }
-        self.parent.get(key)
+        let found = self.bulk.binary_search_by(|(k, _)| k.as_slice().cmp(key));
+        found.ok().map(|i| self.bulk[i].1.clone())
+    }
+
+    /// The values under `keys`, in order, including this write set's own writes: what
+    /// [`WriteSet::get`] would give for each, with the parent's lookups walked together
+    /// ([`Snapshot::get_many`]).
+    ///
+    /// # Panics
+    /// As [`Snapshot::get`].
+    pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Bytes>> {
+        let mut out: Vec<Option<Option<Bytes>>> = keys.iter().map(|key| self.own(key)).collect();
+        self.parent
+            .fill(keys, &mut out)
+            .unwrap_or_else(|e| panic!("state read failed: {e}"));
+        out.into_iter().map(Option::flatten).collect()
     }
 
     /// Sets `key` to `value`.

@@ -117,6 +117,27 @@ impl Pending {
         get_built(self.wait(), key)
     }
 
+    /// Answers the keys whose entries in `out` are `None`, as [`Pending::get`] answers one:
+    /// from this revision's changes, then all the rest together from the parent or the trie.
+    pub(crate) fn fill(
+        &self,
+        keys: &[&[u8]],
+        out: &mut [Option<Option<Bytes>>],
+    ) -> Result<(), Error> {
+        if let Some(built) = self.built.get() {
+            return fill_built(built, keys, out);
+        }
+        for (key, answer) in keys.iter().zip(out.iter_mut()) {
+            if answer.is_none() {
+                *answer = self.find(key).cloned();
+            }
+        }
+        if let Some(below) = &*self.below.read() {
+            return below.fill(keys, out);
+        }
+        fill_built(self.wait(), keys, out)
+    }
+
     /// This revision's own change of `key`, if it has one (`Some(None)`: deleted).
     fn find(&self, key: &[u8]) -> Option<&Option<Bytes>> {
         let prefix = key_prefix(key);
@@ -165,6 +186,23 @@ fn get_built(built: &Result<Tree, String>, key: &[u8]) -> Result<Option<Bytes>, 
     match as_tree(built)?.0 {
         None => Ok(None),
         Some(root) => trie::get(root, key),
+    }
+}
+
+/// [`get_built`] for the keys of `out` not answered yet.
+fn fill_built(
+    built: &Result<Tree, String>,
+    keys: &[&[u8]],
+    out: &mut [Option<Option<Bytes>>],
+) -> Result<(), Error> {
+    match as_tree(built)?.0 {
+        None => {
+            out.iter_mut().for_each(|answer| {
+                answer.get_or_insert(None);
+            });
+            Ok(())
+        }
+        Some(root) => trie::fill(root, keys, out),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Model-based tests: every operation is mirrored in a `BTreeMap` per revision.
 
 use super::*;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -59,6 +60,9 @@ fn assert_matches(db: &Db, rev: RevisionId, model: &Model, rng: &mut ChaCha8Rng)
         snapshot.get(&probe).map(|v| v.to_vec()),
         model.get(&probe).cloned()
     );
+    let keys = mixed_keys(model, rng);
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    assert_reads_many(&snapshot.get_many(&refs), &keys, model);
     let got: Model = snapshot
         .range::<std::ops::RangeFull>(..)
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -106,6 +110,31 @@ fn assert_matches(db: &Db, rev: RevisionId, model: &Model, rng: &mut ChaCha8Rng)
     }
     if let Some(present) = model.keys().nth(rng.gen_range(0..model.len().max(1))) {
         assert_proof(&snapshot, present, model);
+    }
+}
+
+/// Keys to read at once: some of the model's, some random (mostly absent), in random order,
+/// more than `trie::fill` walks together, with a repeat.
+fn mixed_keys(model: &Model, rng: &mut ChaCha8Rng) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = (0..12).map(|_| random_key(rng)).collect();
+    if !model.is_empty() {
+        let picks = (0..12).map(|_| rng.gen_range(0..model.len()));
+        keys.extend(picks.filter_map(|i| model.keys().nth(i).cloned()));
+    }
+    keys.push(keys[0].clone());
+    keys.shuffle(rng);
+    keys
+}
+
+/// `got`, read for `keys` at once, answers each as the model does.
+fn assert_reads_many(got: &[Option<Bytes>], keys: &[Vec<u8>], model: &Model) {
+    assert_eq!(got.len(), keys.len());
+    for (key, value) in keys.iter().zip(got) {
+        assert_eq!(
+            value.as_deref(),
+            model.get(key).map(Vec::as_slice),
+            "get_many of {key:?}"
+        );
     }
 }
 
@@ -165,6 +194,11 @@ fn random_writes(
             next.get(&probe).cloned()
         );
     }
+    // This block's own writes and deletes answer first, the parent's revisions the rest.
+    let mut keys = mixed_keys(&next, rng);
+    keys.extend(model.keys().take(3).cloned());
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    assert_reads_many(&ws.get_many(&refs), &keys, &next);
     (db.commit(ws).expect("commit"), next)
 }
 
@@ -772,6 +806,9 @@ fn pending_revisions_read_through_their_changes_to_their_parents() {
     let mut model_b = model_a.clone();
     let b = block(a, &mut model_b, 5, 3);
     let reads_like = |snapshot: &Snapshot, model: &Model| {
+        let keys: Vec<Vec<u8>> = (0..1_200).map(key).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        assert_reads_many(&snapshot.get_many(&refs), &keys, model);
         for i in 0..1_200 {
             let got = snapshot.get(&key(i));
             let rev = snapshot.id();

@@ -670,26 +670,96 @@ pub(crate) struct Ctx {
 /// The value under `key`.
 pub(crate) fn get(mut node: &Node, key: &[u8]) -> Result<Option<Bytes>, Error> {
     loop {
-        match node {
-            Node::Leaf(leaf) => return Ok(value_if(leaf.entry(), key)),
-            Node::Branch(shape, b) => {
-                // The addresses come from the handle's shape, so these loads issue before the
-                // branch's header arrives.
-                let slot = nibble(key, shape.pos());
-                if let Some(leaf) = b.leaf_in(*shape, slot) {
-                    return Ok(value_if(leaf.entry(), key));
-                }
-                match b.node_in(*shape, slot) {
-                    Some(child) => node = child,
-                    None => return Ok(None),
-                }
-            }
-            Node::Stub(stub) => {
-                let loaded = stub.load()?;
-                return get(&loaded, key);
-            }
+        match step(node, key) {
+            Step::Leaf(entry) => return Ok(value_if(entry, key)),
+            Step::Absent => return Ok(None),
+            Step::Down(child) => node = child,
+            Step::Stub(stub) => return get(&stub.load()?, key),
         }
     }
+}
+
+/// Where a lookup goes from one node.
+enum Step<'a> {
+    /// To this leaf's entry: the value, if the key is the one looked up.
+    Leaf((&'a [u8], &'a [u8])),
+    /// Nowhere: the key is absent.
+    Absent,
+    /// On to this child.
+    Down(&'a Node),
+    /// The node is only on disk.
+    Stub(&'a Stub),
+}
+
+/// One level of a lookup of `key` at `node`. The addresses come from the handle's shape, so the
+/// loads issue before the branch's header arrives.
+#[inline(always)]
+fn step<'a>(node: &'a Node, key: &[u8]) -> Step<'a> {
+    match node {
+        Node::Leaf(leaf) => Step::Leaf(leaf.entry()),
+        Node::Branch(shape, b) => {
+            let slot = nibble(key, shape.pos());
+            if let Some(leaf) = b.leaf_in(*shape, slot) {
+                return Step::Leaf(leaf.entry());
+            }
+            match b.node_in(*shape, slot) {
+                Some(child) => Step::Down(child),
+                None => Step::Absent,
+            }
+        }
+        Node::Stub(stub) => Step::Stub(stub),
+    }
+}
+
+/// Lookups [`fill`] walks in step.
+const WALK: usize = 16;
+
+/// Answers every key whose entry in `out` is `None` (the others were answered above this
+/// trie). The lookups go down together, a level of each in turn, so the cache misses of
+/// different keys overlap instead of waiting one key after another: a lookup in a big trie is
+/// a chain of misses, each level's address known only once the level above has arrived.
+pub(crate) fn fill(
+    root: &Node,
+    keys: &[&[u8]],
+    out: &mut [Option<Option<Bytes>>],
+) -> Result<(), Error> {
+    let mut walking: SmallVec<[(usize, &Node); WALK]> = SmallVec::new();
+    for i in 0..keys.len() {
+        if out[i].is_none() {
+            walking.push((i, root));
+        }
+        if walking.len() == WALK || i + 1 == keys.len() {
+            walk(&mut walking, keys, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes each lookup in `walking` one level down per round until all are answered.
+fn walk(
+    walking: &mut SmallVec<[(usize, &Node); WALK]>,
+    keys: &[&[u8]],
+    out: &mut [Option<Option<Bytes>>],
+) -> Result<(), Error> {
+    while !walking.is_empty() {
+        let mut j = 0;
+        while j < walking.len() {
+            let (i, node) = walking[j];
+            let answer = match step(node, keys[i]) {
+                Step::Down(child) => {
+                    walking[j].1 = child;
+                    j += 1;
+                    continue;
+                }
+                Step::Leaf(entry) => value_if(entry, keys[i]),
+                Step::Absent => None,
+                Step::Stub(stub) => get(&stub.load()?, keys[i])?,
+            };
+            out[i] = Some(answer);
+            walking.swap_remove(j);
+        }
+    }
+    Ok(())
 }
 
 fn value_if((k, v): (&[u8], &[u8]), key: &[u8]) -> Option<Bytes> {
