@@ -60,6 +60,7 @@ mod branch;
 mod checkpoint;
 mod hashing;
 mod pending;
+mod prefixes;
 
 use ahash::AHashMap;
 use background::{Background, Handoff};

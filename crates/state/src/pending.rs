@@ -29,6 +29,7 @@
 
 use crate::background::Handoff;
 use crate::log::Change;
+use crate::prefixes::Prefixes;
 use crate::trie::{self, Ctx, Node};
 use crate::{free_tree, key_prefix, Bytes, Error, Poison, Snapshot};
 use crossbeam_channel::{bounded, Sender};
@@ -49,7 +50,7 @@ pub(crate) struct Pending {
     changes: Arc<Vec<Change>>,
     /// `key_prefix` of each change, in the same order: the search runs over these eight-byte
     /// numbers, in a tenth of the memory of the changes themselves.
-    prefixes: Vec<u64>,
+    prefixes: Prefixes,
     /// The parent, until the trie is built; then dropped, so that a chain of revisions does not
     /// keep every ancestor alive.
     below: RwLock<Option<Snapshot>>,
@@ -63,7 +64,7 @@ pub(crate) struct Pending {
 impl Pending {
     /// `changes` (sorted by key, unique) over `below`.
     pub(crate) fn new(changes: Arc<Vec<Change>>, below: Snapshot) -> Pending {
-        let prefixes = changes.iter().map(|(key, _)| key_prefix(key)).collect();
+        let prefixes = Prefixes::new(changes.iter().map(|(key, _)| key_prefix(key)).collect());
         Pending {
             changes,
             prefixes,
@@ -141,8 +142,9 @@ impl Pending {
     /// This revision's own change of `key`, if it has one (`Some(None)`: deleted).
     fn find(&self, key: &[u8]) -> Option<&Option<Bytes>> {
         let prefix = key_prefix(key);
-        let start = self.prefixes.partition_point(|&p| p < prefix);
-        self.prefixes[start..]
+        let start = self.prefixes.first(prefix)?;
+        self.prefixes
+            .from(start)
             .iter()
             .take_while(|&&p| p == prefix)
             .zip(&self.changes[start..])
