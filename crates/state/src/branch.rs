@@ -500,6 +500,8 @@ impl Dead {
             self.queue.borrow_mut().push_back(raw);
             return;
         }
+        // Reset on the way out, even by a panic; anything left queued is freed by the next drain.
+        let _draining = Draining(&self.draining);
         let mut next = Some(raw);
         while let Some(branch) = next {
             self.fetch_ahead();
@@ -512,7 +514,6 @@ impl Dead {
         if queue.capacity() > QUEUE_KEPT {
             queue.shrink_to(QUEUE_KEPT);
         }
-        self.draining.set(false);
     }
 
     /// Fetches ahead in three steps, each `AHEAD` branches after the one before: the head of
@@ -542,6 +543,15 @@ impl Dead {
                 prefetch(node.addr());
             }
         }
+    }
+}
+
+/// Marks a thread's drain over when dropped.
+struct Draining<'a>(&'a Cell<bool>);
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 

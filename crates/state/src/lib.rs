@@ -311,13 +311,7 @@ impl Snapshot {
     /// Answers the keys whose entries in `out` are `None` (`Some(None)`: absent).
     fn fill(&self, keys: &[&[u8]], out: &mut [Option<Option<Bytes>>]) -> Result<(), Error> {
         match &self.view {
-            View::Built(None, _) => {
-                out.iter_mut().for_each(|answer| {
-                    answer.get_or_insert(None);
-                });
-                Ok(())
-            }
-            View::Built(Some(root), _) => trie::fill(root, keys, out),
+            View::Built(root, _) => trie::fill(root.as_ref(), keys, out),
             View::Pending(pending) => pending.fill(keys, out),
         }
     }

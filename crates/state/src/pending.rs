@@ -197,15 +197,7 @@ fn fill_built(
     keys: &[&[u8]],
     out: &mut [Option<Option<Bytes>>],
 ) -> Result<(), Error> {
-    match as_tree(built)?.0 {
-        None => {
-            out.iter_mut().for_each(|answer| {
-                answer.get_or_insert(None);
-            });
-            Ok(())
-        }
-        Some(root) => trie::fill(root, keys, out),
-    }
+    trie::fill(as_tree(built)?.0, keys, out)
 }
 
 /// One revision to build.

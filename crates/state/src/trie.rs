@@ -555,7 +555,8 @@ impl Node {
         }
     }
 
-    /// Where the node's reference count lives, to prefetch.
+    /// Where the node lives in memory (its reference count is on that line or the one before),
+    /// to prefetch.
     pub(crate) fn addr(&self) -> *const u8 {
         match self {
             Node::Leaf(leaf) => Arc::as_ptr(leaf) as *const u8,
@@ -715,14 +716,22 @@ fn step<'a>(node: &'a Node, key: &[u8]) -> Step<'a> {
 const WALK: usize = 16;
 
 /// Answers every key whose entry in `out` is `None` (the others were answered above this
-/// trie). The lookups go down together, a level of each in turn, so the cache misses of
-/// different keys overlap instead of waiting one key after another: a lookup in a big trie is
-/// a chain of misses, each level's address known only once the level above has arrived.
+/// trie) from the trie at `root` (`None`: the empty trie). The lookups go down together, a
+/// level of each in turn, so the cache misses of different keys overlap instead of waiting one
+/// key after another: a lookup in a big trie is a chain of misses, each level's address known
+/// only once the level above has arrived.
 pub(crate) fn fill(
-    root: &Node,
+    root: Option<&Node>,
     keys: &[&[u8]],
     out: &mut [Option<Option<Bytes>>],
 ) -> Result<(), Error> {
+    let Some(root) = root else {
+        // The empty trie: every key not answered above is absent.
+        out.iter_mut().for_each(|answer| {
+            answer.get_or_insert(None);
+        });
+        return Ok(());
+    };
     let mut walking: SmallVec<[(usize, &Node); WALK]> = SmallVec::new();
     for i in 0..keys.len() {
         if out[i].is_none() {
