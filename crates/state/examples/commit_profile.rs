@@ -7,19 +7,13 @@
 //! the trie holds `keys` random keys (as `bench state`'s workload 1) and each block inserts
 //! twice the transfers' number of new random keys, with no reads.
 
+mod support;
 use peregrine_state::Db;
+use support::mix;
 
 #[global_allocator]
 static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
 use std::time::Instant;
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
 
 /// User and system clock ticks (10 ms) in a `/proc/.../stat` line: fields 14 and 15, counted
 /// after the command name, which may hold spaces.

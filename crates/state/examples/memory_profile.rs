@@ -2,19 +2,13 @@
 //! check that the trie stays near its budget:
 //! `cargo run --release --example memory_profile -p peregrine-state -- [keys] [budget MiB]`.
 
+mod support;
 use peregrine_state::{Db, Options};
 use std::time::Instant;
+use support::mix;
 
 #[global_allocator]
 static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
 
 fn rss_mib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

@@ -4,22 +4,16 @@
 //!
 //! Checkpoints come every 4 MiB of log here (64 MiB by default), so that a short run shows many.
 
+mod support;
 use peregrine_state::{Db, Options, RevisionId};
 use std::path::Path;
 use std::time::Instant;
+use support::mix;
 
 #[global_allocator]
 static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
 
 const WRITES_PER_BLOCK: u64 = 10_000;
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
 
 /// The total size of the node files in `dir`, and how many there are.
 fn node_files(dir: &Path) -> (u64, usize) {

@@ -5,19 +5,13 @@
 //! The trie holds `keys` random 8-byte keys, as `bench state`'s workload 1 loads them; every
 //! read asks for a present key, and each round checks that all of them were found.
 
+mod support;
 use peregrine_state::{Db, Snapshot};
 use std::time::Instant;
+use support::mix;
 
 #[global_allocator]
 static ALLOCATOR: peregrine_alloc::Allocator = peregrine_alloc::Allocator;
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
 
 /// Reads `keys` in batches of `batch` (1: one `get` each) and returns reads per second.
 fn reads_per_s(snapshot: &Snapshot, keys: &[[u8; 8]], batch: usize) -> f64 {
