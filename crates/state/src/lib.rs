@@ -254,6 +254,12 @@ impl Drop for Snapshot {
     }
 }
 
+/// The panic of the reads that do not return errors ([`Snapshot::get`] and its kin): a node
+/// cannot execute blocks without its state.
+fn read_failed<T>(error: Error) -> T {
+    panic!("state read failed: {error}")
+}
+
 /// Drops `root`: on the background thread if this is the last handle to a branch (a whole
 /// tree to free), here otherwise (only a count to decrement). Nothing can take a new reference
 /// to a root while its last handle is the one being dropped.
@@ -276,8 +282,7 @@ impl Snapshot {
     /// detects): a node cannot execute blocks without its state. [`Snapshot::try_get`] returns
     /// the error instead.
     pub fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.try_get(key)
-            .unwrap_or_else(|e| panic!("state read failed: {e}"))
+        self.try_get(key).unwrap_or_else(read_failed)
     }
 
     /// The value under `key`, or the error reading it from disk.
@@ -297,8 +302,7 @@ impl Snapshot {
     /// # Panics
     /// As [`Snapshot::get`]. [`Snapshot::try_get_many`] returns the error instead.
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Bytes>> {
-        self.try_get_many(keys)
-            .unwrap_or_else(|e| panic!("state read failed: {e}"))
+        self.try_get_many(keys).unwrap_or_else(read_failed)
     }
 
     /// [`Snapshot::get_many`], or the error reading a node from disk.
@@ -327,8 +331,7 @@ impl Snapshot {
 
     /// [`Snapshot::tree`], for the accessors that panic on a failure, as [`Snapshot::get`] does.
     fn built_tree(&self) -> (Option<&Node>, u64) {
-        self.tree()
-            .unwrap_or_else(|e| panic!("state read failed: {e}"))
+        self.tree().unwrap_or_else(read_failed)
     }
 
     /// A Merkle proof of `key`'s value, or of its absence, against [`Snapshot::commitment`]
@@ -343,7 +346,7 @@ impl Snapshot {
     /// As [`Snapshot::get`]; [`Snapshot::try_range`] returns errors instead.
     pub fn range<R: RangeBounds<[u8]>>(&self, range: R) -> impl Iterator<Item = (Bytes, Bytes)> {
         self.try_range(range)
-            .map(|item| item.unwrap_or_else(|e| panic!("state read failed: {e}")))
+            .map(|item| item.unwrap_or_else(read_failed))
     }
 
     /// Pairs with keys in `range`, in key order, or the error reading them from disk.
@@ -421,9 +424,7 @@ impl WriteSet {
     /// As [`Snapshot::get`].
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Bytes>> {
         let mut out: Vec<Option<Option<Bytes>>> = keys.iter().map(|key| self.own(key)).collect();
-        self.parent
-            .fill(keys, &mut out)
-            .unwrap_or_else(|e| panic!("state read failed: {e}"));
+        self.parent.fill(keys, &mut out).unwrap_or_else(read_failed);
         out.into_iter().map(Option::flatten).collect()
     }
 
