@@ -375,13 +375,34 @@ pub struct ProofView {
 
 /// One branch of a [`ProofView`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProofStepView {
     /// The nibble position the branch splits on.
     pub pos: u16,
     /// Its slot mask.
     pub mask: u32,
-    /// The hashes of its children in the other slots, in slot order.
-    pub siblings: Vec<Hash>,
+    /// Its inline mask: the slots that hold a leaf inline.
+    pub inline_mask: u32,
+    /// Its children in the other slots, in slot order.
+    pub siblings: Vec<SiblingView>,
+}
+
+/// A child beside a [`ProofView`]'s path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum SiblingView {
+    /// A node of its own: its hash.
+    Hash {
+        /// The node's hash.
+        hash: Hash,
+    },
+    /// A leaf held inline by the branch, whose record the branch's hash covers.
+    Leaf {
+        /// The leaf's key.
+        key: String,
+        /// The leaf's value.
+        value: String,
+    },
 }
 
 /// Where a [`ProofView`]'s path ends.
@@ -417,7 +438,8 @@ impl ProofView {
             .map(|step| ProofStepView {
                 pos: step.pos,
                 mask: step.mask,
-                siblings: step.siblings.iter().map(|h| Hash(*h)).collect(),
+                inline_mask: step.inline_mask,
+                siblings: step.siblings.iter().map(SiblingView::new).collect(),
             })
             .collect();
         let end = match &proof.end {
@@ -442,7 +464,7 @@ impl ProofView {
     /// (`None`: no record). The caller decides whether it trusts that root, e.g. by comparing it
     /// with the execution receipt a later block carries.
     pub fn verify(&self) -> Result<Option<Vec<u8>>, String> {
-        use peregrine_state::proof::{End, Proof, Step};
+        use peregrine_state::proof::{End, Proof, Sibling, Step};
         let key = from_hex(&self.key)?;
         let end = match &self.end {
             ProofEndView::EmptyState => End::EmptyTrie,
@@ -455,15 +477,38 @@ impl ProofView {
         let steps = self
             .steps
             .iter()
-            .map(|step| Step {
-                pos: step.pos,
-                mask: step.mask,
-                siblings: step.siblings.iter().map(|h| h.0).collect(),
+            .map(|step| {
+                let siblings = step.siblings.iter().map(|sibling| match sibling {
+                    SiblingView::Hash { hash } => Ok(Sibling::Hash(hash.0)),
+                    SiblingView::Leaf { key, value } => Ok(Sibling::Leaf {
+                        key: from_hex(key)?,
+                        value: from_hex(value)?,
+                    }),
+                });
+                Ok(Step {
+                    pos: step.pos,
+                    mask: step.mask,
+                    inline_mask: step.inline_mask,
+                    siblings: siblings.collect::<Result<_, String>>()?,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Proof { steps, end }
             .verify(&self.state_root.0, &key)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl SiblingView {
+    fn new(sibling: &peregrine_state::proof::Sibling) -> Self {
+        use peregrine_state::proof::Sibling;
+        match sibling {
+            Sibling::Hash(hash) => SiblingView::Hash { hash: Hash(*hash) },
+            Sibling::Leaf { key, value } => SiblingView::Leaf {
+                key: to_hex(key),
+                value: to_hex(value),
+            },
+        }
     }
 }
 

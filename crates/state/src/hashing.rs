@@ -2,7 +2,7 @@
 //! time.
 //!
 //! # Why a pass of its own
-//! A branch's hash is BLAKE3 of its encoding ([`trie::encode_branch`]): up to nine 64-byte
+//! A branch's hash is BLAKE3 of its encoding ([`trie::encode_branch`]): up to thirteen 64-byte
 //! blocks, compressed one after another, about 700 ns for a full branch on this project's
 //! machines. Computed as each branch is built, one message at a time, hashing took a third of a
 //! commit at 25M keys. BLAKE3 can compress eight equal-length messages at once in the lanes of
@@ -21,7 +21,7 @@
 //! again.
 //!
 //! # Determinism
-//! The hash of a branch depends on its children's hashes alone; the grouping only changes how
+//! The hash of a branch depends on its children's pieces alone; the grouping only changes how
 //! many messages go through the compression function together, never what they are. The pass
 //! gives the same hashes as hashing each branch alone ([`trie::branch_hash_of`]), on any thread
 //! count; the tests check both.
@@ -31,8 +31,8 @@
 //! semver promise, so the workspace pins `blake3` to one exact version, and the tests compare
 //! every message length against `blake3::hash`.
 
-use crate::branch::{rank, Branch};
-use crate::trie::{self, Hash32, Node, BRANCH_ENCODING_MAX};
+use crate::branch::Branch;
+use crate::trie::{self, Hash32, Node, Piece, BRANCH_ENCODING_MAX};
 use blake3::platform::Platform;
 use blake3::IncrementCounter;
 use rayon::prelude::*;
@@ -106,14 +106,14 @@ impl Encoder<'_> {
         }
     }
 
-    /// Appends the hash of the child in `slot` (`None`: a fresh branch, not hashed yet).
+    /// Appends the piece of the child in `slot` (`None`: a fresh branch, not hashed yet).
     #[inline]
-    pub(crate) fn child(&mut self, slot: usize, hash: Option<&Hash32>) {
+    pub(crate) fn child(&mut self, slot: usize, piece: Option<Piece>) {
         let Some(bytes) = self.bytes.as_deref_mut() else {
             return;
         };
-        match hash {
-            Some(hash) => bytes.extend_from_slice(hash),
+        match piece {
+            Some(piece) => bytes.extend_from_slice(piece.bytes()),
             None => {
                 self.fresh_slots |= 1 << slot;
                 bytes.extend_from_slice(&[0; 32]);
@@ -123,13 +123,20 @@ impl Encoder<'_> {
 }
 
 /// Stages the encoding of the branch being built at `owner` ([`Builder::addr`]), split on
-/// `pos` over `mask`: `write` gives [`Encoder::child`] each child's hash in slot order. Returns
+/// `pos` over `mask` (inline slots: `inline_mask`): `write` gives [`Encoder::child`] each
+/// child's piece in slot order. Returns
 /// the number to build it with (1 + the entry's index; see [`BranchHead::staged`]), or 0 when the
 /// stage is full ([`STAGE_MAX`]) and `write` wrote nothing.
 ///
 /// [`Builder::addr`]: crate::branch::Builder::addr
 /// [`BranchHead::staged`]: crate::branch::BranchHead::staged
-pub(crate) fn stage(pos: u16, mask: u32, owner: usize, write: impl FnOnce(&mut Encoder)) -> u16 {
+pub(crate) fn stage(
+    pos: u16,
+    mask: u32,
+    inline_mask: u32,
+    owner: usize,
+    write: impl FnOnce(&mut Encoder),
+) -> u16 {
     STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
         if stage.entries.len() >= STAGE_MAX {
@@ -139,18 +146,19 @@ pub(crate) fn stage(pos: u16, mask: u32, owner: usize, write: impl FnOnce(&mut E
         let Stage { entries, bytes } = &mut *stage;
         let number = u16::try_from(entries.len() + 1).expect("STAGE_MAX fits in u16");
         let at = bytes.len();
-        let len = 7 + 32 * mask.count_ones() as usize;
+        let len = trie::encoding_len(mask, inline_mask);
         bytes.reserve(len.next_multiple_of(64));
         bytes.push(1);
         bytes.extend_from_slice(&pos.to_le_bytes());
         bytes.extend_from_slice(&mask.to_le_bytes());
+        bytes.extend_from_slice(&inline_mask.to_le_bytes());
         let mut encoder = Encoder {
             bytes: Some(bytes),
             fresh_slots: 0,
         };
         write(&mut encoder);
         let fresh_slots = encoder.fresh_slots;
-        assert_eq!(bytes.len(), at + len, "a hash for every child of the mask");
+        assert_eq!(bytes.len(), at + len, "a piece for every child of the mask");
         bytes.resize(at + len.next_multiple_of(64), 0);
         entries.push(Staged {
             owner,
@@ -236,8 +244,8 @@ fn collect<'a>(b: &'a Branch, stage: &Stage, levels: &mut Vec<Vec<&'a Branch>>) 
 
 /// Hashes branches whose fresh children are all hashed, grouped by encoded length.
 fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
-    // Index `blocks`: branches whose encoding is that many 64-byte blocks (2 to 9).
-    let mut by_blocks: [Vec<&Branch>; 10] = Default::default();
+    // Index `blocks`: branches whose encoding is that many 64-byte blocks (2 to 13).
+    let mut by_blocks: [Vec<&Branch>; 14] = Default::default();
     for b in level {
         by_blocks[encoded_blocks(b)].push(b);
     }
@@ -252,6 +260,10 @@ fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
             7 => hash_group::<448>(platform, group, stage),
             8 => hash_group::<512>(platform, group, stage),
             9 => hash_group::<576>(platform, group, stage),
+            10 => hash_group::<640>(platform, group, stage),
+            11 => hash_group::<704>(platform, group, stage),
+            12 => hash_group::<768>(platform, group, stage),
+            13 => hash_group::<832>(platform, group, stage),
             _ => unreachable!("a branch has two to 17 children"),
         }
     }
@@ -259,21 +271,22 @@ fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
 
 /// The 64-byte blocks of `b`'s encoding.
 fn encoded_blocks(b: &Branch) -> usize {
-    (7 + 32 * b.mask.count_ones() as usize).div_ceil(64)
+    trie::encoding_len(b.mask, b.inline_mask).div_ceil(64)
 }
 
 /// Writes `b`'s encoding into `buf`: its staged one with its fresh children's hashes patched
 /// in, or one read from all its children.
 fn encode(b: &Branch, stage: &Stage, buf: &mut [u8]) {
     let Some((entry, bytes)) = staged(b, stage) else {
-        trie::encode_branch(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()), buf);
+        let pieces = b.slots().map(|(_, c)| c.piece());
+        trie::encode_branch(b.pos, b.mask, b.inline_mask, pieces, buf);
         return;
     };
     buf.copy_from_slice(&bytes[..buf.len()]);
     let shape = b.shape();
     for slot in crate::trie::set_bits(entry.fresh_slots) {
         let child = b.node_in(shape, slot).expect("a staged fresh child");
-        let at = 7 + 32 * rank(b.mask, slot);
+        let at = trie::piece_offset(b.mask, b.inline_mask, slot);
         buf[at..at + 32].copy_from_slice(child.hash());
     }
 }
@@ -360,14 +373,10 @@ mod tests {
                 hash_level(Platform::detect(), &refs, &Stage::default());
                 for b in &branches {
                     assert!(!b.is_fresh());
-                    let alone = branch_hash_of(b.pos, b.mask, b.slots().map(|(_, c)| c.hash()));
+                    let pieces = || b.slots().map(|(_, c)| c.piece());
+                    let alone = branch_hash_of(b.pos, b.mask, b.inline_mask, pieces());
                     let mut buf = [0u8; BRANCH_ENCODING_MAX];
-                    let len = trie::encode_branch(
-                        b.pos,
-                        b.mask,
-                        b.slots().map(|(_, c)| c.hash()),
-                        &mut buf,
-                    );
+                    let len = trie::encode_branch(b.pos, b.mask, b.inline_mask, pieces(), &mut buf);
                     assert_eq!(len % 64, 0);
                     assert_eq!(*b.hash(), alone, "{n} children, batch of {count}");
                     assert_eq!(alone, *blake3::hash(&buf[..len]).as_bytes());

@@ -47,7 +47,7 @@ use std::sync::Arc;
 
 /// Version 3: branch hashes cover their encoding padded to a multiple of 64 bytes (2026-11-23),
 /// so the hashes stored by version 2 no longer verify.
-const MAGIC: &[u8; 8] = b"PGNODES3";
+const MAGIC: &[u8; 8] = b"PGNODES4";
 const NODES_FILE: &str = "state.nodes";
 /// Bytes read speculatively per load: a whole branch or a small leaf in one system call.
 const FIRST_READ: usize = 1024;

@@ -1,12 +1,13 @@
 //! Merkle proofs that a key holds a value, or holds none, in a revision of known commitment.
 //!
 //! A proof is the key's path from the root (see `docs/STATE.md` for the hashes):
-//! - one [`Step`] per branch on the path: its `pos`, its slot mask, and the hashes of its other
-//!   children in slot order;
+//! - one [`Step`] per branch on the path: its `pos`, its slot and inline masks, and its other
+//!   children in slot order: a node's hash, or an inline leaf's key and value;
 //! - then an [`End`]: the leaf the path reaches, or no child in the key's slot, or an empty trie.
 //!
-//! A verifier recomputes the root from the bottom: the leaf's hash (or nothing), then each
-//! branch's hash with the running hash placed in the slot the key's nibble at `pos` selects.
+//! A verifier recomputes the root from the bottom: the leaf's piece (its record if the last
+//! branch holds it inline, else its hash; or nothing), then each branch's hash with the running
+//! piece placed in the slot the key's nibble at `pos` selects.
 //! Every key in the trie whose nibbles at those positions match the queried key's lies below the
 //! path, so the path's end settles the question:
 //! - a leaf with the queried key proves its value;
@@ -14,9 +15,11 @@
 //! - an empty slot proves absence.
 //!
 //! Branch hashes do not cover the nibbles a branch skips (its prefix), and need not: inclusion
-//! is bound by the leaf, which hashes the whole key, and absence follows from the slots alone.
+//! is bound by the leaf, whose hash or record covers the whole key, and absence follows from the
+//! slots alone.
 
-use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Node, Slot};
+use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Inline};
+use crate::trie::{Node, Piece, Slot};
 use crate::Error;
 
 /// One branch on a key's path.
@@ -26,8 +29,24 @@ pub struct Step {
     pub pos: u16,
     /// Bit `s` is set when slot `s` holds a child.
     pub mask: u32,
-    /// The hashes of the children in the other slots, in slot order.
-    pub siblings: Vec<Hash32>,
+    /// Bit `s` is set when slot `s` holds a leaf inline.
+    pub inline_mask: u32,
+    /// The children in the other slots, in slot order.
+    pub siblings: Vec<Sibling>,
+}
+
+/// A child of a branch on the path, beside the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sibling {
+    /// A node of its own (a branch, or a leaf too big to be inline): its hash.
+    Hash(Hash32),
+    /// A leaf inline in the branch, whose record the branch's hash covers.
+    Leaf {
+        /// The leaf's key.
+        key: Vec<u8>,
+        /// The leaf's value.
+        value: Vec<u8>,
+    },
 }
 
 /// Where a key's path ends.
@@ -69,6 +88,22 @@ pub enum ProofError {
 /// Slots of a branch.
 const SLOTS: u32 = 17;
 
+/// What the path gives the branch above it: a node's hash, or the record of a leaf that the
+/// last branch holds inline.
+enum Below {
+    Hash(Hash32),
+    Inline(Inline),
+}
+
+impl Below {
+    fn piece(&self) -> Piece<'_> {
+        match self {
+            Below::Hash(hash) => Piece::Hash(hash),
+            Below::Inline(leaf) => Piece::Inline(leaf.record()),
+        }
+    }
+}
+
 impl Proof {
     /// Checks the proof for `key` against `commitment`: the key's value, or `None` if the proof
     /// shows it absent.
@@ -76,7 +111,7 @@ impl Proof {
         if self.steps.windows(2).any(|w| w[0].pos >= w[1].pos) {
             return Err(ProofError::Malformed("branch positions must increase"));
         }
-        let (mut hash, found) = match &self.end {
+        let (mut below, found) = match &self.end {
             End::EmptyTrie if self.steps.is_empty() => {
                 return (*commitment == empty_hash())
                     .then_some(None)
@@ -95,39 +130,83 @@ impl Proof {
                 if !same_path {
                     return Err(ProofError::Malformed("the leaf is not on the key's path"));
                 }
-                (Some(leaf_hash(k, value)), (k == key).then(|| value.clone()))
+                (
+                    Some(self.leaf(k, value)?),
+                    (k == key).then(|| value.clone()),
+                )
             }
         };
         for step in self.steps.iter().rev() {
-            hash = Some(step_hash(step, key, hash.as_ref())?);
+            let piece = below.as_ref().map(Below::piece);
+            below = Some(Below::Hash(step_hash(step, key, piece)?));
         }
-        match hash {
-            Some(root) if root == *commitment => Ok(found),
+        match below {
+            Some(Below::Hash(root)) if root == *commitment => Ok(found),
             _ => Err(ProofError::Mismatch),
         }
     }
+
+    /// The piece of the leaf `key`, `value` at the path's end: inline in the last branch if
+    /// that branch's inline mask says so, else a leaf node (also the lone key at the root).
+    fn leaf(&self, key: &[u8], value: &[u8]) -> Result<Below, ProofError> {
+        let inline = self
+            .steps
+            .last()
+            .is_some_and(|s| s.inline_mask & (1 << nibble(key, usize::from(s.pos))) != 0);
+        if !inline {
+            return Ok(Below::Hash(leaf_hash(key, value)));
+        }
+        Inline::new(key, value)
+            .map(Below::Inline)
+            .ok_or(ProofError::Malformed(
+                "an inline leaf too long to be inline",
+            ))
+    }
 }
 
-/// The hash of `step`'s branch with `below` (the path's running hash; `None` at an empty slot)
-/// in the slot of `key`'s nibble.
-fn step_hash(step: &Step, key: &[u8], below: Option<&Hash32>) -> Result<Hash32, ProofError> {
+/// The hash of `step`'s branch with `below` (the path's piece; `None` at an empty slot) in the
+/// slot of `key`'s nibble.
+fn step_hash(step: &Step, key: &[u8], below: Option<Piece>) -> Result<Hash32, ProofError> {
     let slot = nibble(key, usize::from(step.pos));
-    let occupied = step.mask & (1 << slot) != 0;
-    if step.mask >> SLOTS != 0 || step.mask.count_ones() < 2 {
+    let bit = 1u32 << slot;
+    if step.mask >> SLOTS != 0 || step.mask.count_ones() < 2 || step.inline_mask & !step.mask != 0 {
         return Err(ProofError::Malformed("a branch has two to 17 children"));
     }
-    if occupied != below.is_some() {
+    let below_inline = matches!(below, Some(Piece::Inline(_)));
+    if (step.mask & bit != 0) != below.is_some() || (step.inline_mask & bit != 0) != below_inline {
         return Err(ProofError::Mismatch);
     }
-    let others = step.mask.count_ones() as usize - usize::from(occupied);
+    let others = step.mask.count_ones() as usize - usize::from(below.is_some());
     if step.siblings.len() != others {
         return Err(ProofError::Malformed("sibling count differs from the mask"));
     }
-    let mut siblings = step.siblings.iter();
-    let children = (0..SLOTS as usize)
+    let slots = (0..SLOTS as usize).filter(|s| step.mask & (1 << s) != 0 && *s != slot);
+    let siblings = slots
+        .zip(&step.siblings)
+        .map(
+            |(s, sibling)| match (sibling, step.inline_mask & (1 << s) != 0) {
+                (Sibling::Hash(hash), false) => Ok(Below::Hash(*hash)),
+                (Sibling::Leaf { key, value }, true) => Inline::new(key, value)
+                    .map(Below::Inline)
+                    .ok_or(ProofError::Malformed(
+                        "an inline leaf too long to be inline",
+                    )),
+                _ => Err(ProofError::Malformed(
+                    "a sibling of the wrong kind for its slot",
+                )),
+            },
+        )
+        .collect::<Result<Vec<Below>, ProofError>>()?;
+    let mut siblings = siblings.iter().map(Below::piece);
+    let pieces = (0..SLOTS as usize)
         .filter(|s| step.mask & (1 << s) != 0)
         .filter_map(|s| if s == slot { below } else { siblings.next() });
-    Ok(branch_hash_of(step.pos, step.mask, children))
+    Ok(branch_hash_of(
+        step.pos,
+        step.mask,
+        step.inline_mask,
+        pieces,
+    ))
 }
 
 /// The proof for `key` in the trie at `root`, loading on-disk nodes from `file`.
@@ -148,11 +227,12 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8]) -> Result<Proof, Error> {
                 let siblings = b
                     .slots()
                     .filter(|(s, _)| *s != slot)
-                    .map(|(_, child)| *child.hash())
+                    .map(|(_, child)| sibling(child))
                     .collect();
                 steps.push(Step {
                     pos: b.pos,
                     mask: b.mask,
+                    inline_mask: b.inline_mask,
                     siblings,
                 });
                 match b.slot(slot) {
@@ -169,6 +249,20 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8]) -> Result<Proof, Error> {
             Node::Stub(_) => trie::resolve(&node)?,
         };
         node = next;
+    }
+}
+
+/// What a proof shows of a child beside the path.
+fn sibling(child: Slot) -> Sibling {
+    match child {
+        Slot::Node(node) => Sibling::Hash(*node.hash()),
+        Slot::Inline(leaf) => {
+            let (key, value) = leaf.entry();
+            Sibling::Leaf {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }
+        }
     }
 }
 

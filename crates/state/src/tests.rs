@@ -19,28 +19,43 @@ fn reference_commitment(entries: &[(&Vec<u8>, &Vec<u8>)]) -> trie::Hash32 {
         [(k, v)] => trie::leaf_hash(k, v),
         _ => {
             let pos = trie::common_nibbles(entries[0].0, entries[entries.len() - 1].0);
-            let mut mask = 0u32;
-            let mut hasher = blake3::Hasher::new();
-            let mut children = Vec::new();
+            let (mut mask, mut inline_mask) = (0u32, 0u32);
+            let mut pieces: Vec<Vec<u8>> = Vec::new();
             let mut start = 0;
             while start < entries.len() {
                 let slot = trie::nibble(entries[start].0, pos);
                 let len = entries[start..].partition_point(|(k, _)| trie::nibble(k, pos) == slot);
                 mask |= 1 << slot;
-                children.push(reference_commitment(&entries[start..start + len]));
+                pieces.push(match &entries[start..start + len] {
+                    [(k, v)] if k.len() + v.len() <= 46 => {
+                        inline_mask |= 1 << slot;
+                        inline_record(k, v)
+                    }
+                    group => reference_commitment(group).to_vec(),
+                });
                 start += len;
             }
-            hasher.update(&[1]);
-            hasher.update(&(pos as u16).to_le_bytes());
-            hasher.update(&mask.to_le_bytes());
-            let len = 7 + 32 * children.len();
-            for child in children {
-                hasher.update(&child);
-            }
-            hasher.update(&[0; 64][..len.next_multiple_of(64) - len]);
-            *hasher.finalize().as_bytes()
+            let mut encoding = vec![1u8];
+            encoding.extend_from_slice(&(pos as u16).to_le_bytes());
+            encoding.extend_from_slice(&mask.to_le_bytes());
+            encoding.extend_from_slice(&inline_mask.to_le_bytes());
+            pieces
+                .iter()
+                .for_each(|piece| encoding.extend_from_slice(piece));
+            encoding.resize(encoding.len().next_multiple_of(64), 0);
+            *blake3::hash(&encoding).as_bytes()
         }
     }
+}
+
+/// An inline leaf's 48-byte record, as documented: key length, key and value length, key,
+/// value, zeros.
+fn inline_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut record = vec![key.len() as u8, (key.len() + value.len()) as u8];
+    record.extend_from_slice(key);
+    record.extend_from_slice(value);
+    record.resize(48, 0);
+    record
 }
 
 fn assert_matches(db: &Db, rev: RevisionId, model: &Model, rng: &mut ChaCha8Rng) {
@@ -442,13 +457,37 @@ fn tampered_proofs_are_rejected() {
     if let proof::End::Leaf { value, .. } = &mut wrong_value.end {
         value[0] ^= 1;
     }
-    let mut wrong_sibling = proof.clone();
-    wrong_sibling.steps[1].siblings[0][5] ^= 1;
     let mut wrong_mask = proof.clone();
     wrong_mask.steps[0].mask ^= 1 << 16;
     let mut dropped_leaf = proof.clone();
     dropped_leaf.end = proof::End::NoChild;
-    for tampered in [wrong_value, wrong_sibling, wrong_mask, dropped_leaf] {
+    let mut tampered = vec![wrong_value, wrong_mask, dropped_leaf];
+    let (mut hashes, mut leaves) = (0, 0);
+    for (i, step) in proof.steps.iter().enumerate() {
+        for j in 0..step.siblings.len() {
+            let mut wrong = proof.clone();
+            match &mut wrong.steps[i].siblings[j] {
+                proof::Sibling::Hash(hash) => {
+                    hashes += 1;
+                    hash[5] ^= 1;
+                }
+                proof::Sibling::Leaf { value, .. } => {
+                    leaves += 1;
+                    value[0] ^= 1;
+                }
+            }
+            tampered.push(wrong);
+        }
+        // A child called inline that is not, or a leaf called a node.
+        let mut wrong_kind = proof.clone();
+        wrong_kind.steps[i].inline_mask ^= 1 << step.mask.trailing_zeros();
+        tampered.push(wrong_kind);
+    }
+    assert!(
+        hashes > 0 && leaves > 0,
+        "siblings of both kinds tampered with"
+    );
+    for tampered in tampered {
         assert!(
             tampered.verify(&commitment, &present).is_err(),
             "{tampered:?}"
@@ -462,6 +501,67 @@ fn tampered_proofs_are_rejected() {
         proof.verify(&other_root, &present),
         Err(proof::ProofError::Mismatch)
     );
+}
+
+/// A lone key is a leaf node at the root; once a second key arrives, the branch above them
+/// must hold it inline (its record, not its hash, is what the branch's hash covers), whether
+/// the lone leaf was built in memory, left by a delete, or read back from the node file.
+#[test]
+fn a_lone_key_joins_its_first_branch_inline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = || Options {
+        memory_budget: 0,
+        checkpoint_bytes: 1,
+        compact_min_bytes: 0,
+        ..Options::default()
+    };
+    let small = |i: u8| (vec![i; 8], vec![i; 8]);
+    let big = |i: u8| (vec![i; 30], vec![i; 30]);
+    let steps: [&[Write]; 6] = [
+        &[(small(1).0, Some(small(1).1))],
+        &[(small(2).0, Some(small(2).1))],
+        &[(small(2).0, None)],
+        &[(big(3).0, Some(big(3).1))],
+        &[(small(1).0, None)],
+        &[(small(4).0, Some(small(4).1))],
+    ];
+    let mut model = Model::new();
+    let mut head = RevisionId(0);
+    for (round, writes) in steps.iter().enumerate() {
+        // Each round reopens first, so the lone leaf comes back from the node file.
+        let db = Db::open_with(dir.path(), options()).expect("open");
+        if round > 0 {
+            assert_eq!(db.finalized(), head);
+        }
+        let mut ws = db.begin(db.finalized()).expect("begin");
+        for (key, value) in writes.iter() {
+            match value {
+                Some(value) => ws.put(key.clone(), value.clone()).expect("put"),
+                None => ws.delete(key.clone()).expect("delete"),
+            }
+            match value {
+                Some(value) => model.insert(key.clone(), value.clone()),
+                None => model.remove(key),
+            };
+        }
+        head = db.commit(ws).expect("commit");
+        db.finalize(head).expect("finalize");
+        db.settle().expect("settle");
+        let entries: Vec<(&Vec<u8>, &Vec<u8>)> = model.iter().collect();
+        let snapshot = db.snapshot(head).expect("snapshot");
+        assert_eq!(
+            snapshot.commitment().0,
+            reference_commitment(&entries),
+            "round {round}"
+        );
+        for (key, value) in &model {
+            let proof = snapshot.prove(key).expect("prove");
+            assert_eq!(
+                proof.verify(&snapshot.commitment().0, key),
+                Ok(Some(value.clone()))
+            );
+        }
+    }
 }
 
 #[test]

@@ -11,13 +11,14 @@
 //!
 //! # Inline leaves
 //! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
-//! allocation, after the branch's fixed part ([`Inline`]): it has no allocation, reference count
-//! or cache miss of its own. Copying a branch copies its inline leaves with the branch, and
-//! freeing one touches none of them, so the bottom level of the trie (where most leaves hang)
-//! costs no child loads to copy or free. The parent's handle carries the mask of inline slots, so
-//! a lookup computes the address of the leaf it wants before the branch arrives. Bigger leaves,
-//! and a lone key at the root, are [`Node::Leaf`]s. Where a leaf lives changes nothing in the
-//! commitment.
+//! allocation, after the branch's fixed part, as a 48-byte record ([`Inline`]): it has no
+//! allocation, reference count, hash or cache miss of its own. Copying a branch copies its inline
+//! leaves with the branch, and freeing one touches none of them, so the bottom level of the trie
+//! (where most leaves hang) costs no child loads to copy or free. The parent's handle carries the
+//! mask of inline slots, so a lookup computes the address of the leaf it wants before the branch
+//! arrives. Bigger leaves, and a lone key at the root, are [`Node::Leaf`]s. Which leaves are
+//! inline is a function of their sizes alone, so it is part of the commitment: the branch's hash
+//! covers an inline leaf's record where it covers another child's hash.
 //!
 //! # Sharing
 //! Nodes are immutable and reference-counted. A commit copies only the nodes on the paths it
@@ -25,14 +26,16 @@
 //! snapshot are one pointer, and no reader ever waits for the writer.
 //!
 //! # Commitment
-//! Each node carries its BLAKE3 hash. A branch's is computed when the branch is built, bottom-up,
-//! right after its children were read to copy them; a leaf's when its parent is built:
-//! - leaf: `H(0x00 ‖ key length u16 LE ‖ key ‖ value)`;
-//! - branch: `H(0x01 ‖ pos u16 LE ‖ slot mask u32 LE ‖ child hashes in slot order)`;
-//! - the empty state: `H("peregrine v2 empty state")`.
+//! Each branch and leaf node carries its BLAKE3 hash (an inline leaf has none). A branch's is
+//! computed by the commit that builds it ([`crate::hashing`]); a leaf node's when first asked:
+//! - leaf node: `H(0x00 ‖ key length u16 LE ‖ key ‖ value)`;
+//! - branch: `H(0x01 ‖ pos u16 LE ‖ slot mask u32 LE ‖ inline mask u32 LE ‖ pieces ‖ zeros)`,
+//!   a piece per child in slot order: a node's hash, or an inline leaf's 48-byte record
+//!   ([`Inline`]); zeros to a multiple of 64 bytes ([`encode_branch`]);
+//! - the empty state: `H("peregrine v3 empty state")`.
 //!
 //! A revision's state commitment is its root's hash, updated in O(changed keys × depth). Inclusion
-//! proofs are the branch nodes on a key's path with their siblings' hashes; the leaf binds the
+//! proofs are the branch nodes on a key's path with their siblings' pieces; the leaf binds the
 //! whole key, so a verifier checks the key's nibble at each `pos` against the slot taken.
 //!
 //! # On disk
@@ -84,45 +87,63 @@ const _: () = assert!(std::mem::size_of::<Option<Node>>() == 16);
 /// records (24) fit.
 pub(crate) const INLINE_BYTES: usize = 46;
 
-/// A leaf that lives inside its parent branch: no allocation, reference count or cache miss of
-/// its own. It is `Copy`, so copying a branch copies its inline leaves in one `memcpy`, and
-/// freeing a branch touches none of them.
+/// Bytes of an inline leaf's record: key length, key and value length, then the key and the
+/// value, zero-padded to [`INLINE_BYTES`].
+pub(crate) const INLINE_RECORD: usize = 2 + INLINE_BYTES;
+
+/// A leaf that lives inside its parent branch: no allocation, reference count, hash or cache
+/// miss of its own. It is its record, `key length u8 ‖ key and value length u8 ‖ key ‖ value ‖
+/// zeros` (48 bytes), which is also what the branch's hash covers in its slot ([`Piece`]). It is
+/// `Copy`, so copying a branch copies its inline leaves in one `memcpy`, and freeing a branch
+/// touches none of them.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-pub struct Inline {
-    hash: Hash32,
-    key_len: u8,
-    len: u8,
-    data: [u8; INLINE_BYTES],
-}
+pub struct Inline([u8; INLINE_RECORD]);
 
-const _: () = assert!(std::mem::size_of::<Inline>() == 80);
+const _: () = assert!(std::mem::size_of::<Inline>() == 48);
 
 impl Inline {
-    /// The leaf for `key` and `value`, hashed, if they fit inline.
+    /// The leaf for `key` and `value`, if they fit inline.
     pub(crate) fn new(key: &[u8], value: &[u8]) -> Option<Inline> {
-        Self::with_hash(key, value, None)
-    }
-
-    fn with_hash(key: &[u8], value: &[u8], hash: Option<Hash32>) -> Option<Inline> {
         let len = key.len() + value.len();
         if len > INLINE_BYTES {
             return None;
         }
-        let mut data = [0u8; INLINE_BYTES];
-        data[..key.len()].copy_from_slice(key);
-        data[key.len()..len].copy_from_slice(value);
-        Some(Inline {
-            hash: hash.unwrap_or_else(|| leaf_hash(key, value)),
-            key_len: key.len() as u8,
-            len: len as u8,
-            data,
-        })
+        let mut record = [0u8; INLINE_RECORD];
+        record[0] = key.len() as u8;
+        record[1] = len as u8;
+        record[2..2 + key.len()].copy_from_slice(key);
+        record[2 + key.len()..2 + len].copy_from_slice(value);
+        Some(Inline(record))
     }
 
     /// The key and the value.
     pub(crate) fn entry(&self) -> (&[u8], &[u8]) {
-        self.data[..usize::from(self.len)].split_at(usize::from(self.key_len))
+        self.0[2..2 + usize::from(self.0[1])].split_at(usize::from(self.0[0]))
+    }
+
+    /// The record, as the parent's hash covers it.
+    pub(crate) fn record(&self) -> &[u8; INLINE_RECORD] {
+        &self.0
+    }
+}
+
+/// What a child gives its parent branch's encoding: a node's hash, or an inline leaf's record.
+#[derive(Clone, Copy)]
+pub enum Piece<'a> {
+    /// A node of its own: its hash.
+    Hash(&'a Hash32),
+    /// A leaf inline in the branch: its record.
+    Inline(&'a [u8; INLINE_RECORD]),
+}
+
+impl Piece<'_> {
+    /// The bytes the piece adds to the encoding.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Hash(hash) => &hash[..],
+            Piece::Inline(record) => &record[..],
+        }
     }
 }
 
@@ -158,10 +179,21 @@ impl Child {
         }
     }
 
-    pub(crate) fn hash(&self) -> &Hash32 {
+    /// What the child gives its parent's encoding.
+    pub(crate) fn piece(&self) -> Piece<'_> {
         match self {
-            Child::Node(node) => node.hash(),
-            Child::Inline(leaf) => &leaf.hash,
+            Child::Node(node) => Piece::Hash(node.hash()),
+            Child::Inline(leaf) => Piece::Inline(leaf.record()),
+        }
+    }
+
+    /// A leaf node as its parent holds it: inline when it fits, as [`Child::leaf`] builds it. A
+    /// lone key at the root is a leaf node; once a branch takes it in, it must be inline, since
+    /// the branch's hash covers an inline leaf's record and not its hash.
+    fn of_leaf_node(node: &Node, (key, value): Entry) -> Child {
+        match Inline::new(key, value) {
+            Some(inline) => Child::Inline(inline),
+            None => Child::Node(node.clone()),
         }
     }
 
@@ -171,7 +203,7 @@ impl Child {
             Child::Node(node) => node,
             Child::Inline(leaf) => {
                 let (key, value) = leaf.entry();
-                Node::leaf_with_hash(key, value, OnceLock::from(leaf.hash))
+                Node::leaf(key, value)
             }
         }
     }
@@ -188,18 +220,19 @@ impl<'a> Slot<'a> {
         }
     }
 
-    pub(crate) fn hash(self) -> &'a Hash32 {
+    /// What the slot gives its branch's encoding.
+    pub(crate) fn piece(self) -> Piece<'a> {
         match self {
-            Slot::Node(node) => node.hash(),
-            Slot::Inline(leaf) => &leaf.hash,
+            Slot::Node(node) => Piece::Hash(node.hash()),
+            Slot::Inline(leaf) => Piece::Inline(leaf.record()),
         }
     }
 
-    /// The hash, or `None` for a fresh branch, not hashed yet.
-    pub(crate) fn hash_if_known(self) -> Option<&'a Hash32> {
+    /// The piece, or `None` for a fresh branch, not hashed yet.
+    pub(crate) fn piece_if_known(self) -> Option<Piece<'a>> {
         match self {
             Slot::Node(Node::Branch(_, b)) if b.is_fresh() => None,
-            _ => Some(self.hash()),
+            _ => Some(self.piece()),
         }
     }
 }
@@ -262,7 +295,8 @@ impl Branch {
             Hashing::Now => Some(branch_hash_of(
                 pos,
                 mask,
-                slots.iter().map(|(_, c)| c.hash()),
+                inline_mask,
+                slots.iter().map(|(_, c)| c.piece()),
             )),
             Hashing::Later | Hashing::Stage => None,
         };
@@ -340,12 +374,12 @@ impl Branch {
                 } else if was_inline {
                     let leaf = &old_leaves[leaves];
                     leaves += 1;
-                    encoder.child(slot, Some(&leaf.hash));
+                    encoder.child(slot, Some(Piece::Inline(leaf.record())));
                     builder.push_leaf(leaf);
                 } else {
                     let node = &old_nodes[nodes];
                     nodes += 1;
-                    encoder.child(slot, Some(node.hash()));
+                    encoder.child(slot, Some(Piece::Hash(node.hash())));
                     builder.push_node(node.clone());
                 }
             }
@@ -421,12 +455,12 @@ fn build_with(
     hashing: Hashing,
     fill: impl FnOnce(&mut Builder, &mut Encoder),
 ) -> Branch {
-    let (pos, mask) = (parts.pos, parts.mask);
+    let (pos, mask, inline_mask) = (parts.pos, parts.mask, parts.inline_mask);
     let mut builder = Builder::new(parts);
     match hashing {
         Hashing::Stage => {
             let owner = builder.addr();
-            let staged = crate::hashing::stage(pos, mask, owner, |encoder| {
+            let staged = crate::hashing::stage(pos, mask, inline_mask, owner, |encoder| {
                 fill(&mut builder, encoder);
             });
             builder.set_staged(staged);
@@ -436,15 +470,15 @@ fn build_with(
     builder.finish()
 }
 
-/// Moves `child` into the branch being built, in `slot`, and its hash into the encoding.
+/// Moves `child` into the branch being built, in `slot`, and its piece into the encoding.
 fn put_child(builder: &mut Builder, encoder: &mut Encoder, slot: usize, child: Child) {
     match child {
         Child::Node(node) => {
-            encoder.child(slot, Slot::Node(&node).hash_if_known());
+            encoder.child(slot, Slot::Node(&node).piece_if_known());
             builder.push_node(node);
         }
         Child::Inline(leaf) => {
-            encoder.child(slot, Some(&leaf.hash));
+            encoder.child(slot, Some(Piece::Inline(leaf.record())));
             builder.push_leaf(&leaf);
         }
     }
@@ -452,15 +486,11 @@ fn put_child(builder: &mut Builder, encoder: &mut Encoder, slot: usize, child: C
 
 impl Node {
     pub(crate) fn leaf(key: &[u8], value: &[u8]) -> Node {
-        Self::leaf_with_hash(key, value, OnceLock::new())
-    }
-
-    fn leaf_with_hash(key: &[u8], value: &[u8], hash: OnceLock<Hash32>) -> Node {
         let mut data = SmallVec::with_capacity(key.len() + value.len());
         data.extend_from_slice(key);
         data.extend_from_slice(value);
         Node::Leaf(Arc::new(Leaf {
-            hash,
+            hash: OnceLock::new(),
             loc: AtomicU64::new(0),
             data,
             key_len: key.len() as u16,
@@ -596,48 +626,69 @@ pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash32 {
     *hasher.finalize().as_bytes()
 }
 
-/// Bytes of the longest branch encoding, padded: `7 + 17 * 32 = 551`, to a multiple of 64.
-pub(crate) const BRANCH_ENCODING_MAX: usize = 576;
+/// Bytes of a branch encoding's header: the tag, `pos`, the slot mask and the inline mask.
+pub(crate) const BRANCH_HEADER: usize = 11;
+
+/// Bytes of the longest branch encoding, padded: `11 + 17 * 48 = 827`, to a multiple of 64.
+pub(crate) const BRANCH_ENCODING_MAX: usize = 832;
+
+/// The unpadded length of the encoding of a branch with these masks.
+pub(crate) fn encoding_len(mask: u32, inline_mask: u32) -> usize {
+    let nodes = (mask & !inline_mask).count_ones() as usize;
+    BRANCH_HEADER + 32 * nodes + INLINE_RECORD * inline_mask.count_ones() as usize
+}
+
+/// Where the piece of the child in `slot` starts in the encoding of a branch with these masks.
+pub(crate) fn piece_offset(mask: u32, inline_mask: u32, slot: usize) -> usize {
+    let below = mask & ((1u32 << slot) - 1);
+    let inline = (below & inline_mask).count_ones() as usize;
+    BRANCH_HEADER + 32 * (below.count_ones() as usize - inline) + INLINE_RECORD * inline
+}
 
 /// Writes the encoding of a branch into `buf` and returns its length: `1`, `pos` (`u16`, little
-/// endian), `mask` (`u32`, little endian), the children's hashes in slot order (at most 17),
-/// then zeros up to a multiple of 64 bytes (BLAKE3's block), so that branches with the same
-/// number of children hash as equal-length messages, several at once ([`crate::hashing`]).
-/// The padding costs no compression: BLAKE3 pads a last partial block anyway.
+/// endian), the slot mask and the inline mask (`u32`, little endian), each child's piece in
+/// slot order (at most 17: a node's hash, or an inline leaf's 48-byte record), then zeros up to
+/// a multiple of 64 bytes (BLAKE3's block), so that branches with the same numbers of node and
+/// inline children hash as equal-length messages, several at once ([`crate::hashing`]). The
+/// padding costs no compression: BLAKE3 pads a last partial block anyway.
 pub(crate) fn encode_branch<'a>(
     pos: u16,
     mask: u32,
-    child_hashes: impl Iterator<Item = &'a Hash32>,
+    inline_mask: u32,
+    pieces: impl Iterator<Item = Piece<'a>>,
     buf: &mut [u8],
 ) -> usize {
     buf[0] = 1;
     buf[1..3].copy_from_slice(&pos.to_le_bytes());
     buf[3..7].copy_from_slice(&mask.to_le_bytes());
-    let mut len = 7;
-    for hash in child_hashes.take(17) {
-        buf[len..len + 32].copy_from_slice(hash);
-        len += 32;
+    buf[7..11].copy_from_slice(&inline_mask.to_le_bytes());
+    let mut len = BRANCH_HEADER;
+    for piece in pieces.take(17) {
+        let bytes = piece.bytes();
+        buf[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
     }
     let padded = len.next_multiple_of(64);
     buf[len..padded].fill(0);
     padded
 }
 
-/// The hash of a branch from its children's hashes, in slot order (at most 17): BLAKE3 of its
+/// The hash of a branch from its children's pieces, in slot order (at most 17): BLAKE3 of its
 /// encoding ([`encode_branch`]).
 pub fn branch_hash_of<'a>(
     pos: u16,
     mask: u32,
-    child_hashes: impl Iterator<Item = &'a Hash32>,
+    inline_mask: u32,
+    pieces: impl Iterator<Item = Piece<'a>>,
 ) -> Hash32 {
     let mut buf = [0u8; BRANCH_ENCODING_MAX];
-    let len = encode_branch(pos, mask, child_hashes, &mut buf);
+    let len = encode_branch(pos, mask, inline_mask, pieces, &mut buf);
     *blake3::hash(&buf[..len]).as_bytes()
 }
 
 /// The commitment of the empty state.
 pub fn empty_hash() -> Hash32 {
-    *blake3::hash(b"peregrine v2 empty state").as_bytes()
+    *blake3::hash(b"peregrine v3 empty state").as_bytes()
 }
 
 /// The nibble of `key` at `i`: `1 + nibble`, or 0 past the key's end.
@@ -857,7 +908,7 @@ fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applie
     match node {
         Node::Leaf(leaf) => Ok(apply_leaf(
             ctx,
-            Child::Node(node.clone()),
+            Child::of_leaf_node(node, leaf.entry()),
             leaf.entry(),
             writes,
         )),
@@ -962,13 +1013,13 @@ pub(crate) fn warm(nodes: &[Node]) {
     std::hint::black_box(touched);
 }
 
-/// Reads the hash of every inline leaf with independent loads, for the same reason: the new
-/// branch's hash needs them, and the copy of the leaves follows.
+/// Reads every inline leaf's record with independent loads, for the same reason: the copy of the
+/// leaves and the new branch's encoding follow.
 fn warm_leaves(b: &Branch) {
     let touched = b
         .leaves()
         .iter()
-        .fold(0u8, |acc, leaf| acc ^ leaf.hash[0] ^ leaf.hash[31]);
+        .fold(0u8, |acc, leaf| acc ^ leaf.0[0] ^ leaf.0[INLINE_RECORD - 1]);
     std::hint::black_box(touched);
 }
 
