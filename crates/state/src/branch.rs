@@ -3,15 +3,16 @@
 //! # Layout
 //! `[BranchHead][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference
 //! count, hash, location, `pos`, slot masks, prefix: at most 112 bytes), then one [`Node`] handle
-//! (16 bytes) for each slot that holds a node of its own, then one [`Inline`] leaf (80 bytes) for
+//! (16 bytes) for each slot that holds a node of its own, then one [`Inline`] leaf (48 bytes) for
 //! each slot that holds a leaf inline, both in slot order. A slot's entry is found by its rank
 //! among the slots of its kind, so empty slots cost nothing.
 //!
 //! # Why not a fixed array of 17 child slots
 //! Most branches sit at the bottom of the trie and hold only inline leaves: with a fixed
 //! 17-slot array each of them carried 272 bytes of empty child handles, more than three of its
-//! leaves. Sized to fit, a bottom branch of four leaves takes 432 bytes instead of 712, so more of
-//! the trie stays in memory, and a commit copies, and a free releases, fewer lines:
+//! leaves (80 bytes each then). Sized to fit, a bottom branch of four leaves took 432 bytes
+//! instead of 712, so more of the trie stays in memory, and a commit copies, and a free
+//! releases, fewer lines:
 //! `memory_profile` at 4M random keys went from 1,030 to 606 MiB, and `commit_profile` at 25M
 //! keys from 65–71 to 59–62 ms per commit of 10,000 transfers (2026-11-22).
 //!
