@@ -28,7 +28,7 @@
 //! is caught and reported the same way, so no reader waits forever.
 
 use crate::background::Handoff;
-use crate::log::Change;
+use crate::changes::Changes;
 use crate::prefixes::Prefixes;
 use crate::trie::{self, Ctx, Node};
 use crate::{free_tree, key_prefix, Bytes, Error, Poison, Snapshot};
@@ -47,7 +47,7 @@ const QUEUE: usize = 1;
 /// A committed revision whose trie the committer has not built yet.
 pub(crate) struct Pending {
     /// Sorted by key, unique; shared with the revision's log record.
-    changes: Arc<Vec<Change>>,
+    changes: Arc<Changes>,
     /// `key_prefix` of each change, in the same order: the search runs over these eight-byte
     /// numbers, in a tenth of the memory of the changes themselves.
     prefixes: Prefixes,
@@ -63,7 +63,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// `changes` (sorted by key, unique) over `below`.
-    pub(crate) fn new(changes: Arc<Vec<Change>>, below: Snapshot) -> Pending {
+    pub(crate) fn new(changes: Arc<Changes>, below: Snapshot) -> Pending {
         let prefixes = Prefixes::new(changes.iter().map(|(key, _)| key_prefix(key)).collect());
         Pending {
             changes,
@@ -358,7 +358,7 @@ mod tests {
         (dir, db, snapshot)
     }
 
-    fn change(key: &[u8], value: Option<&[u8]>) -> Change {
+    fn change(key: &[u8], value: Option<&[u8]>) -> crate::log::Change {
         (Bytes::from_slice(key), value.map(Bytes::from_slice))
     }
 
@@ -377,7 +377,7 @@ mod tests {
             change(b"c", None),
             change(b"d", Some(b"4")),
         ];
-        let pending = Arc::new(Pending::new(Arc::new(changes), parent));
+        let pending = Arc::new(Pending::new(Arc::new(Changes::own(changes)), parent));
         let expect = |pending: &Pending| {
             assert_eq!(read(pending, b"a").as_deref(), Some(&b"1"[..]));
             assert_eq!(read(pending, b"b").as_deref(), Some(&b"20"[..]));
@@ -410,7 +410,10 @@ mod tests {
     #[test]
     fn a_failed_build_reaches_readers_and_waiters() {
         let (_dir, _db, parent) = parent_of(&[(b"a", b"1")]);
-        let pending = Arc::new(Pending::new(Arc::new(vec![change(b"b", None)]), parent));
+        let pending = Arc::new(Pending::new(
+            Arc::new(Changes::own(vec![change(b"b", None)])),
+            parent,
+        ));
         let waiter = {
             let pending = pending.clone();
             std::thread::spawn(move || pending.wait().clone().map(|(_, count)| count))
@@ -437,7 +440,10 @@ mod tests {
     #[test]
     fn a_panic_in_the_committer_fails_the_revision_and_poisons_writes() {
         let (_dir, _db, parent) = parent_of(&[(b"a", b"1")]);
-        let pending = Arc::new(Pending::new(Arc::new(vec![change(b"b", None)]), parent));
+        let pending = Arc::new(Pending::new(
+            Arc::new(Changes::own(vec![change(b"b", None)])),
+            parent,
+        ));
         // A revision without its parent cannot be built: the build panics.
         drop(pending.below.write().take());
         let poison = Arc::new(Poison::default());
