@@ -16,7 +16,7 @@
 //! the node's data directory) and the native token fast path, registered under the hash of the
 //! committed token contract and calibrated against it at start-up.
 
-use ahash::AHashMap as HashMap;
+use foldhash::{HashMap, HashMapExt};
 use peregrine_state::Snapshot;
 use peregrine_types::{keys, Address};
 use peregrine_vm::native::NativeToken;

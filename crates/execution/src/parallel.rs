@@ -18,12 +18,13 @@ use crate::rules::{apply_tx, credit_fee, Ledger, Outcome, TxEnv};
 use crate::schedule::{access_set, schedule};
 use crate::serial::execute_in_order;
 use crate::{read_account, BlockExecutor, BlockOutput, ExecError};
-use ahash::{AHashMap as HashMap, AHashSet as HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use peregrine_state::{Bytes, Db, RevisionId, Snapshot, WriteSet};
 use peregrine_types::{keys, Account, Address, Block, Payload, SignedTransaction};
 use peregrine_vm::Vm;
 use rayon::prelude::*;
 use smallvec::SmallVec;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Levels with fewer transactions than this run inline: below it, a fork-join costs more than it
@@ -259,14 +260,14 @@ const RECENT_SLOTS: usize = 64;
 /// down the trie; in an uncontended one a miss costs one comparison more.
 struct Recent {
     slots: [Option<(Address, Account)>; RECENT_SLOTS],
-    hasher: ahash::RandomState,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl Recent {
     fn new() -> Self {
         Self {
             slots: [None; RECENT_SLOTS],
-            hasher: ahash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 

@@ -25,7 +25,7 @@
 //! sender and the address it creates (its code is stored under its hash, which only ever holds
 //! that code, so deployments of the same code never disagree).
 
-use ahash::AHashMap as HashMap;
+use foldhash::{HashMap, HashMapExt};
 use peregrine_types::{AccessMode, Address, Block, Payload, SignedTransaction};
 use smallvec::SmallVec;
 use std::cell::OnceCell;

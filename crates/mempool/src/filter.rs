@@ -7,10 +7,11 @@
 //! - [`ClaimTable`]: which in-flight unit of work owns a sender, the conflict pre-filter;
 //! - [`PendingIndex`]: per-sender totals of the pool, published by the committer.
 
-use ahash::RandomState;
+use foldhash::fast::RandomState;
 use parking_lot::{Mutex, RwLock};
 use peregrine_types::{Address, Hash};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots of the seen filter: a few blocks' worth of transactions, 33 bytes each (about 8.6 MiB).
@@ -42,7 +43,7 @@ pub struct SeenFilter {
 impl Default for SeenFilter {
     fn default() -> Self {
         Self {
-            salt: RandomState::new(),
+            salt: RandomState::default(),
             slots: (0..SEEN_SLOTS)
                 .map(|_| Mutex::new(Hash::default()))
                 .collect(),
@@ -89,7 +90,7 @@ pub struct ClaimTable {
 impl Default for ClaimTable {
     fn default() -> Self {
         Self {
-            salt: RandomState::new(),
+            salt: RandomState::default(),
             slots: (0..CLAIM_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -135,7 +136,7 @@ pub struct PendingIndex {
 impl Default for PendingIndex {
     fn default() -> Self {
         Self {
-            salt: RandomState::new(),
+            salt: RandomState::default(),
             shards: (0..PENDING_SHARDS).map(|_| RwLock::default()).collect(),
         }
     }

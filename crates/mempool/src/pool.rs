@@ -15,7 +15,7 @@
 
 use crate::filter::{PendingIndex, SeenFilter, Summary};
 use crate::{MempoolConfig, Rejection, REPLACE_BUMP_PERCENT};
-use ahash::RandomState;
+use foldhash::fast::RandomState;
 use peregrine_state::Snapshot;
 use peregrine_types::{Account, Address, Hash, Payload, SignedTransaction};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};

@@ -14,7 +14,7 @@
 //! A miss in both compiles from the code stored in state (the caller supplies it).
 
 use crate::wasm::{Contract, DeployError, Vm};
-use ahash::AHashMap as HashMap;
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! tools that run contracts without a state database.
 
 use crate::wasm::{StorageView, World, Writes};
-use ahash::AHashMap as HashMap;
+use foldhash::HashMap;
 use std::collections::BTreeMap;
 
 /// Contracts, code and storage in ordinary maps.

@@ -19,7 +19,7 @@
 
 use crate::memory::MemoryWorld;
 use crate::wasm::{CallContext, Contract, Event, Outcome, StorageView, Vm, Writes};
-use ahash::AHashMap as HashMap;
+use foldhash::{HashMap, HashMapExt};
 use peregrine_sdk::codec::{Args, ArgsBuilder};
 use peregrine_sdk::Address;
 use std::collections::BTreeMap;

@@ -26,7 +26,7 @@ use crate::access::Access;
 use crate::cache::{CacheStats, ModuleCache};
 use crate::meter::{self, DEPTH_GLOBAL, GAS_GLOBAL, OUT_OF_GAS, STACK_OVERFLOW};
 use crate::native::{NativeContract, Registry};
-use ahash::AHashMap as HashMap;
+use foldhash::HashMap;
 use peregrine_sdk::abi::{host_function, ValType, HOST_MODULE};
 use peregrine_sdk::MEMORY_EXPORT;
 use std::collections::BTreeMap;
