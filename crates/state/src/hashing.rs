@@ -95,6 +95,7 @@ thread_local! {
 pub(crate) struct Encoder<'a> {
     bytes: Option<&'a mut Vec<u8>>,
     fresh_slots: u32,
+    children: u32,
 }
 
 impl Encoder<'_> {
@@ -103,6 +104,7 @@ impl Encoder<'_> {
         Encoder {
             bytes: None,
             fresh_slots: 0,
+            children: 0,
         }
     }
 
@@ -112,6 +114,7 @@ impl Encoder<'_> {
         let Some(bytes) = self.bytes.as_deref_mut() else {
             return;
         };
+        self.children += 1;
         match piece {
             Some(piece) => bytes.extend_from_slice(piece.bytes()),
             None => {
@@ -146,8 +149,7 @@ pub(crate) fn stage(
         let Stage { entries, bytes } = &mut *stage;
         let number = u16::try_from(entries.len() + 1).expect("STAGE_MAX fits in u16");
         let at = bytes.len();
-        let len = trie::encoding_len(mask, inline_mask);
-        bytes.reserve(len.next_multiple_of(64));
+        bytes.reserve(BRANCH_ENCODING_MAX);
         bytes.push(1);
         bytes.extend_from_slice(&pos.to_le_bytes());
         bytes.extend_from_slice(&mask.to_le_bytes());
@@ -155,10 +157,16 @@ pub(crate) fn stage(
         let mut encoder = Encoder {
             bytes: Some(bytes),
             fresh_slots: 0,
+            children: 0,
         };
         write(&mut encoder);
-        let fresh_slots = encoder.fresh_slots;
-        assert_eq!(bytes.len(), at + len, "a piece for every child of the mask");
+        let (fresh_slots, children) = (encoder.fresh_slots, encoder.children);
+        assert_eq!(
+            children,
+            mask.count_ones(),
+            "a piece for every child of the mask"
+        );
+        let len = bytes.len() - at;
         bytes.resize(at + len.next_multiple_of(64), 0);
         entries.push(Staged {
             owner,
@@ -244,7 +252,7 @@ fn collect<'a>(b: &'a Branch, stage: &Stage, levels: &mut Vec<Vec<&'a Branch>>) 
 
 /// Hashes branches whose fresh children are all hashed, grouped by encoded length.
 fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
-    // Index `blocks`: branches whose encoding is that many 64-byte blocks (2 to 13).
+    // Index `blocks`: branches whose encoding is that many 64-byte blocks (1 to 13).
     let mut by_blocks: [Vec<&Branch>; 14] = Default::default();
     for b in level {
         by_blocks[encoded_blocks(b)].push(b);
@@ -252,6 +260,7 @@ fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
     for (blocks, group) in by_blocks.iter().enumerate() {
         match blocks {
             _ if group.is_empty() => {}
+            1 => hash_group::<64>(platform, group, stage),
             2 => hash_group::<128>(platform, group, stage),
             3 => hash_group::<192>(platform, group, stage),
             4 => hash_group::<256>(platform, group, stage),
@@ -271,7 +280,7 @@ fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
 
 /// The 64-byte blocks of `b`'s encoding.
 fn encoded_blocks(b: &Branch) -> usize {
-    trie::encoding_len(b.mask, b.inline_mask).div_ceil(64)
+    b.encoding_len().div_ceil(64)
 }
 
 /// Writes `b`'s encoding into `buf`: its staged one with its fresh children's hashes patched
@@ -286,7 +295,7 @@ fn encode(b: &Branch, stage: &Stage, buf: &mut [u8]) {
     let shape = b.shape();
     for slot in crate::trie::set_bits(entry.fresh_slots) {
         let child = b.node_in(shape, slot).expect("a staged fresh child");
-        let at = trie::piece_offset(b.mask, b.inline_mask, slot);
+        let at = b.piece_offset(slot);
         buf[at..at + 32].copy_from_slice(child.hash());
     }
 }
@@ -344,10 +353,12 @@ mod tests {
     use crate::trie::{branch_hash_of, Inline};
     use crate::Bytes;
 
-    /// A fresh branch of `n` inline leaves at position `pos`.
-    fn fresh(pos: u16, n: usize) -> Branch {
+    /// A fresh branch at position `pos` of `n` inline leaves with 2-byte keys and values of
+    /// `value_len` bytes.
+    fn fresh(pos: u16, n: usize, value_len: usize) -> Branch {
+        let value = vec![7; value_len];
         let leaves: Vec<Inline> = (0..n)
-            .map(|i| Inline::new(&[i as u8, pos as u8], &[7; 8]).expect("small"))
+            .map(|i| Inline::new(&[i as u8, pos as u8], &value).expect("small"))
             .collect();
         let mask = (1u32 << n) - 1;
         let parts = Parts {
@@ -366,10 +377,13 @@ mod tests {
     /// equal BLAKE3 of each encoding alone.
     #[test]
     fn batched_hashes_equal_blake3_of_each_encoding_at_every_length() {
-        for n in 2..=17usize {
+        let mut blocks_seen = [false; 14];
+        for (n, value_len) in (2..=17usize).flat_map(|n| [0, 8, 20, 44].map(|v| (n, v))) {
             for count in [1, 7, 8, 9, BATCH + 3] {
-                let branches: Vec<Branch> = (0..count).map(|i| fresh(i as u16, n)).collect();
+                let branches: Vec<Branch> =
+                    (0..count).map(|i| fresh(i as u16, n, value_len)).collect();
                 let refs: Vec<&Branch> = branches.iter().collect();
+                blocks_seen[encoded_blocks(&branches[0])] = true;
                 hash_level(Platform::detect(), &refs, &Stage::default());
                 for b in &branches {
                     assert!(!b.is_fresh());
@@ -380,16 +394,22 @@ mod tests {
                     assert_eq!(len % 64, 0);
                     assert_eq!(*b.hash(), alone, "{n} children, batch of {count}");
                     assert_eq!(alone, *blake3::hash(&buf[..len]).as_bytes());
+                    assert_eq!(len, b.encoding_len().next_multiple_of(64));
                 }
             }
         }
+        assert_eq!(
+            blocks_seen[1..],
+            [true; 13],
+            "every encoded length from 1 to 13 blocks"
+        );
     }
 
     /// The portable compression gives the same hashes as the machine's widest.
     #[test]
     fn every_platform_gives_the_same_hashes() {
-        let wide: Vec<Branch> = (0..20).map(|i| fresh(i, 16)).collect();
-        let narrow: Vec<Branch> = (0..20).map(|i| fresh(i, 16)).collect();
+        let wide: Vec<Branch> = (0..20).map(|i| fresh(i, 16, 8)).collect();
+        let narrow: Vec<Branch> = (0..20).map(|i| fresh(i, 16, 8)).collect();
         let none = Stage::default();
         hash_level(Platform::detect(), &wide.iter().collect::<Vec<_>>(), &none);
         hash_level(

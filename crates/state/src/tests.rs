@@ -48,13 +48,11 @@ fn reference_commitment(entries: &[(&Vec<u8>, &Vec<u8>)]) -> trie::Hash32 {
     }
 }
 
-/// An inline leaf's 48-byte record, as documented: key length, key and value length, key,
-/// value, zeros.
+/// An inline leaf's record, as documented: key length, key and value length, key, value.
 fn inline_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut record = vec![key.len() as u8, (key.len() + value.len()) as u8];
     record.extend_from_slice(key);
     record.extend_from_slice(value);
-    record.resize(48, 0);
     record
 }
 

@@ -11,7 +11,7 @@
 //!
 //! # Inline leaves
 //! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
-//! allocation, after the branch's fixed part, as a 48-byte record ([`Inline`]): it has no
+//! allocation, after the branch's fixed part, as a record in 48 bytes ([`Inline`]): it has no
 //! allocation, reference count, hash or cache miss of its own. Copying a branch copies its inline
 //! leaves with the branch, and freeing one touches none of them, so the bottom level of the trie
 //! (where most leaves hang) costs no child loads to copy or free. The parent's handle carries the
@@ -30,8 +30,9 @@
 //! computed by the commit that builds it ([`crate::hashing`]); a leaf node's when first asked:
 //! - leaf node: `H(0x00 ‖ key length u16 LE ‖ key ‖ value)`;
 //! - branch: `H(0x01 ‖ pos u16 LE ‖ slot mask u32 LE ‖ inline mask u32 LE ‖ pieces ‖ zeros)`,
-//!   a piece per child in slot order: a node's hash, or an inline leaf's 48-byte record
-//!   ([`Inline`]); zeros to a multiple of 64 bytes ([`encode_branch`]);
+//!   a piece per child in slot order: a node's hash, or an inline leaf's record (`key length u8
+//!   ‖ key and value length u8 ‖ key ‖ value`, [`Inline`]); zeros to a multiple of 64 bytes
+//!   ([`encode_branch`]);
 //! - the empty state: `H("peregrine v3 empty state")`.
 //!
 //! A revision's state commitment is its root's hash, updated in O(changed keys × depth). Inclusion
@@ -87,15 +88,15 @@ const _: () = assert!(std::mem::size_of::<Option<Node>>() == 16);
 /// records (24) fit.
 pub(crate) const INLINE_BYTES: usize = 46;
 
-/// Bytes of an inline leaf's record: key length, key and value length, then the key and the
-/// value, zero-padded to [`INLINE_BYTES`].
+/// Bytes an inline leaf takes in its branch: its record, `key length u8 ‖ key and value length
+/// u8 ‖ key ‖ value`, zero-padded to a fixed size, so a leaf's place follows from its rank.
 pub(crate) const INLINE_RECORD: usize = 2 + INLINE_BYTES;
 
 /// A leaf that lives inside its parent branch: no allocation, reference count, hash or cache
-/// miss of its own. It is its record, `key length u8 ‖ key and value length u8 ‖ key ‖ value ‖
-/// zeros` (48 bytes), which is also what the branch's hash covers in its slot ([`Piece`]). It is
-/// `Copy`, so copying a branch copies its inline leaves in one `memcpy`, and freeing a branch
-/// touches none of them.
+/// miss of its own. It is its record, `key length u8 ‖ key and value length u8 ‖ key ‖ value`,
+/// stored in a fixed 48 bytes; the record without the padding is what the branch's hash covers
+/// in its slot ([`Piece`]). It is `Copy`, so copying a branch copies its inline leaves in one
+/// `memcpy`, and freeing a branch touches none of them.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 pub struct Inline([u8; INLINE_RECORD]);
@@ -122,9 +123,9 @@ impl Inline {
         self.0[2..2 + usize::from(self.0[1])].split_at(usize::from(self.0[0]))
     }
 
-    /// The record, as the parent's hash covers it.
-    pub(crate) fn record(&self) -> &[u8; INLINE_RECORD] {
-        &self.0
+    /// The record, as the parent's hash covers it: without the padding.
+    pub(crate) fn record(&self) -> &[u8] {
+        &self.0[..2 + usize::from(self.0[1])]
     }
 }
 
@@ -134,7 +135,7 @@ pub enum Piece<'a> {
     /// A node of its own: its hash.
     Hash(&'a Hash32),
     /// A leaf inline in the branch: its record.
-    Inline(&'a [u8; INLINE_RECORD]),
+    Inline(&'a [u8]),
 }
 
 impl Piece<'_> {
@@ -632,25 +633,32 @@ pub(crate) const BRANCH_HEADER: usize = 11;
 /// Bytes of the longest branch encoding, padded: `11 + 17 * 48 = 827`, to a multiple of 64.
 pub(crate) const BRANCH_ENCODING_MAX: usize = 832;
 
-/// The unpadded length of the encoding of a branch with these masks.
-pub(crate) fn encoding_len(mask: u32, inline_mask: u32) -> usize {
-    let nodes = (mask & !inline_mask).count_ones() as usize;
-    BRANCH_HEADER + 32 * nodes + INLINE_RECORD * inline_mask.count_ones() as usize
-}
+impl Branch {
+    /// The unpadded length of this branch's encoding.
+    pub(crate) fn encoding_len(&self) -> usize {
+        let records: usize = self.leaves().iter().map(|l| l.record().len()).sum();
+        BRANCH_HEADER + 32 * self.nodes().len() + records
+    }
 
-/// Where the piece of the child in `slot` starts in the encoding of a branch with these masks.
-pub(crate) fn piece_offset(mask: u32, inline_mask: u32, slot: usize) -> usize {
-    let below = mask & ((1u32 << slot) - 1);
-    let inline = (below & inline_mask).count_ones() as usize;
-    BRANCH_HEADER + 32 * (below.count_ones() as usize - inline) + INLINE_RECORD * inline
+    /// Where the piece of the child in `slot` starts in this branch's encoding.
+    pub(crate) fn piece_offset(&self, slot: usize) -> usize {
+        let below = self.mask & ((1u32 << slot) - 1);
+        let nodes = (below & !self.inline_mask).count_ones() as usize;
+        let inline = (below & self.inline_mask).count_ones() as usize;
+        let records: usize = self.leaves()[..inline]
+            .iter()
+            .map(|l| l.record().len())
+            .sum();
+        BRANCH_HEADER + 32 * nodes + records
+    }
 }
 
 /// Writes the encoding of a branch into `buf` and returns its length: `1`, `pos` (`u16`, little
 /// endian), the slot mask and the inline mask (`u32`, little endian), each child's piece in
-/// slot order (at most 17: a node's hash, or an inline leaf's 48-byte record), then zeros up to
-/// a multiple of 64 bytes (BLAKE3's block), so that branches with the same numbers of node and
-/// inline children hash as equal-length messages, several at once ([`crate::hashing`]). The
-/// padding costs no compression: BLAKE3 pads a last partial block anyway.
+/// slot order (at most 17: a node's hash, or an inline leaf's record), then zeros up to a
+/// multiple of 64 bytes (BLAKE3's block), so that branches whose encodings take the same number
+/// of blocks hash as equal-length messages, several at once ([`crate::hashing`]). The padding
+/// costs no compression: BLAKE3 pads a last partial block anyway.
 pub(crate) fn encode_branch<'a>(
     pos: u16,
     mask: u32,
