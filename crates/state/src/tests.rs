@@ -222,11 +222,20 @@ fn options_for(seed: u64) -> Options {
         Options::default()
     } else {
         Options {
-            checkpoint_bytes: 1,
-            memory_budget: 0,
-            compact_min_bytes: 0,
             commit_threads: 1,
+            ..on_disk()
         }
+    }
+}
+
+/// Options that checkpoint at every finalize, keep nothing below the root in memory and compact
+/// at any size: every node a test reads after a checkpoint comes back from the node file.
+fn on_disk() -> Options {
+    Options {
+        checkpoint_bytes: 1,
+        memory_budget: 0,
+        compact_min_bytes: 0,
+        ..Options::default()
     }
 }
 
@@ -507,12 +516,6 @@ fn tampered_proofs_are_rejected() {
 #[test]
 fn a_lone_key_joins_its_first_branch_inline() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = || Options {
-        memory_budget: 0,
-        checkpoint_bytes: 1,
-        compact_min_bytes: 0,
-        ..Options::default()
-    };
     let small = |i: u8| (vec![i; 8], vec![i; 8]);
     let big = |i: u8| (vec![i; 30], vec![i; 30]);
     let steps: [&[Write]; 6] = [
@@ -527,7 +530,7 @@ fn a_lone_key_joins_its_first_branch_inline() {
     let mut head = RevisionId(0);
     for (round, writes) in steps.iter().enumerate() {
         // Each round reopens first, so the lone leaf comes back from the node file.
-        let db = Db::open_with(dir.path(), options()).expect("open");
+        let db = Db::open_with(dir.path(), on_disk()).expect("open");
         if round > 0 {
             assert_eq!(db.finalized(), head);
         }
@@ -565,13 +568,7 @@ fn a_lone_key_joins_its_first_branch_inline() {
 #[test]
 fn proofs_read_nodes_back_from_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = || Options {
-        memory_budget: 0,
-        checkpoint_bytes: 1,
-        compact_min_bytes: 0,
-        ..Options::default()
-    };
-    let db = Db::open_with(dir.path(), options()).expect("open");
+    let db = Db::open_with(dir.path(), on_disk()).expect("open");
     let mut head = db.finalized();
     for block in 0..4u32 {
         let mut ws = db.begin(head).expect("begin");
@@ -586,7 +583,7 @@ fn proofs_read_nodes_back_from_disk() {
         db.finalize(head).expect("finalize");
     }
     drop(db);
-    let db = Db::open_with(dir.path(), options()).expect("reopen");
+    let db = Db::open_with(dir.path(), on_disk()).expect("reopen");
     let snapshot = db.snapshot(db.finalized()).expect("snapshot");
     let commitment = snapshot.commitment().0;
     for i in [0u32, 777, 1_999, 2_000] {
@@ -649,13 +646,7 @@ fn node_files(dir: &Path) -> Vec<String> {
 #[test]
 fn compaction_bounds_the_node_file_and_keeps_old_snapshots_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = || Options {
-        checkpoint_bytes: 1,
-        memory_budget: 0,
-        compact_min_bytes: 0,
-        ..Options::default()
-    };
-    let db = Db::open_with(dir.path(), options()).expect("open");
+    let db = Db::open_with(dir.path(), on_disk()).expect("open");
     let write_block = |head: RevisionId, block: u32| {
         let mut ws = db.begin(head).expect("begin");
         for i in 0..500u32 {
@@ -701,7 +692,7 @@ fn compaction_bounds_the_node_file_and_keeps_old_snapshots_readable() {
     let expected = db.snapshot(head).expect("head").commitment();
     drop(old);
     drop(db);
-    let db = Db::open_with(dir.path(), options()).expect("reopen");
+    let db = Db::open_with(dir.path(), on_disk()).expect("reopen");
     let snapshot = db.snapshot(db.finalized()).expect("snapshot");
     assert_eq!(snapshot.commitment(), expected);
     assert_eq!(
