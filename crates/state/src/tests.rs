@@ -494,6 +494,24 @@ fn tampered_proofs_are_rejected() {
         hashes > 0 && leaves > 0,
         "siblings of both kinds tampered with"
     );
+    // An inline sibling too long to be inline cannot be part of any trie.
+    let mut too_long = proof.clone();
+    let step = proof.steps.len() - 1;
+    let leaf = too_long.steps[step]
+        .siblings
+        .iter_mut()
+        .find_map(|s| match s {
+            proof::Sibling::Leaf { value, .. } => Some(value),
+            proof::Sibling::Hash(_) => None,
+        })
+        .expect("the bottom branch holds inline leaves");
+    leaf.resize(60, 0);
+    assert_eq!(
+        too_long.verify(&commitment, &present),
+        Err(proof::ProofError::Malformed(
+            "an inline leaf too long to be inline"
+        ))
+    );
     for tampered in tampered {
         assert!(
             tampered.verify(&commitment, &present).is_err(),
