@@ -150,10 +150,7 @@ pub(crate) fn stage(
         let number = u16::try_from(entries.len() + 1).expect("STAGE_MAX fits in u16");
         let at = bytes.len();
         bytes.reserve(BRANCH_ENCODING_MAX);
-        bytes.push(1);
-        bytes.extend_from_slice(&pos.to_le_bytes());
-        bytes.extend_from_slice(&mask.to_le_bytes());
-        bytes.extend_from_slice(&inline_mask.to_le_bytes());
+        bytes.extend_from_slice(&trie::branch_header(pos, mask, inline_mask));
         let mut encoder = Encoder {
             bytes: Some(bytes),
             fresh_slots: 0,

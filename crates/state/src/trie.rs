@@ -634,13 +634,14 @@ pub(crate) const BRANCH_HEADER: usize = 11;
 pub(crate) const BRANCH_ENCODING_MAX: usize = 832;
 
 impl Branch {
-    /// The unpadded length of this branch's encoding.
+    /// The unpadded length of this branch's encoding: where a piece past the last slot would
+    /// start.
     pub(crate) fn encoding_len(&self) -> usize {
-        let records: usize = self.leaves().iter().map(|l| l.record().len()).sum();
-        BRANCH_HEADER + 32 * self.nodes().len() + records
+        self.piece_offset(SLOTS)
     }
 
-    /// Where the piece of the child in `slot` starts in this branch's encoding.
+    /// Where the piece of the child in `slot` (up to [`SLOTS`]) starts in this branch's
+    /// encoding.
     pub(crate) fn piece_offset(&self, slot: usize) -> usize {
         let below = self.mask & ((1u32 << slot) - 1);
         let nodes = (below & !self.inline_mask).count_ones() as usize;
@@ -651,6 +652,16 @@ impl Branch {
             .sum();
         BRANCH_HEADER + 32 * nodes + records
     }
+}
+
+/// The first bytes of a branch's encoding ([`encode_branch`]).
+pub(crate) fn branch_header(pos: u16, mask: u32, inline_mask: u32) -> [u8; BRANCH_HEADER] {
+    let mut header = [0u8; BRANCH_HEADER];
+    header[0] = 1;
+    header[1..3].copy_from_slice(&pos.to_le_bytes());
+    header[3..7].copy_from_slice(&mask.to_le_bytes());
+    header[7..11].copy_from_slice(&inline_mask.to_le_bytes());
+    header
 }
 
 /// Writes the encoding of a branch into `buf` and returns its length: `1`, `pos` (`u16`, little
@@ -666,10 +677,7 @@ pub(crate) fn encode_branch<'a>(
     pieces: impl Iterator<Item = Piece<'a>>,
     buf: &mut [u8],
 ) -> usize {
-    buf[0] = 1;
-    buf[1..3].copy_from_slice(&pos.to_le_bytes());
-    buf[3..7].copy_from_slice(&mask.to_le_bytes());
-    buf[7..11].copy_from_slice(&inline_mask.to_le_bytes());
+    buf[..BRANCH_HEADER].copy_from_slice(&branch_header(pos, mask, inline_mask));
     let mut len = BRANCH_HEADER;
     for piece in pieces.take(17) {
         let bytes = piece.bytes();
