@@ -464,7 +464,8 @@ impl Shared {
     fn check_state(&self, ready: Vec<(Item, SignedTransaction)>) -> Vec<(Item, Checked)> {
         let state = self.mempool.state();
         let config = &self.mempool.config;
-        let mut local: HashMap<Address, Summary, foldhash::fast::RandomState> = HashMap::default();
+        let mut local: HashMap<Address, Summary, std::collections::hash_map::RandomState> =
+            HashMap::default();
         let mut out = Vec::with_capacity(ready.len());
         for (item, tx) in ready {
             let sender = tx.sender();

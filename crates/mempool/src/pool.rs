@@ -15,9 +15,9 @@
 
 use crate::filter::{PendingIndex, SeenFilter, Summary};
 use crate::{MempoolConfig, Rejection, REPLACE_BUMP_PERCENT};
-use foldhash::fast::RandomState;
 use peregrine_state::Snapshot;
 use peregrine_types::{Account, Address, Hash, Payload, SignedTransaction};
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 

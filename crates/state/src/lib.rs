@@ -677,7 +677,8 @@ pub struct Db {
 /// A write set's own writes by key (`None`: deleted), hashed with foldhash (seeded per map).
 /// `ahash` hashed a key in about 130 ns on this project's machines, whose AES instructions it
 /// uses are slow there: `commit_profile 1000000 150 pool 10000 inserts` spent 4.1 to 4.2 ms
-/// per block on its reads and writes with it, 2.2 to 2.5 ms with foldhash (2026-11-24).
+/// per block on its reads and writes with it, 2.2 to 2.5 ms with foldhash (2026-11-24). A
+/// write set holds one block's writes, so keys chosen to collide cost at most that block.
 type WriteMap = HashMap<Bytes, Option<Bytes>, foldhash::fast::RandomState>;
 
 /// Entries a spare write map may have room for; a bigger one is dropped instead of kept.
