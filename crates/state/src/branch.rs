@@ -3,9 +3,17 @@
 //! # Layout
 //! `[BranchHead][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference
 //! count, hash, location, `pos`, slot masks, prefix: at most 112 bytes), then one [`Node`] handle
-//! (16 bytes) for each slot that holds a node of its own, then one [`Inline`] leaf (48 bytes) for
-//! each slot that holds a leaf inline, both in slot order. A slot's entry is found by its rank
-//! among the slots of its kind, so empty slots cost nothing.
+//! (16 bytes) for each slot that holds a node of its own, then one inline leaf's record for each
+//! slot that holds a leaf inline, both in slot order. A slot's entry is found by its rank among
+//! the slots of its kind, so empty slots cost nothing.
+//!
+//! # Strides
+//! Every inline leaf of a branch takes the same number of bytes, its *stride*: the smallest of
+//! 16, 24, 32 and 48 that holds the longest record the branch was built with, so a leaf's place
+//! still follows from its rank. An 8-byte key with an 8-byte value (an 18-byte record) takes 24
+//! bytes instead of 48; a bottom branch of sixteen of them copies 8 lines instead of 14. The
+//! stride's class is two bits of the [`Shape`], so a lookup still computes a leaf's address
+//! before the branch arrives. It is layout only: the commitment covers records, not strides.
 //!
 //! # Why not a fixed array of 17 child slots
 //! Most branches sit at the bottom of the trie and hold only inline leaves: with a fixed
@@ -37,7 +45,7 @@
 //! to save.
 #![allow(unsafe_code)]
 
-use crate::trie::{Hash32, Inline, Node};
+use crate::trie::{Hash32, InlineRef, Node};
 use crate::Bytes;
 use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell, UnsafeCell};
@@ -64,6 +72,8 @@ pub struct BranchHead {
     n_leaves: u8,
     /// Built by a commit and not hashed yet.
     fresh: AtomicBool,
+    /// Bytes each inline leaf takes: one of [`STRIDES`].
+    stride: u8,
     /// Where this fresh branch's encoding waits to be hashed (`crate::hashing`): 1 + its index
     /// in the building thread's stage, or 0.
     pub(crate) staged: u16,
@@ -80,19 +90,46 @@ const HEAD_BYTES: usize = std::mem::size_of::<BranchHead>();
 const _: () = assert!(HEAD_BYTES <= 112);
 const _: () = assert!(HEAD_BYTES.is_multiple_of(std::mem::align_of::<Node>()));
 const _: () = assert!(std::mem::size_of::<Node>() == 16);
-const _: () = assert!(std::mem::align_of::<Inline>() <= std::mem::align_of::<Node>());
+
+/// Bytes an inline leaf takes in a branch, by stride class: each a multiple of 8, so every
+/// leaf stays word-aligned, the largest the longest record ([`crate::trie::INLINE_RECORD`]).
+pub(crate) const STRIDES: [usize; 4] = [16, 24, 32, 48];
+
+/// The stride of class `class`: [`STRIDES`], by shifts rather than a load.
+#[inline]
+pub(crate) fn stride_of(class: u8) -> usize {
+    const PACKED: u32 = 16 | 24 << 8 | 32 << 16 | 48 << 24;
+    (PACKED >> (8 * (class & 3))) as usize & 0xff
+}
+
+/// The class of the smallest stride that holds a record of `len` bytes.
+#[inline]
+pub(crate) fn stride_class(len: usize) -> u8 {
+    debug_assert!(len <= STRIDES[3]);
+    match len {
+        0..=16 => 0,
+        17..=24 => 1,
+        25..=32 => 2,
+        _ => 3,
+    }
+}
 
 /// What a branch's parent keeps beside the pointer: `pos` (12 bits: keys are at most 1 KiB, so
-/// positions are at most 2,048) and the masks of node and inline slots (17 bits each), packed in
-/// six bytes that fit in the handle enum's padding.
+/// positions are at most 2,048), the masks of node and inline slots (17 bits each) and the
+/// stride class of its inline leaves (2 bits), packed in six bytes that fit in the handle enum's
+/// padding.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(2))]
 pub struct Shape([u16; 3]);
 
 impl Shape {
-    fn new(pos: u16, node_mask: u32, inline_mask: u32) -> Shape {
+    fn new(pos: u16, node_mask: u32, inline_mask: u32, class: u8) -> Shape {
         assert!(pos < 1 << 12, "a nibble position past 4,095");
-        let bits = u64::from(inline_mask) | u64::from(node_mask) << 17 | u64::from(pos) << 34;
+        debug_assert!(usize::from(class) < STRIDES.len());
+        let bits = u64::from(inline_mask)
+            | u64::from(node_mask) << 17
+            | u64::from(pos) << 34
+            | u64::from(class) << 46;
         Shape([bits as u16, (bits >> 16) as u16, (bits >> 32) as u16])
     }
 
@@ -104,7 +141,13 @@ impl Shape {
     /// The nibble position the branch splits on.
     #[inline]
     pub(crate) fn pos(self) -> usize {
-        (self.bits() >> 34) as usize
+        ((self.bits() >> 34) & 0xfff) as usize
+    }
+
+    /// Bytes each inline leaf takes in the branch.
+    #[inline]
+    pub(crate) fn stride(self) -> usize {
+        stride_of((self.bits() >> 46) as u8)
     }
 
     /// Bit `s` is set when slot `s` holds an inline leaf.
@@ -136,6 +179,9 @@ pub(crate) struct Parts {
     pub pos: u16,
     pub mask: u32,
     pub inline_mask: u32,
+    /// The stride class of the inline leaves: at least that of the longest record
+    /// ([`stride_class`]).
+    pub class: u8,
     pub prefix: Bytes,
 }
 
@@ -157,47 +203,56 @@ fn nodes_at(head: NonNull<BranchHead>) -> *mut Node {
 }
 
 /// Where the inline leaves of that branch start: right after its `n_nodes` child handles.
-fn leaves_at(head: NonNull<BranchHead>, n_nodes: usize) -> *mut Inline {
+fn leaves_at(head: NonNull<BranchHead>, n_nodes: usize) -> *mut u8 {
     // SAFETY: `layout` puts the leaves right after the handles, inside the allocation.
-    unsafe { nodes_at(head).add(n_nodes) as *mut Inline }
+    unsafe { nodes_at(head).add(n_nodes) as *mut u8 }
 }
 
-fn layout(n_nodes: usize, n_leaves: usize) -> Layout {
-    let bytes = HEAD_BYTES
-        + n_nodes * std::mem::size_of::<Node>()
-        + n_leaves * std::mem::size_of::<Inline>();
+fn layout(n_nodes: usize, n_leaves: usize, stride: usize) -> Layout {
+    let bytes = HEAD_BYTES + n_nodes * std::mem::size_of::<Node>() + n_leaves * stride;
     Layout::from_size_align(bytes, std::mem::align_of::<BranchHead>()).expect("a branch layout")
 }
 
 impl Branch {
-    /// A branch of `parts` holding `nodes` (its node slots' contents, in slot order) and the
-    /// inline leaves in `leaf_runs` (its inline slots' contents, in slot order, as runs that are
-    /// copied straight into the new allocation); the masks must say which is where.
-    pub(crate) fn new(
+    /// A branch of `parts` holding `nodes` (its node slots' contents, in slot order) and
+    /// `leaves` (its inline slots' contents, in slot order); the masks must say which is where.
+    pub(crate) fn new<'a>(
         parts: Parts,
         nodes: impl IntoIterator<Item = Node>,
-        leaf_runs: &[&[Inline]],
+        leaves: impl IntoIterator<Item = InlineRef<'a>>,
     ) -> Branch {
         let mut builder = Builder::new(parts);
         for node in nodes {
             builder.push_node(node);
         }
-        for run in leaf_runs {
-            builder.push_leaves(run);
+        for leaf in leaves {
+            builder.push_leaf(leaf);
         }
         builder.finish()
     }
 
     /// What the parent keeps beside the pointer.
     pub(crate) fn shape(&self) -> Shape {
-        Shape::new(self.pos, self.mask & !self.inline_mask, self.inline_mask)
+        let node_mask = self.mask & !self.inline_mask;
+        Shape::new(self.pos, node_mask, self.inline_mask, self.class())
+    }
+
+    /// The stride class of the inline leaves ([`STRIDES`]).
+    pub(crate) fn class(&self) -> u8 {
+        stride_class(self.stride())
+    }
+
+    /// Bytes each inline leaf takes.
+    #[inline]
+    pub(crate) fn stride(&self) -> usize {
+        usize::from(self.stride)
     }
 
     fn nodes_ptr(&self) -> *const Node {
         nodes_at(self.0)
     }
 
-    fn leaves_ptr(&self, n_nodes: usize) -> *const Inline {
+    fn leaves_ptr(&self, n_nodes: usize) -> *const u8 {
         leaves_at(self.0, n_nodes)
     }
 
@@ -207,11 +262,27 @@ impl Branch {
         unsafe { std::slice::from_raw_parts(self.nodes_ptr(), usize::from(self.n_nodes)) }
     }
 
-    /// The inline leaves, in slot order.
-    pub(crate) fn leaves(&self) -> &[Inline] {
+    /// The inline leaves' stored bytes: `n_leaves` records of one stride each.
+    pub(crate) fn leaf_bytes(&self) -> &[u8] {
         let n_nodes = usize::from(self.n_nodes);
-        // SAFETY: `n_leaves` leaves were written after the nodes and live as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.leaves_ptr(n_nodes), usize::from(self.n_leaves)) }
+        let len = usize::from(self.n_leaves) * self.stride();
+        // SAFETY: `n_leaves` leaves of this stride were written, padding included, after the
+        // nodes, and live as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.leaves_ptr(n_nodes), len) }
+    }
+
+    /// The inline leaves, in slot order.
+    pub(crate) fn leaves(&self) -> impl ExactSizeIterator<Item = InlineRef<'_>> {
+        self.leaf_bytes()
+            .chunks_exact(self.stride())
+            .map(InlineRef::stored)
+    }
+
+    /// The inline leaf of rank `i` among the inline slots.
+    #[inline]
+    pub(crate) fn leaf(&self, i: usize) -> InlineRef<'_> {
+        let stride = self.stride();
+        InlineRef::stored(&self.leaf_bytes()[i * stride..][..stride])
     }
 
     /// The node in `slot`, if it holds one: addressed from the shape the parent keeps, without
@@ -230,15 +301,21 @@ impl Branch {
 
     /// The inline leaf in `slot`, if it holds one: addressed from the shape the parent keeps.
     #[inline]
-    pub(crate) fn leaf_in(&self, shape: Shape, slot: usize) -> Option<&Inline> {
+    pub(crate) fn leaf_in(&self, shape: Shape, slot: usize) -> Option<InlineRef<'_>> {
         let mask = shape.inline_mask();
         if mask & (1 << slot) == 0 {
             return None;
         }
         debug_assert!(shape == self.shape());
         let n_nodes = shape.node_mask().count_ones() as usize;
-        // SAFETY: as in `node_in`, the counts come from this branch's own masks.
-        Some(unsafe { &*self.leaves_ptr(n_nodes).add(rank(mask, slot)) })
+        let stride = shape.stride();
+        // SAFETY: as in `node_in`, the counts and the stride come from this branch's own head,
+        // so the leaf is one of the `n_leaves` written.
+        let stored = unsafe {
+            let at = self.leaves_ptr(n_nodes).add(rank(mask, slot) * stride);
+            std::slice::from_raw_parts(at, stride)
+        };
+        Some(InlineRef::stored(stored))
     }
 
     /// The hash. Never asked of a fresh branch: a commit hashes what it built before anything
@@ -307,7 +384,8 @@ impl Builder {
         assert!(parts.mask >> SLOTS == 0 && parts.inline_mask & !parts.mask == 0);
         let n_nodes = (parts.mask & !parts.inline_mask).count_ones() as usize;
         let n_leaves = parts.inline_mask.count_ones() as usize;
-        let layout = layout(n_nodes, n_leaves);
+        let stride = stride_of(parts.class);
+        let layout = layout(n_nodes, n_leaves, stride);
         // SAFETY: the layout is non-zero, and the head is written at its start.
         unsafe {
             let raw = alloc::alloc(layout) as *mut BranchHead;
@@ -322,6 +400,7 @@ impl Builder {
                 n_nodes: n_nodes as u8,
                 n_leaves: n_leaves as u8,
                 fresh: AtomicBool::new(parts.hash.is_none()),
+                stride: stride as u8,
                 staged: parts.staged,
                 mask: parts.mask,
                 inline_mask: parts.inline_mask,
@@ -344,7 +423,7 @@ impl Builder {
         nodes_at(self.head)
     }
 
-    fn leaves_ptr(&self) -> *mut Inline {
+    fn leaves_ptr(&self) -> *mut u8 {
         leaves_at(self.head, usize::from(self.head().n_nodes))
     }
 
@@ -365,31 +444,40 @@ impl Builder {
         self.nodes += 1;
     }
 
-    /// Appends the next inline leaf.
+    /// Appends the next inline leaf: its record, and zeros to the stride.
     #[inline]
-    pub(crate) fn push_leaf(&mut self, leaf: &Inline) {
+    pub(crate) fn push_leaf(&mut self, leaf: InlineRef<'_>) {
+        let head = self.head();
+        let stride = usize::from(head.stride);
         assert!(
-            self.leaves < usize::from(self.head().n_leaves),
+            self.leaves < usize::from(head.n_leaves),
             "a leaf past the mask"
         );
-        // SAFETY: within the inline leaves' run, at a place not written yet; `Inline` is `Copy`.
-        unsafe { self.leaves_ptr().add(self.leaves).write(*leaf) };
-        self.leaves += 1;
-    }
-
-    /// Appends the next inline leaves.
-    pub(crate) fn push_leaves(&mut self, leaves: &[Inline]) {
-        let end = self.leaves + leaves.len();
         assert!(
-            end <= usize::from(self.head().n_leaves),
-            "a leaf past the mask"
+            leaf.record().len() <= stride,
+            "a leaf longer than the stride"
         );
-        // SAFETY: within the inline leaves' run, at places not written yet; `Inline` is `Copy`.
+        // A stored leaf's padding is zeros, so copying its bytes up to the stride copies the
+        // record and zeros.
+        let stored = leaf.bytes();
+        // SAFETY: within the inline leaves' run, at a place not written yet, `stride` bytes in
+        // all; each fixed-size copy reads `stride` bytes of `stored`, which has at least that.
         unsafe {
-            let at = self.leaves_ptr().add(self.leaves);
-            ptr::copy_nonoverlapping(leaves.as_ptr(), at, leaves.len());
+            let at = self.leaves_ptr().add(self.leaves * stride);
+            let from = stored.as_ptr();
+            match stride {
+                _ if stored.len() < stride => {
+                    ptr::copy_nonoverlapping(from, at, stored.len());
+                    ptr::write_bytes(at.add(stored.len()), 0, stride - stored.len());
+                }
+                // Constant sizes, so each copy is a few register moves, not a call.
+                16 => ptr::copy_nonoverlapping(from, at, 16),
+                24 => ptr::copy_nonoverlapping(from, at, 24),
+                32 => ptr::copy_nonoverlapping(from, at, 32),
+                _ => ptr::copy_nonoverlapping(from, at, STRIDES[3]),
+            }
         }
-        self.leaves = end;
+        self.leaves += 1;
     }
 
     /// Records where the branch's encoding is staged ([`BranchHead::staged`]).
@@ -415,7 +503,12 @@ impl Drop for Builder {
     /// A branch abandoned half-built (a panic while copying) drops what it was given.
     fn drop(&mut self) {
         let head = self.head();
-        let layout = layout(usize::from(head.n_nodes), usize::from(head.n_leaves));
+        let stride = usize::from(head.stride);
+        let layout = layout(
+            usize::from(head.n_nodes),
+            usize::from(head.n_leaves),
+            stride,
+        );
         // SAFETY: the first `self.nodes` handles were written and nothing else owns them; the
         // head is dropped once and the memory returned with its own layout.
         unsafe {
@@ -579,31 +672,93 @@ unsafe fn free(raw: NonNull<BranchHead>) {
     unsafe {
         let head = raw.as_ref();
         let (n_nodes, n_leaves) = (usize::from(head.n_nodes), usize::from(head.n_leaves));
+        let layout = layout(n_nodes, n_leaves, usize::from(head.stride));
         let nodes = ptr::slice_from_raw_parts_mut(nodes_at(raw), n_nodes);
         crate::trie::warm(&*nodes);
         ptr::drop_in_place(nodes);
         ptr::drop_in_place(raw.as_ptr());
-        alloc::dealloc(raw.as_ptr() as *mut u8, layout(n_nodes, n_leaves));
+        alloc::dealloc(raw.as_ptr() as *mut u8, layout);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trie::Inline;
 
     #[test]
-    fn a_shape_keeps_its_position_and_masks_at_their_limits() {
-        for (pos, nodes, inline) in [(0, 0, 0), (2048, 0x1_5555, 0xaaaa), (4095, 0x1_ffff, 0)] {
-            let shape = Shape::new(pos, nodes, inline);
+    fn a_shape_keeps_its_position_masks_and_stride_at_their_limits() {
+        let cases = [
+            (0, 0, 0, 0),
+            (2048, 0x1_5555, 0xaaaa, 1),
+            (4095, 0x1_ffff, 0, 3),
+            (4095, 0, 0x1_ffff, 2),
+        ];
+        for (pos, nodes, inline, class) in cases {
+            let shape = Shape::new(pos, nodes, inline, class);
             assert_eq!(shape.pos(), usize::from(pos));
             assert_eq!(shape.node_mask(), nodes);
             assert_eq!(shape.inline_mask(), inline);
+            assert_eq!(shape.stride(), STRIDES[usize::from(class)]);
         }
-        let shape = Shape::new(7, 0, 0x1_ffff);
-        assert_eq!(
-            (shape.pos(), shape.node_mask(), shape.inline_mask()),
-            (7, 0, 0x1_ffff)
-        );
+    }
+
+    #[test]
+    fn a_stride_holds_its_longest_record_and_no_more() {
+        for (class, &stride) in STRIDES.iter().enumerate() {
+            assert_eq!(stride_of(class as u8), stride);
+            assert_eq!(stride_class(stride), class as u8);
+        }
+        for len in 2..=STRIDES[3] {
+            let stride = STRIDES[usize::from(stride_class(len))];
+            assert!(len <= stride, "{len} bytes in a {stride}-byte stride");
+            let smaller = STRIDES.iter().filter(|&&s| s < stride).max();
+            assert!(
+                smaller.is_none_or(|&s| len > s),
+                "{len} fits a smaller stride"
+            );
+        }
+    }
+
+    /// Branches of inline leaves with records of every length class, mixed: each finds every
+    /// leaf by slot, with its padding zeroed, and takes the stride of its longest record.
+    #[test]
+    fn a_branch_stores_inline_leaves_at_the_stride_of_its_longest() {
+        let value = |len: usize| vec![len as u8; len];
+        for longest in [0usize, 8, 14, 20, 22, 28, 30, 44] {
+            let leaves: Vec<Inline> = (0..5u8)
+                .map(|i| Inline::new(&[i], &value(longest.min(usize::from(i) * 11))))
+                .chain([Inline::new(&[9], &value(longest))])
+                .map(|leaf| leaf.expect("fits inline"))
+                .collect();
+            let class = leaves.iter().map(|l| l.as_ref().class()).max().unwrap_or(0);
+            let mask = 0b10_1010_1010_1010;
+            let inline_mask = 0b10_1010_1010_1010 & !(1 << 3);
+            let node = Node::leaf(b"n", &[1; 64]);
+            let mut parts = parts(mask | 1 << 3, inline_mask);
+            parts.class = class;
+            let branch = Branch::new(parts, [node], leaves.iter().map(Inline::as_ref));
+            let shape = branch.shape();
+            assert_eq!(
+                shape.stride(),
+                STRIDES[usize::from(stride_class(3 + longest))]
+            );
+            let size = layout(1, leaves.len(), shape.stride()).size();
+            assert_eq!(size, HEAD_BYTES + 16 + leaves.len() * shape.stride());
+            let slots = set_bits_of(inline_mask);
+            for (leaf, slot) in leaves.iter().zip(slots) {
+                let stored = branch.leaf_in(shape, slot).expect("an inline leaf");
+                assert_eq!(stored.entry(), leaf.entry());
+                assert!(stored.bytes()[stored.record().len()..]
+                    .iter()
+                    .all(|&b| b == 0));
+            }
+            assert!(branch.node_in(shape, 3).is_some());
+        }
+    }
+
+    fn set_bits_of(mask: u32) -> impl Iterator<Item = usize> {
+        (0..SLOTS).filter(move |s| mask & (1 << s) != 0)
     }
 
     #[test]
@@ -617,9 +772,10 @@ mod tests {
             pos: 0,
             mask: 1 << 2 | 1 << 5 | 1 << 16,
             inline_mask: 1 << 5,
+            class: 0,
             prefix: Bytes::new(),
         };
-        let branch = Branch::new(parts, [a.clone(), b.clone()], &[&[inline]]);
+        let branch = Branch::new(parts, [a.clone(), b.clone()], [inline.as_ref()]);
         let shape = branch.shape();
         assert!(branch.node_in(shape, 2).is_some_and(|n| n.ptr_eq(&a)));
         assert!(branch.node_in(shape, 16).is_some_and(|n| n.ptr_eq(&b)));
@@ -644,6 +800,7 @@ mod tests {
             pos: 0,
             mask,
             inline_mask,
+            class: 0,
             prefix: Bytes::new(),
         }
     }
@@ -651,7 +808,7 @@ mod tests {
     /// A branch over `children`, all of them nodes in slots `0..children.len()`.
     fn over(children: Vec<Node>) -> Node {
         let mask = (1u32 << children.len()) - 1;
-        let branch = Branch::new(parts(mask, 0), children, &[]);
+        let branch = Branch::new(parts(mask, 0), children, []);
         Node::Branch(branch.shape(), branch)
     }
 
@@ -705,7 +862,7 @@ mod tests {
     #[should_panic(expected = "fewer children than its masks name")]
     fn a_branch_cannot_be_finished_with_children_missing() {
         let mut builder = Builder::new(parts(0b11, 0b11));
-        builder.push_leaves(&[Inline::new(b"a", b"1").expect("fits inline")]);
+        builder.push_leaf(Inline::new(b"a", b"1").expect("fits inline").as_ref());
         builder.finish();
     }
 
@@ -719,8 +876,16 @@ mod tests {
 
     #[test]
     fn a_branch_of_inline_leaves_has_no_room_for_child_nodes() {
-        let four_leaves = layout(0, 4).size();
+        let four_leaves = layout(0, 4, STRIDES[3]).size();
         assert_eq!(four_leaves, HEAD_BYTES + 4 * std::mem::size_of::<Inline>());
         assert!(four_leaves <= 432);
+        assert!(layout(0, 16, STRIDES[1]).size() <= 8 * 64);
+    }
+
+    #[test]
+    #[should_panic(expected = "a leaf longer than the stride")]
+    fn a_branch_takes_no_leaf_longer_than_its_stride() {
+        let mut builder = Builder::new(parts(0b1, 0b1));
+        builder.push_leaf(Inline::new(b"key", &[1; 20]).expect("fits inline").as_ref());
     }
 }

@@ -365,9 +365,10 @@ mod tests {
             pos,
             mask,
             inline_mask: mask,
+            class: leaves.iter().map(|l| l.as_ref().class()).max().unwrap_or(0),
             prefix: Bytes::new(),
         };
-        Branch::new(parts, [], &[&leaves])
+        Branch::new(parts, [], leaves.iter().map(Inline::as_ref))
     }
 
     /// At every encoded length, and for batches of one to more than `BATCH`, the batched hashes

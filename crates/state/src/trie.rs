@@ -11,8 +11,9 @@
 //!
 //! # Inline leaves
 //! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
-//! allocation, after the branch's fixed part, as a record in 48 bytes ([`Inline`]): it has no
-//! allocation, reference count, hash or cache miss of its own. Copying a branch copies its inline
+//! allocation, after the branch's fixed part, as a record ([`Inline`]) padded to the branch's
+//! stride (16 to 48 bytes, see [`crate::branch`]): it has no allocation, reference count, hash or
+//! cache miss of its own. Copying a branch copies its inline
 //! leaves with the branch, and freeing one touches none of them, so the bottom level of the trie
 //! (where most leaves hang) costs no child loads to copy or free. The parent's handle carries the
 //! mask of inline slots, so a lookup computes the address of the leaf it wants before the branch
@@ -93,15 +94,65 @@ pub(crate) const INLINE_BYTES: usize = 46;
 pub(crate) const INLINE_RECORD: usize = 2 + INLINE_BYTES;
 
 /// A leaf that lives inside its parent branch: no allocation, reference count, hash or cache
-/// miss of its own. It is its record, `key length u8 ‖ key and value length u8 ‖ key ‖ value`,
-/// stored in a fixed 48 bytes; the record without the padding is what the branch's hash covers
-/// in its slot ([`Piece`]). It is `Copy`, so copying a branch copies its inline leaves in one
-/// `memcpy`, and freeing a branch touches none of them.
+/// miss of its own. It is its record, `key length u8 ‖ key and value length u8 ‖ key ‖ value`;
+/// the record without padding is what the branch's hash covers in its slot ([`Piece`]). This
+/// owned form, for a leaf on its way into a branch, pads it to 48 bytes; a branch stores it
+/// padded to its own stride ([`crate::branch`], "Strides"), and lends it as an [`InlineRef`].
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 pub struct Inline([u8; INLINE_RECORD]);
 
 const _: () = assert!(std::mem::size_of::<Inline>() == 48);
+
+/// An inline leaf as a branch stores it: its record, then zeros to the branch's stride.
+#[derive(Clone, Copy)]
+pub struct InlineRef<'a>(&'a [u8]);
+
+impl<'a> InlineRef<'a> {
+    /// The leaf stored in `bytes`: a record, then zero padding.
+    pub(crate) fn stored(bytes: &'a [u8]) -> InlineRef<'a> {
+        debug_assert!(bytes.len() >= 2 && bytes.len() >= 2 + usize::from(bytes[1]));
+        InlineRef(bytes)
+    }
+
+    /// The key and the value.
+    pub(crate) fn entry(self) -> (&'a [u8], &'a [u8]) {
+        self.0[2..2 + usize::from(self.0[1])].split_at(usize::from(self.0[0]))
+    }
+
+    /// The record, as the parent's hash covers it: without the padding.
+    pub(crate) fn record(self) -> &'a [u8] {
+        &self.0[..2 + usize::from(self.0[1])]
+    }
+
+    /// The record and its padding.
+    pub(crate) fn bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The stride class a branch needs to hold this leaf.
+    pub(crate) fn class(self) -> u8 {
+        crate::branch::stride_class(self.record().len())
+    }
+
+    /// The leaf, owned.
+    #[inline]
+    pub(crate) fn to_inline(self) -> Inline {
+        let mut record = [0u8; INLINE_RECORD];
+        // The stored length is a stride (or 48): constant-size copies, not a call.
+        match self.0.len() {
+            16 => record[..16].copy_from_slice(&self.0[..16]),
+            24 => record[..24].copy_from_slice(&self.0[..24]),
+            32 => record[..32].copy_from_slice(&self.0[..32]),
+            INLINE_RECORD => record.copy_from_slice(&self.0[..INLINE_RECORD]),
+            _ => {
+                let record_len = self.record().len();
+                record[..record_len].copy_from_slice(self.record());
+            }
+        }
+        Inline(record)
+    }
+}
 
 impl Inline {
     /// The leaf for `key` and `value`, if they fit inline.
@@ -118,14 +169,19 @@ impl Inline {
         Some(Inline(record))
     }
 
+    /// The leaf, lent as a branch lends its own.
+    pub(crate) fn as_ref(&self) -> InlineRef<'_> {
+        InlineRef(&self.0)
+    }
+
     /// The key and the value.
     pub(crate) fn entry(&self) -> (&[u8], &[u8]) {
-        self.0[2..2 + usize::from(self.0[1])].split_at(usize::from(self.0[0]))
+        self.as_ref().entry()
     }
 
     /// The record, as the parent's hash covers it: without the padding.
     pub(crate) fn record(&self) -> &[u8] {
-        &self.0[..2 + usize::from(self.0[1])]
+        self.as_ref().record()
     }
 }
 
@@ -168,7 +224,7 @@ pub(crate) enum Child {
 #[derive(Clone, Copy)]
 pub(crate) enum Slot<'a> {
     Node(&'a Node),
-    Inline(&'a Inline),
+    Inline(InlineRef<'a>),
 }
 
 impl Child {
@@ -217,7 +273,7 @@ impl<'a> Slot<'a> {
     pub(crate) fn owned(self) -> Child {
         match self {
             Slot::Node(node) => Child::Node(node.clone()),
-            Slot::Inline(leaf) => Child::Inline(*leaf),
+            Slot::Inline(leaf) => Child::Inline(leaf.to_inline()),
         }
     }
 
@@ -285,11 +341,12 @@ impl Branch {
     /// A new branch over `slots` (at least two, in slot order): hashed, or fresh for its
     /// commit to hash ([`crate::hashing`]).
     fn from_slots(pos: u16, prefix: Bytes, slots: Slots, loc: u64, hashing: Hashing) -> Branch {
-        let (mut mask, mut inline_mask) = (0u32, 0u32);
+        let (mut mask, mut inline_mask, mut class) = (0u32, 0u32, 0u8);
         for (slot, child) in &slots {
             mask |= 1 << slot;
-            if let Child::Inline(_) = child {
+            if let Child::Inline(leaf) = child {
                 inline_mask |= 1 << slot;
+                class = class.max(leaf.as_ref().class());
             }
         }
         let hash = match hashing {
@@ -308,6 +365,7 @@ impl Branch {
             pos,
             mask,
             inline_mask,
+            class,
             prefix,
         };
         build_with(parts, hashing, |builder, encoder| {
@@ -327,6 +385,7 @@ impl Branch {
         writes: usize,
     ) -> Option<Child> {
         let (mut mask, mut inline_mask, mut changed) = (self.mask, self.inline_mask, 0u32);
+        let mut class = 0;
         for (slot, child) in &changes {
             let bit = 1u32 << slot;
             changed |= bit;
@@ -335,9 +394,10 @@ impl Branch {
             match child {
                 None => {}
                 Some(Child::Node(_)) => mask |= bit,
-                Some(Child::Inline(_)) => {
+                Some(Child::Inline(leaf)) => {
                     mask |= bit;
                     inline_mask |= bit;
+                    class = class.max(leaf.as_ref().class());
                 }
             }
         }
@@ -353,9 +413,10 @@ impl Branch {
             pos: self.pos,
             mask,
             inline_mask,
+            class: class.max(self.kept_class(changed)),
             prefix: self.prefix.clone(),
         };
-        let (old_nodes, old_leaves) = (self.nodes(), self.leaves());
+        let old_nodes = self.nodes();
         let branch = build_with(parts, Hashing::fresh(writes), |builder, encoder| {
             let (mut nodes, mut leaves, mut next) = (0, 0, 0);
             // Every slot that was, is, or was written to (a delete of a missing key included).
@@ -373,7 +434,7 @@ impl Branch {
                     }
                     next += 1;
                 } else if was_inline {
-                    let leaf = &old_leaves[leaves];
+                    let leaf = self.leaf(leaves);
                     leaves += 1;
                     encoder.child(slot, Some(Piece::Inline(leaf.record())));
                     builder.push_leaf(leaf);
@@ -386,6 +447,23 @@ impl Branch {
             }
         });
         Some(Child::Node(branch.into_node()))
+    }
+
+    /// The stride class the inline leaves this branch keeps need when the slots in `changed`
+    /// are rewritten: that of the longest of them.
+    fn kept_class(&self, changed: u32) -> u8 {
+        let kept = self.inline_mask & !changed;
+        if kept == self.inline_mask {
+            return self.class();
+        }
+        let (mut class, mut i) = (0, 0);
+        for slot in set_bits(self.inline_mask) {
+            if kept & (1 << slot) != 0 {
+                class = class.max(self.leaf(i).class());
+            }
+            i += 1;
+        }
+        class
     }
 
     /// The one child left in `mask` once `changes` are applied: moved out of `changes`, or
@@ -410,7 +488,7 @@ impl Branch {
     pub(crate) fn slot(&self, slot: usize) -> Option<Slot<'_>> {
         let bit = 1u32 << slot;
         if self.inline_mask & bit != 0 {
-            Some(Slot::Inline(&self.leaves()[rank(self.inline_mask, slot)]))
+            Some(Slot::Inline(self.leaf(rank(self.inline_mask, slot))))
         } else if self.mask & bit != 0 {
             let node_mask = self.mask & !self.inline_mask;
             Some(Slot::Node(&self.nodes()[rank(node_mask, slot)]))
@@ -443,9 +521,10 @@ impl Branch {
             pos: self.pos,
             mask: self.mask,
             inline_mask: self.inline_mask,
+            class: self.class(),
             prefix: self.prefix.clone(),
         };
-        Branch::new(parts, nodes, &[self.leaves()])
+        Branch::new(parts, nodes, self.leaves())
     }
 }
 
@@ -480,7 +559,7 @@ fn put_child(builder: &mut Builder, encoder: &mut Encoder, slot: usize, child: C
         }
         Child::Inline(leaf) => {
             encoder.child(slot, Some(Piece::Inline(leaf.record())));
-            builder.push_leaf(&leaf);
+            builder.push_leaf(leaf.as_ref());
         }
     }
 }
@@ -646,10 +725,7 @@ impl Branch {
         let below = self.mask & ((1u32 << slot) - 1);
         let nodes = (below & !self.inline_mask).count_ones() as usize;
         let inline = (below & self.inline_mask).count_ones() as usize;
-        let records: usize = self.leaves()[..inline]
-            .iter()
-            .map(|l| l.record().len())
-            .sum();
+        let records: usize = self.leaves().take(inline).map(|l| l.record().len()).sum();
         BRANCH_HEADER + 32 * nodes + records
     }
 }
@@ -901,7 +977,12 @@ fn apply_slot(ctx: Ctx, slot: Option<Slot>, writes: &[Change]) -> Result<Applied
     match slot {
         None => apply_node(ctx, None, writes),
         Some(Slot::Node(node)) => apply_node(ctx, Some(node), writes),
-        Some(Slot::Inline(leaf)) => Ok(apply_leaf(ctx, Child::Inline(*leaf), leaf.entry(), writes)),
+        Some(Slot::Inline(leaf)) => Ok(apply_leaf(
+            ctx,
+            Child::Inline(leaf.to_inline()),
+            leaf.entry(),
+            writes,
+        )),
     }
 }
 
@@ -1033,10 +1114,12 @@ pub(crate) fn warm(nodes: &[Node]) {
 /// leaves and the new branch's encoding follow.
 fn warm_leaves(b: &Branch) {
     let touched = b
-        .leaves()
+        .leaf_bytes()
         .iter()
-        .fold(0u8, |acc, leaf| acc ^ leaf.0[0] ^ leaf.0[INLINE_RECORD - 1]);
-    std::hint::black_box(touched);
+        .step_by(64)
+        .fold(0u8, |acc, byte| acc ^ byte);
+    let last = b.leaf_bytes().last().copied().unwrap_or(0);
+    std::hint::black_box(touched ^ last);
 }
 
 /// Writes that leave the branch's prefix before `pos`: a new split at `split` above it.
