@@ -1,11 +1,12 @@
 //! Times commits of random updates into a loaded trie, for profiling the commit path:
 //! `cargo run --release --example commit_profile -p peregrine-state -- [keys] [blocks] [seq|pool]
-//! [transfers per block] [inserts]`.
+//! [transfers per block] [inserts|pairs]`.
 //!
 //! By default the trie holds the keys `0..keys` (8-byte big-endian, as `bench state`'s accounts)
 //! and each block makes transfers between them: two reads and two writes each. With `inserts`,
 //! the trie holds `keys` random keys (as `bench state`'s workload 1) and each block inserts
-//! twice the transfers' number of new random keys, with no reads.
+//! twice the transfers' number of new random keys, with no reads. With `pairs`, each transfer
+//! reads its two accounts with one `get_array`, as `bench state` does, instead of two `get`s.
 
 mod support;
 use peregrine_state::Db;
@@ -52,6 +53,7 @@ fn main() {
     let sequential = args.get(3).is_some_and(|a| a == "seq");
     let per_block: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let inserts = args.get(5).is_some_and(|a| a == "inserts");
+    let read_pairs = args.get(5).is_some_and(|a| a == "pairs");
     let loaded_key = |i: u64| if inserts { mix(i) } else { i };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path()).expect("open");
@@ -86,8 +88,16 @@ fn main() {
             }
             let r = mix(b << 32 ^ t);
             let (from, to) = ((r % keys).to_be_bytes(), (mix(r) % keys).to_be_bytes());
-            let a = ws.get(&from).map_or(0, |v| v.len() as u64);
-            let c = ws.get(&to).map_or(0, |v| v.len() as u64);
+            let (a, c) = if read_pairs {
+                let [a, c] = ws.get_array([from.as_slice(), to.as_slice()]);
+                (a, c)
+            } else {
+                (ws.get(&from), ws.get(&to))
+            };
+            let (a, c) = (
+                a.map_or(0, |v| v.len() as u64),
+                c.map_or(0, |v| v.len() as u64),
+            );
             ws.put_slice(&from, &(a + b).to_le_bytes()).expect("put");
             ws.put_slice(&to, &(c + b).to_le_bytes()).expect("put");
         }

@@ -430,6 +430,19 @@ impl WriteSet {
         out.into_iter().map(Option::flatten).collect()
     }
 
+    /// [`WriteSet::get_many`] for a fixed number of keys, without allocating: a transfer reads
+    /// its two accounts this way.
+    ///
+    /// # Panics
+    /// As [`Snapshot::get`].
+    pub fn get_array<const N: usize>(&self, keys: [&[u8]; N]) -> [Option<Bytes>; N] {
+        let mut out: [Option<Option<Bytes>>; N] = keys.map(|key| self.own(key));
+        self.parent
+            .fill(&keys, &mut out)
+            .unwrap_or_else(read_failed);
+        out.map(Option::flatten)
+    }
+
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), Error> {
         self.put_slice(&key, &value)

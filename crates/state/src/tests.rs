@@ -192,6 +192,7 @@ fn random_writes(
     let mut next = model.clone();
     for _ in 0..rng.gen_range(0..20) {
         let key = random_key(rng);
+        let written = key.clone();
         if rng.gen_bool(0.25) {
             ws.delete(key.clone()).expect("delete");
             next.remove(&key);
@@ -205,6 +206,12 @@ fn random_writes(
         assert_eq!(
             ws.get(&probe).map(|v| v.to_vec()),
             next.get(&probe).cloned()
+        );
+        // A transfer's read of two accounts: this block's write and any other key.
+        let pair = [probe.as_slice(), written.as_slice()];
+        assert_eq!(
+            ws.get_array(pair).map(|v| v.map(|v| v.to_vec())),
+            pair.map(|k| next.get(k).cloned())
         );
     }
     // This block's own writes and deletes answer first, the parent's revisions the rest.

@@ -1,7 +1,10 @@
 //! The engines of `peregrine bench state`, each behind the same small interface.
 //!
 //! A block is written through [`BlockWriter`] (reads see the block's own earlier writes) and then
-//! committed; a durable engine makes the block durable with one fsync at commit, which for
+//! committed. A transfer reads its two balances with one [`BlockWriter::get_pair`]: an engine
+//! with a batched read uses it (Peregrine's `get_many`, whose two lookups walk the trie
+//! together), the others (`BTreeMap`, redb, LMDB and fjall have none) read one key after the
+//! other; a durable engine makes the block durable with one fsync at commit, which for
 //! Peregrine is `commit` followed by `finalize`. [`Engine::reader`] hands a thread a view for
 //! random reads while the writer goes on: Peregrine's is the snapshot of the block four behind
 //! the head (the engine keeps every revision readable), the peers' are their latest committed
@@ -25,9 +28,16 @@ pub const READER_LAG: usize = 4;
 pub trait BlockWriter {
     /// The value of `key`, counting this block's earlier writes.
     fn get(&mut self, key: &[u8]) -> Result<Option<[u8; 8]>, BenchError>;
+    /// The values of `a` and `b`, as two [`BlockWriter::get`]s would give them.
+    fn get_pair(&mut self, a: &[u8], b: &[u8]) -> Result<Pair, BenchError> {
+        Ok((self.get(a)?, self.get(b)?))
+    }
     /// Writes `key`.
     fn put(&mut self, key: &[u8], value: &[u8; 8]) -> Result<(), BenchError>;
 }
+
+/// Two values read together.
+pub type Pair = (Option<[u8; 8]>, Option<[u8; 8]>);
 
 /// A view a reader thread can read from.
 pub type Reader = Box<dyn FnMut(&[u8]) -> Result<Option<[u8; 8]>, BenchError> + Send>;
@@ -137,6 +147,14 @@ struct PeregrineBlock(peregrine_state::WriteSet);
 impl BlockWriter for PeregrineBlock {
     fn get(&mut self, key: &[u8]) -> Result<Option<[u8; 8]>, BenchError> {
         self.0.get(key).as_deref().map(value8).transpose()
+    }
+
+    fn get_pair(&mut self, a: &[u8], b: &[u8]) -> Result<Pair, BenchError> {
+        let [va, vb] = self.0.get_array([a, b]);
+        Ok((
+            va.as_deref().map(value8).transpose()?,
+            vb.as_deref().map(value8).transpose()?,
+        ))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8; 8]) -> Result<(), BenchError> {

@@ -148,8 +148,8 @@ fn transfers(
                 let r = mix(seed ^ (b << 32) ^ t);
                 let (from, to) = (r % accounts, mix(r) % accounts);
                 let balance = |v: Option<[u8; 8]>| v.map_or(0, u64::from_le_bytes);
-                let a = balance(block.get(&account_key(from))?);
-                let c = balance(block.get(&account_key(to))?);
+                let (a, c) = block.get_pair(&account_key(from), &account_key(to))?;
+                let (a, c) = (balance(a), balance(c));
                 if from != to && a > 0 {
                     block.put(&account_key(from), &(a - 1).to_le_bytes())?;
                     block.put(&account_key(to), &(c + 1).to_le_bytes())?;
