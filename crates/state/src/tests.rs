@@ -961,3 +961,43 @@ fn pending_revisions_read_through_their_changes_to_their_parents() {
     assert_eq!(db.finalized(), b);
     assert_matches(&db, b, &model_b, &mut ChaCha8Rng::seed_from_u64(5));
 }
+
+/// A copy of a branch takes the stride its leaves need after the edit: it grows with a longer
+/// record and shrinks once the longest is gone, and every leaf reads back either way.
+#[test]
+fn a_copied_branch_takes_the_stride_of_the_leaves_it_keeps() {
+    let ctx = Ctx { parallel: false };
+    let put = |key: u8, len: usize| {
+        let value = Bytes::from_slice(&vec![key; len]);
+        (Bytes::from_slice(&[key]), Some(value))
+    };
+    let stride = |root: &Option<Node>| match root {
+        Some(Node::Branch(shape, b)) => {
+            assert_eq!(shape.stride(), b.stride());
+            b.stride()
+        }
+        _ => panic!("one branch over the keys"),
+    };
+    // One-byte keys 0x10 to 0x13 share their first nibble: one branch, four inline leaves.
+    let writes = [put(0x10, 4), put(0x11, 4), put(0x12, 4), put(0x13, 40)];
+    let mut root = trie::apply(ctx, None, &writes).expect("apply").0;
+    // Records are 2 + key + value bytes: 7 for the short values, 43 for the long one.
+    for (change, expected) in [(put(0x13, 4), 16), (put(0x11, 20), 24), (put(0x11, 4), 16)] {
+        let key = change.0.clone();
+        let value = change.1.clone();
+        root = trie::apply(ctx, root.as_ref(), &[change]).expect("apply").0;
+        assert_eq!(stride(&root), expected, "after writing {key:?}");
+        let node = root.as_ref().expect("a root");
+        assert_eq!(trie::get(node, &key).expect("get"), value);
+        assert_eq!(
+            trie::get(node, &[0x10]).expect("get").as_deref(),
+            Some(&[0x10; 4][..])
+        );
+    }
+    let deleted = (Bytes::from_slice(&[0x12]), None);
+    let grown = put(0x13, 28);
+    root = trie::apply(ctx, root.as_ref(), &[deleted, grown])
+        .expect("apply")
+        .0;
+    assert_eq!(stride(&root), 32);
+}
