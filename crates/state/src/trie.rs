@@ -13,9 +13,9 @@
 //! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
 //! allocation, after the branch's fixed part, as a record ([`Inline`]) padded to the branch's
 //! stride (16 to 48 bytes, see [`crate::branch`]): it has no allocation, reference count, hash or
-//! cache miss of its own. Copying a branch copies its inline
-//! leaves with the branch, and freeing one touches none of them, so the bottom level of the trie
-//! (where most leaves hang) costs no child loads to copy or free. The parent's handle carries the
+//! cache miss of its own. Copying a branch copies its inline leaves with the branch, and freeing
+//! one touches none of them, so the bottom level of the trie (where most leaves hang) costs no
+//! child loads to copy or free. The parent's handle carries the
 //! mask of inline slots, so a lookup computes the address of the leaf it wants before the branch
 //! arrives. Bigger leaves, and a lone key at the root, are [`Node::Leaf`]s. Which leaves are
 //! inline is a function of their sizes alone, so it is part of the commitment: the branch's hash
