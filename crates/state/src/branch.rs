@@ -98,7 +98,10 @@ pub(crate) const STRIDES: [usize; 4] = [16, 24, 32, 48];
 /// The stride of class `class`: [`STRIDES`], by shifts rather than a load.
 #[inline]
 pub(crate) fn stride_of(class: u8) -> usize {
-    const PACKED: u32 = 16 | 24 << 8 | 32 << 16 | 48 << 24;
+    const PACKED: u32 = STRIDES[0] as u32
+        | (STRIDES[1] as u32) << 8
+        | (STRIDES[2] as u32) << 16
+        | (STRIDES[3] as u32) << 24;
     (PACKED >> (8 * (class & 3))) as usize & 0xff
 }
 

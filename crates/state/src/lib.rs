@@ -425,8 +425,8 @@ impl WriteSet {
     /// # Panics
     /// As [`Snapshot::get`].
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Option<Bytes>> {
-        let mut out: Vec<Option<Option<Bytes>>> = keys.iter().map(|key| self.own(key)).collect();
-        self.parent.fill(keys, &mut out).unwrap_or_else(read_failed);
+        let mut out = vec![None; keys.len()];
+        self.answer(keys, &mut out);
         out.into_iter().map(Option::flatten).collect()
     }
 
@@ -436,11 +436,18 @@ impl WriteSet {
     /// # Panics
     /// As [`Snapshot::get`].
     pub fn get_array<const N: usize>(&self, keys: [&[u8]; N]) -> [Option<Bytes>; N] {
-        let mut out: [Option<Option<Bytes>>; N] = keys.map(|key| self.own(key));
-        self.parent
-            .fill(&keys, &mut out)
-            .unwrap_or_else(read_failed);
+        let mut out = [const { None }; N];
+        self.answer(&keys, &mut out);
         out.map(Option::flatten)
+    }
+
+    /// Answers each of `keys` into `out`: from this write set's own writes, then the rest from
+    /// the parent, whose lookups walk the trie together.
+    fn answer(&self, keys: &[&[u8]], out: &mut [Option<Option<Bytes>>]) {
+        for (answer, key) in out.iter_mut().zip(keys) {
+            *answer = self.own(key);
+        }
+        self.parent.fill(keys, out).unwrap_or_else(read_failed);
     }
 
     /// Sets `key` to `value`.
