@@ -41,22 +41,41 @@ pub struct FileState {
 }
 
 impl FileState {
-    /// Whether a checkpoint of a tree of `count` keys should compact rather than append.
-    pub fn compaction_due(&self, count: u64) -> bool {
-        if self.base_bytes == 0 {
-            // Unknown until the next append records it.
-            return false;
-        }
+    /// The live tree's estimated size on disk at `count` keys: the base scaled by the key count
+    /// (0 while unknown).
+    pub fn live_bytes(&self, count: u64) -> u64 {
         let live = match self.base_count {
             0 => u128::from(self.base_bytes),
             base_count => {
                 u128::from(self.base_bytes) * u128::from(count.max(1)) / u128::from(base_count)
             }
         };
+        u64::try_from(live).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a checkpoint of a tree of `count` keys should compact rather than append.
+    pub fn compaction_due(&self, count: u64) -> bool {
+        if self.base_bytes == 0 {
+            // Unknown until the next append records it.
+            return false;
+        }
+        let live = u128::from(self.live_bytes(count));
         self.end >= self.compact_min_bytes
             && u128::from(self.end) > u128::from(COMPACT_FACTOR) * live
     }
 }
+
+/// A finished checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpointed {
+    /// The revision it made durable in the node file.
+    pub revision: u64,
+    /// The live tree's estimated size on disk after it ([`FileState::live_bytes`]).
+    pub live_bytes: u64,
+}
+
+/// What a checkpoint job ends with: the checkpoint, or the error that stopped it.
+pub type Outcome = Result<Checkpointed, String>;
 
 struct Job {
     revision: u64,
@@ -67,7 +86,7 @@ struct Job {
 /// The checkpointer thread and the outcome of its last job.
 pub struct Checkpointer {
     jobs: Option<Sender<Job>>,
-    outcomes: Receiver<Result<u64, String>>,
+    outcomes: Receiver<Outcome>,
     busy: Mutex<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -114,8 +133,8 @@ impl Checkpointer {
         *busy = sent;
     }
 
-    /// The finished checkpoint's revision or error, if one has finished since the last call.
-    pub fn finished(&self) -> Option<Result<u64, String>> {
+    /// The finished checkpoint or its error, if one has finished since the last call.
+    pub fn finished(&self) -> Option<Outcome> {
         let mut busy = self.busy.lock();
         if !*busy {
             return None;
@@ -125,8 +144,8 @@ impl Checkpointer {
         Some(outcome)
     }
 
-    /// Waits for the running checkpoint, if any, and returns its revision or error.
-    pub fn wait(&self) -> Option<Result<u64, String>> {
+    /// Waits for the running checkpoint, if any, and returns it or its error.
+    pub fn wait(&self) -> Option<Outcome> {
         let mut busy = self.busy.lock();
         if !*busy {
             return None;
@@ -154,10 +173,15 @@ fn run(
     file: &NodeFile,
     mut state: FileState,
     jobs: &Receiver<Job>,
-    outcomes: &Sender<Result<u64, String>>,
+    outcomes: &Sender<Outcome>,
 ) {
     for job in jobs {
-        let outcome = write(dir, file, &mut state, &job).map_err(|e| e.to_string());
+        let outcome = write(dir, file, &mut state, &job)
+            .map(|revision| Checkpointed {
+                revision,
+                live_bytes: state.live_bytes(job.count),
+            })
+            .map_err(|e| e.to_string());
         if outcomes.send(outcome).is_err() {
             return;
         }

@@ -92,6 +92,35 @@ pub struct Wal {
     active: usize,
 }
 
+/// Consecutive `records` (in revision order) merged into batches of about `max_changes` changes:
+/// each batch is one list sorted by key, each key once with its last change, labelled with its
+/// last revision. Replay needs only the last finalized state, not every revision on the way, and
+/// one merge of a batch into the trie copies each branch it touches once.
+pub fn replay_batches(records: Vec<Record>, max_changes: usize) -> Vec<Record> {
+    let mut batches: Vec<Record> = Vec::new();
+    for (revision, changes) in records {
+        match batches.last_mut() {
+            Some((last, batch)) if batch.len() + changes.len() <= max_changes => {
+                *last = revision;
+                batch.extend(changes);
+            }
+            _ => batches.push((revision, changes)),
+        }
+    }
+    for (_, batch) in &mut batches {
+        // A stable sort keeps each key's changes in revision order; keep the last of each run.
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        batch.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+    }
+    batches
+}
+
 /// Opens one log file, reads its intact records and cuts a torn tail.
 fn open_file(dir: &Path, name: &str) -> Result<(File, Vec<Record>, u64), Error> {
     let mut file = OpenOptions::new()
@@ -239,5 +268,44 @@ mod tests {
         let (_, records) = Wal::open(dir.path(), 2).expect("reopen");
         let revisions: Vec<u64> = records.iter().map(|(rev, _)| *rev).collect();
         assert_eq!(revisions, vec![3, 4]);
+    }
+
+    fn change(key: &[u8], value: Option<&[u8]>) -> Change {
+        (Bytes::from_slice(key), value.map(Bytes::from_slice))
+    }
+
+    #[test]
+    fn replay_batches_keep_each_keys_last_change_in_key_order() {
+        let records = vec![
+            (1, vec![change(b"b", Some(b"1")), change(b"d", Some(b"1"))]),
+            (2, vec![change(b"a", Some(b"2")), change(b"b", None)]),
+            (3, vec![change(b"b", Some(b"3")), change(b"d", None)]),
+            (4, vec![]),
+            (5, vec![change(b"c", Some(b"5")), change(b"e", Some(b"5"))]),
+        ];
+        let expected = vec![
+            change(b"a", Some(b"2")),
+            change(b"b", Some(b"3")),
+            change(b"d", None),
+        ];
+        // Six changes fit in a batch: records 1 to 4 merge, record 5 would make eight.
+        let batches = replay_batches(records.clone(), 6);
+        assert_eq!(batches, vec![(4, expected), (5, records[4].1.clone())]);
+        // Unbounded, everything merges into one.
+        let all = replay_batches(records, usize::MAX);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, 5);
+        let keys: Vec<&[u8]> = all[0].1.iter().map(|(k, _)| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"b", b"c", b"d", b"e"]);
+        assert_eq!(all[0].1[1], change(b"b", Some(b"3")));
+        assert_eq!(all[0].1[3], change(b"d", None));
+    }
+
+    #[test]
+    fn a_record_bigger_than_a_batch_is_a_batch_of_its_own() {
+        let big: Vec<Change> = (0u8..5).map(|k| change(&[k], Some(b"v"))).collect();
+        let records = vec![(1, put(b"z")), (2, big.clone()), (3, put(b"y"))];
+        let batches = replay_batches(records, 2);
+        assert_eq!(batches, vec![(1, put(b"z")), (2, big), (3, put(b"y"))]);
     }
 }

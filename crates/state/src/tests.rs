@@ -1001,3 +1001,63 @@ fn a_copied_branch_takes_the_stride_of_the_leaves_it_keeps() {
         .0;
     assert_eq!(stride(&root), 32);
 }
+
+/// The log between checkpoints grows with the live tree: after a checkpoint whose node file
+/// holds `live` bytes, the next starts at the first finalize that brings the log past `live`
+/// bytes (`checkpoint_live_percent: 100`), or at every finalize with the growth turned off.
+#[test]
+fn the_checkpoint_interval_grows_with_the_live_tree() {
+    // A block of 100 rewrites of 4-byte keys with 8-byte values is one log record of exactly
+    // 36 (frame) + 12 (revision, count) + 100 * 21 (lengths, key, tag, value) bytes.
+    const RECORD_BYTES: u64 = 36 + 12 + 100 * 21;
+    for percent in [0, 100] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = Options {
+            checkpoint_bytes: 1,
+            checkpoint_live_percent: percent,
+            ..Options::default()
+        };
+        let db = Db::open_with(dir.path(), options).expect("open");
+        let value = |block: u64| block.to_le_bytes().to_vec();
+        let mut ws = db.begin(db.finalized()).expect("begin");
+        let pairs = (0..5_000u32).map(|i| (i.to_be_bytes().to_vec(), value(0)));
+        ws.put_sorted(pairs.collect()).expect("load");
+        let loaded = db.commit(ws).expect("commit");
+        db.finalize(loaded).expect("finalize");
+        db.settle().expect("settle");
+        let root = crate::root::read(dir.path())
+            .expect("root")
+            .expect("a root");
+        assert_eq!(root.revision, loaded.0);
+        let live = root.base_bytes;
+        let expected = if percent == 0 {
+            1
+        } else {
+            live.div_ceil(RECORD_BYTES)
+        };
+        let mut blocks = 0;
+        let checkpointed = loop {
+            blocks += 1;
+            let mut ws = db.begin(db.finalized()).expect("begin");
+            for i in 0..100u32 {
+                let key = (i * 37 + blocks as u32).to_be_bytes().to_vec();
+                ws.put(key, value(blocks)).expect("put");
+            }
+            let rev = db.commit(ws).expect("commit");
+            db.finalize(rev).expect("finalize");
+            db.settle().expect("settle");
+            let root = crate::root::read(dir.path())
+                .expect("root")
+                .expect("a root");
+            if root.revision != loaded.0 {
+                break rev;
+            }
+            assert!(blocks < expected, "no checkpoint after {blocks} blocks");
+        };
+        assert_eq!(blocks, expected, "live {live} bytes, growth {percent}%");
+        let root = crate::root::read(dir.path())
+            .expect("root")
+            .expect("a root");
+        assert_eq!(root.revision, checkpointed.0);
+    }
+}
