@@ -12,7 +12,7 @@
 //! then random reads of existing keys; inserts/s, reads/s, and the bytes the process caused to be
 //! written to storage (`/proc/self/io` `write_bytes`) per logical byte inserted (16 per key).
 
-use super::{fresh_capped, inserts_within};
+use super::{device_bytes_written, fresh_capped, inserts_within};
 use crate::report::Report;
 use crate::BenchError;
 use std::path::{Path, PathBuf};
@@ -30,15 +30,6 @@ pub struct BeyondOptions {
     /// Time each engine may spend inserting; an engine that runs out is measured on the keys
     /// it inserted.
     pub time_limit: Duration,
-}
-
-/// Bytes this process has caused to be written to storage so far.
-fn device_bytes_written() -> Result<u64, BenchError> {
-    let io = std::fs::read_to_string("/proc/self/io")?;
-    io.lines()
-        .find_map(|line| line.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| BenchError::Load("no write_bytes in /proc/self/io".into()))
 }
 
 fn write(path: &Path, value: &str) -> std::io::Result<()> {

@@ -5,6 +5,9 @@
 //! `finalize`). Workloads:
 //! 1. random 8-byte keys and values inserted in blocks of 10,000, at each requested key count:
 //!    inserts/s over the whole load, then random reads of existing keys from the latest state;
+//!    for durable engines also the bytes written to storage per logical byte inserted (16 a
+//!    key, over the load and the settling after it), and the time to reopen the loaded
+//!    directory and answer a first read;
 //! 2. transfers: `accounts` balances loaded first (not timed), then blocks of 10,000 transfers,
 //!    each reading two random balances and writing both;
 //! 3. workload 2 while a reader thread reads random balances (Peregrine: four blocks behind the
@@ -68,6 +71,38 @@ fn fresh_capped(
     let dir = tempfile::tempdir_in(std::env::temp_dir())?;
     let engine = engines::open_capped(name, dir.path(), memory)?;
     Ok((dir, engine))
+}
+
+/// Bytes this process has caused to be written to storage so far.
+fn device_bytes_written() -> Result<u64, BenchError> {
+    let io = std::fs::read_to_string("/proc/self/io")?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| BenchError::Load("no write_bytes in /proc/self/io".into()))
+}
+
+/// Reopens a durable engine's directory after workload 1 loaded `n` keys into it, as a node
+/// restarting would: seconds from the open to the first read answered, that read checked (the
+/// old handle is closed first, untimed; the files are in the page cache). `None` for
+/// `BTreeMap`, which keeps nothing.
+fn reopen_seconds(
+    dir: &std::path::Path,
+    engine: Box<dyn Engine>,
+    n: u64,
+) -> Result<Option<f64>, BenchError> {
+    let name = engine.name();
+    drop(engine);
+    if name == "btreemap" {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let mut engine = engines::open_capped(name, dir, None)?;
+    let i = n.saturating_sub(1);
+    if engine.get(&mix(i).to_be_bytes())? != Some(i.to_le_bytes()) {
+        return Err(BenchError::Load(format!("{name}: key {i} lost on reopen")));
+    }
+    Ok(Some(started.elapsed().as_secs_f64()))
 }
 
 /// Workload 1 at `n` keys: (inserts/s, reads/s).
@@ -269,14 +304,26 @@ pub fn run(
     for name in &options.engines {
         let mut points = Vec::new();
         for &n in &options.keys {
-            let (_dir, mut engine) = fresh(name)?;
+            let (dir, mut engine) = fresh(name)?;
+            let before = device_bytes_written()?;
             let (inserts, reads) = random_inserts(engine.as_mut(), n, options.reads)?;
+            let per_logical = (device_bytes_written()? - before) as f64 / (n.max(1) * 16) as f64;
+            let reopen = reopen_seconds(dir.path(), engine, n)?;
+            let durable = match reopen {
+                Some(reopen) => format!(", {per_logical:.1} device B/B, reopen {reopen:.2} s"),
+                None => String::new(),
+            };
             progress(&format!(
-                "random {n:>11} keys {name:>10}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s"
+                "random {n:>11} keys {name:>10}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s{durable}"
             ));
             let scenario = format!("random-{n}");
             report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
             report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
+            if let Some(reopen) = reopen {
+                let metric = "device_bytes_per_logical_byte";
+                report.push("state", &scenario, name, metric, per_logical, "x");
+                report.push("state", &scenario, name, "reopen_s", reopen, "s");
+            }
             points.push((n as f64, inserts));
         }
         curves.push(Series {
