@@ -7,6 +7,8 @@
 //! the trie holds `keys` random keys (as `bench state`'s workload 1) and each block inserts
 //! twice the transfers' number of new random keys, with no reads. With `pairs`, each transfer
 //! reads its two accounts with one `get_array`, as `bench state` does, instead of two `get`s.
+//! After the blocks it prints the CPU time of each thread per block, the bytes written to storage
+//! per logical byte written, and the time to reopen the database (its log replayed).
 
 mod support;
 use peregrine_state::Db;
@@ -43,6 +45,15 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     by_name
 }
 
+/// Bytes this process has caused to be written to storage so far (`/proc/self/io`).
+fn device_bytes() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let keys: u64 = args
@@ -75,6 +86,7 @@ fn main() {
     let mut write_s = 0.0;
     let mut finalize_s = 0.0;
     let cpu_before = cpu_by_thread();
+    let device_before = device_bytes();
     for b in 0..blocks {
         let started = Instant::now();
         let mut ws = db.begin(head).expect("begin");
@@ -119,6 +131,12 @@ fn main() {
     }
     // Settling counts the background frees of the last blocks in the CPU time.
     db.settle().expect("settle");
+    let written = device_bytes() - device_before;
+    let logical = blocks * per_block * 2 * 16;
+    println!(
+        "  device bytes written over the blocks and the settling after them: {written} ({:.1} per logical byte)",
+        written as f64 / logical.max(1) as f64
+    );
     let per_block_ms = |seconds: f64| seconds * 1e3 / blocks.max(1) as f64;
     let threads: Vec<(String, f64)> = cpu_by_thread()
         .into_iter()
@@ -148,4 +166,16 @@ fn main() {
     for (name, ms) in threads {
         println!("  CPU ms per block on {name}: {ms:.1}");
     }
+    // A restart: the checkpointed trie loaded, then the log since that checkpoint replayed.
+    let log_bytes: u64 = ["state.wal.0", "state.wal.1"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    drop(db);
+    let started = Instant::now();
+    let db = Db::open(dir.path()).expect("reopen");
+    let reopen = started.elapsed().as_secs_f64();
+    assert_eq!(db.finalized(), head, "reopened at the last finalized block");
+    println!("  reopen {reopen:.2} s (log files {log_bytes} bytes)");
 }

@@ -153,7 +153,7 @@ fn default_memory_budget() -> u64 {
 /// Changes replayed in one merge into the trie on reopen, at most (one record may hold more).
 /// Applying a batch copies each touched branch once, where applying its records one by one
 /// copied the top of the trie once per record; see [`log::replay_batches`].
-const REPLAY_BATCH_CHANGES: usize = 1 << 20;
+const REPLAY_BATCH_CHANGES: usize = 1 << 22;
 
 /// Estimated resident bytes per key of a fully loaded trie (leaf, its share of branches):
 /// `memory_profile` measured 118 at 4M random keys and 112 at 20M (159 and 177 while inline

@@ -50,9 +50,14 @@ fn encode_record(revision: u64, changes: &[Change]) -> Vec<u8> {
     crate::frame::encode(&payload)
 }
 
-fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Change>)> {
+/// A record's revision and changes; the changes of a revision at or below `covered` (which a
+/// checkpoint holds, and replay skips) are not decoded: after a bulk load they are millions.
+fn decode_payload(payload: &[u8], covered: u64) -> Option<(u64, Vec<Change>)> {
     let mut reader = Reader::new(payload);
     let revision = reader.u64().ok()?;
+    if revision <= covered {
+        return Some((revision, Vec::new()));
+    }
     let count = reader.u32().ok()?;
     let mut changes = Vec::new();
     for _ in 0..count {
@@ -69,9 +74,9 @@ fn decode_payload(payload: &[u8]) -> Option<(u64, Vec<Change>)> {
 }
 
 /// Reads the next intact record, or `None` at the end or at the first damaged record.
-fn read_record(reader: &mut impl Read) -> Option<(u64, Vec<Change>, u64)> {
+fn read_record(reader: &mut impl Read, covered: u64) -> Option<(u64, Vec<Change>, u64)> {
     let payload = crate::frame::read(reader, MAX_RECORD_BYTES)?;
-    let (revision, changes) = decode_payload(&payload)?;
+    let (revision, changes) = decode_payload(&payload, covered)?;
     Some((
         revision,
         changes,
@@ -121,8 +126,9 @@ pub fn replay_batches(records: Vec<Record>, max_changes: usize) -> Vec<Record> {
     batches
 }
 
-/// Opens one log file, reads its intact records and cuts a torn tail.
-fn open_file(dir: &Path, name: &str) -> Result<(File, Vec<Record>, u64), Error> {
+/// Opens one log file, reads its intact records (those at or below `covered` without their
+/// changes) and cuts a torn tail.
+fn open_file(dir: &Path, name: &str, covered: u64) -> Result<(File, Vec<Record>, u64), Error> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -134,7 +140,7 @@ fn open_file(dir: &Path, name: &str) -> Result<(File, Vec<Record>, u64), Error> 
     let mut good_bytes = 0u64;
     {
         let mut reader = BufReader::new(&mut file);
-        while let Some((rev, changes, len)) = read_record(&mut reader) {
+        while let Some((rev, changes, len)) = read_record(&mut reader, covered) {
             good_bytes += len;
             records.push((rev, changes));
         }
@@ -149,8 +155,8 @@ impl Wal {
     /// Opens (creating if needed) both files in `dir`; returns the records newer than
     /// `checkpoint`, in revision order.
     pub fn open(dir: &Path, checkpoint: u64) -> Result<(Self, Vec<Record>), Error> {
-        let (f0, r0, b0) = open_file(dir, WAL_FILES[0])?;
-        let (f1, r1, b1) = open_file(dir, WAL_FILES[1])?;
+        let (f0, r0, b0) = open_file(dir, WAL_FILES[0], checkpoint)?;
+        let (f1, r1, b1) = open_file(dir, WAL_FILES[1], checkpoint)?;
         let newest = |r: &[Record]| r.iter().map(|(rev, _)| *rev).max().unwrap_or(0);
         let newest = [newest(&r0), newest(&r1)];
         let active = usize::from(newest[1] > newest[0]);
