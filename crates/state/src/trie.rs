@@ -1262,7 +1262,10 @@ pub(crate) fn trim(node: &Node, depth: usize, keep: usize, file: &Arc<GenFile>) 
 }
 
 /// Loads the node a stub stands for, checked against its hash.
-pub(crate) type Loader<'a> = dyn Fn(&Stub) -> Result<Node, Error> + 'a;
+pub(crate) type Loader<'a> = dyn Fn(&Stub) -> Result<Node, Error> + Sync + 'a;
+
+/// Levels of a preload whose children load in parallel: below them, 256 subtrees share the pool.
+const PARALLEL_PRELOAD_LEVELS: usize = 2;
 
 /// The tree under `node` with stubs loaded down to depth `keep`.
 pub(crate) fn preload(
@@ -1281,11 +1284,14 @@ pub(crate) fn preload(
     let Node::Branch(_, b) = &node else {
         return Ok(node);
     };
-    let loaded: SmallVec<[Node; SLOTS]> = b
-        .nodes()
-        .iter()
-        .map(|c| preload(c, depth + 1, keep, load))
-        .collect::<Result<_, _>>()?;
+    let children = b.nodes();
+    let child = |c: &Node| preload(c, depth + 1, keep, load);
+    let loaded: SmallVec<[Node; SLOTS]> = if depth < PARALLEL_PRELOAD_LEVELS {
+        let loaded: Result<Vec<Node>, Error> = children.par_iter().map(child).collect();
+        SmallVec::from_vec(loaded?)
+    } else {
+        children.iter().map(child).collect::<Result<_, _>>()?
+    };
     Ok(b.with_nodes(loaded).into_node())
 }
 
