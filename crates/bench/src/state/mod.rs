@@ -105,6 +105,39 @@ fn reopen_seconds(
     Ok(Some(started.elapsed().as_secs_f64()))
 }
 
+/// Workload 1 at `n` keys for engine `name`, into `report`: its inserts/s, reads/s and, for a
+/// durable engine, the storage written per logical byte and the reopen time. Returns inserts/s.
+fn workload_one(
+    report: &mut Report,
+    name: &str,
+    n: u64,
+    reads: u64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<f64, BenchError> {
+    let (dir, mut engine) = fresh(name)?;
+    let before = device_bytes_written()?;
+    let (inserts, reads) = random_inserts(engine.as_mut(), n, reads)?;
+    let written = device_bytes_written()?.saturating_sub(before);
+    let per_logical = written as f64 / (n.max(1) * 16) as f64;
+    let reopen = reopen_seconds(dir.path(), engine, n)?;
+    let durable = match reopen {
+        Some(reopen) => format!(", {per_logical:.1} device B/B, reopen {reopen:.2} s"),
+        None => String::new(),
+    };
+    progress(&format!(
+        "random {n:>11} keys {name:>10}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s{durable}"
+    ));
+    let scenario = format!("random-{n}");
+    report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
+    report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
+    if let Some(reopen) = reopen {
+        let metric = "device_bytes_per_logical_byte";
+        report.push("state", &scenario, name, metric, per_logical, "x");
+        report.push("state", &scenario, name, "reopen_s", reopen, "s");
+    }
+    Ok(inserts)
+}
+
 /// Workload 1 at `n` keys: (inserts/s, reads/s).
 fn random_inserts(engine: &mut dyn Engine, n: u64, reads: u64) -> Result<(f64, f64), BenchError> {
     let (_, inserts, reads) = inserts_within(engine, n, reads, None)?;
@@ -304,26 +337,7 @@ pub fn run(
     for name in &options.engines {
         let mut points = Vec::new();
         for &n in &options.keys {
-            let (dir, mut engine) = fresh(name)?;
-            let before = device_bytes_written()?;
-            let (inserts, reads) = random_inserts(engine.as_mut(), n, options.reads)?;
-            let per_logical = (device_bytes_written()? - before) as f64 / (n.max(1) * 16) as f64;
-            let reopen = reopen_seconds(dir.path(), engine, n)?;
-            let durable = match reopen {
-                Some(reopen) => format!(", {per_logical:.1} device B/B, reopen {reopen:.2} s"),
-                None => String::new(),
-            };
-            progress(&format!(
-                "random {n:>11} keys {name:>10}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s{durable}"
-            ));
-            let scenario = format!("random-{n}");
-            report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
-            report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
-            if let Some(reopen) = reopen {
-                let metric = "device_bytes_per_logical_byte";
-                report.push("state", &scenario, name, metric, per_logical, "x");
-                report.push("state", &scenario, name, "reopen_s", reopen, "s");
-            }
+            let inserts = workload_one(&mut report, name, n, options.reads, progress)?;
             points.push((n as f64, inserts));
         }
         curves.push(Series {
