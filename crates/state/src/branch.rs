@@ -93,7 +93,13 @@ const _: () = assert!(std::mem::size_of::<Node>() == 16);
 
 /// Bytes an inline leaf takes in a branch, by stride class: each a multiple of 8, so every
 /// leaf stays word-aligned, the largest the longest record ([`crate::trie::INLINE_RECORD`]).
-pub(crate) const STRIDES: [usize; 4] = [16, 24, 32, 48];
+pub(crate) const STRIDES: [usize; 4] = [SHORT, MEDIUM, LONG, LONGEST];
+/// The strides by name, for `match` arms that copy a constant number of bytes.
+pub(crate) const SHORT: usize = 16;
+pub(crate) const MEDIUM: usize = 24;
+pub(crate) const LONG: usize = 32;
+pub(crate) const LONGEST: usize = 48;
+const _: () = assert!(LONGEST == crate::trie::INLINE_RECORD);
 
 /// The stride of class `class`: [`STRIDES`], by shifts rather than a load.
 #[inline]
@@ -108,11 +114,11 @@ pub(crate) fn stride_of(class: u8) -> usize {
 /// The class of the smallest stride that holds a record of `len` bytes.
 #[inline]
 pub(crate) fn stride_class(len: usize) -> u8 {
-    debug_assert!(len <= STRIDES[3]);
+    debug_assert!(len <= LONGEST);
     match len {
-        0..=16 => 0,
-        17..=24 => 1,
-        25..=32 => 2,
+        l if l <= SHORT => 0,
+        l if l <= MEDIUM => 1,
+        l if l <= LONG => 2,
         _ => 3,
     }
 }
@@ -474,10 +480,10 @@ impl Builder {
                     ptr::write_bytes(at.add(stored.len()), 0, stride - stored.len());
                 }
                 // Constant sizes, so each copy is a few register moves, not a call.
-                16 => ptr::copy_nonoverlapping(from, at, 16),
-                24 => ptr::copy_nonoverlapping(from, at, 24),
-                32 => ptr::copy_nonoverlapping(from, at, 32),
-                _ => ptr::copy_nonoverlapping(from, at, STRIDES[3]),
+                SHORT => ptr::copy_nonoverlapping(from, at, SHORT),
+                MEDIUM => ptr::copy_nonoverlapping(from, at, MEDIUM),
+                LONG => ptr::copy_nonoverlapping(from, at, LONG),
+                _ => ptr::copy_nonoverlapping(from, at, LONGEST),
             }
         }
         self.leaves += 1;

@@ -140,10 +140,11 @@ impl<'a> InlineRef<'a> {
     pub(crate) fn to_inline(self) -> Inline {
         let mut record = [0u8; INLINE_RECORD];
         // The stored length is a stride (or 48): constant-size copies, not a call.
+        use crate::branch::{LONG, MEDIUM, SHORT};
         match self.0.len() {
-            16 => record[..16].copy_from_slice(&self.0[..16]),
-            24 => record[..24].copy_from_slice(&self.0[..24]),
-            32 => record[..32].copy_from_slice(&self.0[..32]),
+            SHORT => record[..SHORT].copy_from_slice(&self.0[..SHORT]),
+            MEDIUM => record[..MEDIUM].copy_from_slice(&self.0[..MEDIUM]),
+            LONG => record[..LONG].copy_from_slice(&self.0[..LONG]),
             INLINE_RECORD => record.copy_from_slice(&self.0[..INLINE_RECORD]),
             _ => {
                 let record_len = self.record().len();
