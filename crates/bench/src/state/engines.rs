@@ -2,8 +2,8 @@
 //!
 //! A block is written through [`BlockWriter`] (reads see the block's own earlier writes) and then
 //! committed. A transfer reads its two balances with one [`BlockWriter::get_pair`]: an engine
-//! with a batched read uses it (Peregrine's `get_many`, whose two lookups walk the trie
-//! together), the others (`BTreeMap`, redb, LMDB and fjall have none) read one key after the
+//! with a batched read uses it (Peregrine's `WriteSet::get_array`, whose two lookups walk the
+//! trie together), the others (`BTreeMap`, redb, LMDB and fjall have none) read one key after the
 //! other; a durable engine makes the block durable with one fsync at commit, which for
 //! Peregrine is `commit` followed by `finalize`. [`Engine::reader`] hands a thread a view for
 //! random reads while the writer goes on: Peregrine's is the snapshot of the block four behind
