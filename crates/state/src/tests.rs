@@ -412,18 +412,27 @@ fn settle_waits_for_a_running_checkpoint() {
         ..Options::default()
     };
     let db = Db::open_with(dir.path(), options).expect("open");
+    let pairs = (0..200_000u32).map(|i| (i.to_be_bytes().to_vec(), vec![1u8; 8]));
+    load_and_checkpoint(&db, dir.path(), pairs.collect());
+}
+
+/// Loads `pairs` (sorted) in one block, finalizes it, waits for the checkpoint it starts and
+/// checks that the root file names it: the revision and the root file.
+fn load_and_checkpoint(
+    db: &Db,
+    dir: &Path,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> (RevisionId, crate::root::Root) {
     let mut ws = db.begin(db.finalized()).expect("begin");
-    let pairs = (0..200_000u32)
-        .map(|i| (i.to_be_bytes().to_vec(), vec![1u8; 8]))
-        .collect();
     ws.put_sorted(pairs).expect("load");
     let rev = db.commit(ws).expect("commit");
     db.finalize(rev).expect("finalize");
     db.settle().expect("settle");
-    let root = crate::root::read(dir.path())
+    let root = crate::root::read(dir)
         .expect("read root file")
         .expect("a checkpoint was written");
     assert_eq!(root.revision, rev.0);
+    (rev, root)
 }
 
 #[test]
@@ -1019,16 +1028,8 @@ fn the_checkpoint_interval_grows_with_the_live_tree() {
         };
         let db = Db::open_with(dir.path(), options).expect("open");
         let value = |block: u64| block.to_le_bytes().to_vec();
-        let mut ws = db.begin(db.finalized()).expect("begin");
         let pairs = (0..5_000u32).map(|i| (i.to_be_bytes().to_vec(), value(0)));
-        ws.put_sorted(pairs.collect()).expect("load");
-        let loaded = db.commit(ws).expect("commit");
-        db.finalize(loaded).expect("finalize");
-        db.settle().expect("settle");
-        let root = crate::root::read(dir.path())
-            .expect("root")
-            .expect("a root");
-        assert_eq!(root.revision, loaded.0);
+        let (loaded, root) = load_and_checkpoint(&db, dir.path(), pairs.collect());
         let live = root.base_bytes;
         let expected = if percent == 0 {
             1
