@@ -51,7 +51,7 @@ use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per branch: 16 nibbles and the terminator.
 pub(crate) const SLOTS: usize = 17;
@@ -66,6 +66,13 @@ pub struct BranchHead {
     hash: UnsafeCell<Hash32>,
     /// Where the node file holds this node; 0 until a checkpoint writes it.
     pub(crate) loc: AtomicU64,
+    /// The branch that holds some of this one's child handles on this one's counts (see
+    /// "Lending" in the module doc), or null.
+    heir: AtomicPtr<BranchHead>,
+    /// The branch on whose counts this one holds the child handles in `borrowed`, or null.
+    lender: AtomicPtr<BranchHead>,
+    /// Slots whose child handle this branch holds without a count of its own.
+    borrowed: AtomicU32,
     /// The nibble position this branch splits on.
     pub(crate) pos: u16,
     n_nodes: u8,
@@ -86,8 +93,7 @@ pub struct BranchHead {
 }
 
 const HEAD_BYTES: usize = std::mem::size_of::<BranchHead>();
-// 104 or 112 bytes: the prefix's `SmallVec` is 8 bytes smaller where its `union` feature is on.
-const _: () = assert!(HEAD_BYTES <= 112);
+const _: () = assert!(HEAD_BYTES <= 128);
 const _: () = assert!(HEAD_BYTES.is_multiple_of(std::mem::align_of::<Node>()));
 const _: () = assert!(std::mem::size_of::<Node>() == 16);
 
@@ -358,6 +364,33 @@ impl Branch {
         self.fresh.store(false, Ordering::Relaxed);
     }
 
+    /// Records that this new branch holds the handles in the `borrowed` slots on `lender`'s
+    /// counts, and makes it `lender`'s heir. Should `lender` have an heir already, which no
+    /// commit leads to (only a commit sets an heir where there was none, and one commit copies a
+    /// branch once), the handles are counted instead.
+    fn link(&self, lender: NonNull<BranchHead>, borrowed: u32) {
+        self.lender.store(lender.as_ptr(), Ordering::Relaxed);
+        self.borrowed.store(borrowed, Ordering::Relaxed);
+        // SAFETY: the lender is alive: the commit copying it holds the tree it is in.
+        let lender = unsafe { lender.as_ref() };
+        let linked = lender.heir.compare_exchange(
+            ptr::null_mut(),
+            self.0.as_ptr(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        if linked.is_ok() {
+            return;
+        }
+        for (slot, node) in self.node_slots() {
+            if borrowed & (1 << slot) != 0 {
+                std::mem::forget(node.clone());
+            }
+        }
+        self.lender.store(ptr::null_mut(), Ordering::Relaxed);
+        self.borrowed.store(0, Ordering::Relaxed);
+    }
+
     /// How many handles point to this branch.
     pub(crate) fn strong_count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -385,6 +418,12 @@ pub(crate) struct Builder {
     head: NonNull<BranchHead>,
     nodes: usize,
     leaves: usize,
+    /// The branch this one is a copy of, when it may borrow that branch's handles: it has no
+    /// heir yet.
+    lender: Option<NonNull<BranchHead>>,
+    /// Slots, and node ranks, of the handles pushed uncounted ([`Builder::push_kept`]).
+    borrowed_slots: u32,
+    borrowed_ranks: u32,
 }
 
 impl Builder {
@@ -405,6 +444,9 @@ impl Builder {
                 count: AtomicUsize::new(1),
                 hash: UnsafeCell::new(parts.hash.unwrap_or_default()),
                 loc: AtomicU64::new(parts.loc),
+                heir: AtomicPtr::new(ptr::null_mut()),
+                lender: AtomicPtr::new(ptr::null_mut()),
+                borrowed: AtomicU32::new(0),
                 pos: parts.pos,
                 n_nodes: n_nodes as u8,
                 n_leaves: n_leaves as u8,
@@ -419,6 +461,9 @@ impl Builder {
                 head,
                 nodes: 0,
                 leaves: 0,
+                lender: None,
+                borrowed_slots: 0,
+                borrowed_ranks: 0,
             }
         }
     }
@@ -451,6 +496,28 @@ impl Builder {
         // SAFETY: within the node handles' run, at a place not written yet.
         unsafe { self.nodes_ptr().add(self.nodes).write(node) };
         self.nodes += 1;
+    }
+
+    /// Makes this branch a copy of `original` that borrows the handles it keeps from it
+    /// ([`Builder::push_kept`]), if `original` has lent to no other copy yet.
+    pub(crate) fn copy_of(&mut self, original: &Branch) {
+        if original.heir.load(Ordering::Acquire).is_null() {
+            self.lender = Some(original.0);
+        }
+    }
+
+    /// Appends the next child node, `slot`'s handle in the original ([`Builder::copy_of`]):
+    /// uncounted if this copy borrows, counted otherwise.
+    #[inline]
+    pub(crate) fn push_kept(&mut self, slot: usize, node: &Node) {
+        if self.lender.is_none() {
+            return self.push_node(node.clone());
+        }
+        self.borrowed_slots |= 1 << slot;
+        self.borrowed_ranks |= 1 << self.nodes;
+        // SAFETY: a bitwise copy without a count: the lender's count stands for it until the
+        // lender is freed and hands it over (`hand_over`), and nothing drops it meanwhile.
+        self.push_node(unsafe { ptr::read(node) });
     }
 
     /// Appends the next inline leaf: its record, and zeros to the stride.
@@ -503,7 +570,11 @@ impl Builder {
             "a branch built with fewer children than its masks name"
         );
         let branch = Branch(self.head);
+        let (lender, borrowed) = (self.lender, self.borrowed_slots);
         std::mem::forget(self);
+        if let Some(lender) = lender.filter(|_| borrowed != 0) {
+            branch.link(lender, borrowed);
+        }
         branch
     }
 }
@@ -521,8 +592,11 @@ impl Drop for Builder {
         // SAFETY: the first `self.nodes` handles were written and nothing else owns them; the
         // head is dropped once and the memory returned with its own layout.
         unsafe {
-            let nodes = ptr::slice_from_raw_parts_mut(self.nodes_ptr(), self.nodes);
-            ptr::drop_in_place(nodes);
+            for rank in 0..self.nodes {
+                if self.borrowed_ranks & (1 << rank) == 0 {
+                    ptr::drop_in_place(self.nodes_ptr().add(rank));
+                }
+            }
             ptr::drop_in_place(self.head.as_ptr());
             alloc::dealloc(self.head.as_ptr() as *mut u8, layout);
         }
@@ -559,6 +633,7 @@ impl Drop for Branch {
         let raw = self.0;
         if DEAD.try_with(|dead| dead.release(raw)).is_err() {
             // This thread's queue is gone (the thread is exiting): free the tree recursively.
+            let _freeing = FREEING.lock();
             // SAFETY: this was the last handle, so nothing else can reach the allocation.
             unsafe { free(raw) };
         }
@@ -605,11 +680,13 @@ impl Dead {
         }
         // Reset on the way out, even by a panic; anything left queued is freed by the next drain.
         let _draining = Draining(&self.draining);
+        let _freeing = FREEING.lock();
         let mut next = Some(raw);
         while let Some(branch) = next {
             self.fetch_ahead();
             // SAFETY: a queued branch's count reached zero and nothing else holds it; each is
             // queued once and freed once. Its children's drops queue any branch they free.
+            // This thread holds `FREEING`.
             unsafe { free(branch) };
             next = self.queue.borrow_mut().pop_front();
         }
@@ -626,24 +703,30 @@ impl Dead {
         let queue = self.queue.borrow();
         if let Some(&far) = queue.get(3 * AHEAD) {
             let start = far.as_ptr() as *const u8;
-            prefetch(start);
-            prefetch(start.wrapping_add(HEAD_BYTES - 1));
+            for offset in [0, 64, HEAD_BYTES - 1] {
+                prefetch(start.wrapping_add(offset));
+            }
         }
         if let Some(&mid) = queue.get(2 * AHEAD) {
             // SAFETY: a queued branch is alive until freed, and its handles with it.
-            let n_nodes = usize::from(unsafe { mid.as_ref() }.n_nodes);
+            let head = unsafe { mid.as_ref() };
             let handles = nodes_at(mid) as *const u8;
-            for offset in (0..n_nodes * std::mem::size_of::<Node>()).step_by(64) {
+            for offset in (0..usize::from(head.n_nodes) * std::mem::size_of::<Node>()).step_by(64) {
                 prefetch(handles.wrapping_add(offset));
+            }
+            let heir = head.heir.load(Ordering::Relaxed) as *const u8;
+            if !heir.is_null() {
+                prefetch(heir.wrapping_add(std::mem::offset_of!(BranchHead, borrowed)));
             }
         }
         if let Some(&near) = queue.get(AHEAD) {
+            // SAFETY: as above; the draining thread holds `FREEING`.
+            let head = unsafe { near.as_ref() };
             // SAFETY: as above.
-            let n_nodes = usize::from(unsafe { near.as_ref() }.n_nodes);
-            let nodes = ptr::slice_from_raw_parts(nodes_at(near), n_nodes);
-            // SAFETY: as above.
-            for node in unsafe { &*nodes } {
-                prefetch(node.addr());
+            let dropped = ranks_of(head, !unsafe { kept_slots(head) });
+            for rank in crate::trie::set_bits(dropped) {
+                // SAFETY: as above.
+                prefetch(unsafe { &*nodes_at(near).add(rank) }.addr());
             }
         }
     }
@@ -671,23 +754,85 @@ fn prefetch(at: *const u8) {
     let _ = at;
 }
 
-/// Frees a branch whose count has reached zero: drops its child handles (which queue, or free,
-/// any branch they held last) and its head, and returns its memory.
+/// Every free of a branch holds this lock: handing a branch's handles over ([`hand_over`])
+/// reads and writes its heir and lender, which nothing may free meanwhile. Reentrant, because
+/// a thread that is exiting frees the branches below a branch in place, recursively.
+static FREEING: parking_lot::ReentrantMutex<()> = parking_lot::ReentrantMutex::new(());
+
+/// The slots of `head`'s branch whose handles freeing it must not drop: those it borrowed, and
+/// those its heir borrowed from it, which the heir takes over.
 ///
 /// # Safety
-/// `raw` is a branch that nothing else holds or will reach again.
+/// The caller holds [`FREEING`], so the branch's heir, if any, is alive.
+unsafe fn kept_slots(head: &BranchHead) -> u32 {
+    let borrowed = head.borrowed.load(Ordering::Relaxed);
+    // SAFETY: a linked branch is alive: freeing it unlinks it, under `FREEING`.
+    match unsafe { head.heir.load(Ordering::Acquire).as_ref() } {
+        Some(heir) => borrowed | heir.borrowed.load(Ordering::Relaxed),
+        None => borrowed,
+    }
+}
+
+/// Takes a branch about to be freed out of its lender's and heir's chain: the handles it held
+/// on its own counts that its heir borrowed become the heir's, and the heir's other borrowed
+/// handles, which this branch had borrowed too, are now borrowed from this branch's lender.
+/// Returns the slots whose handles the freed branch must not drop ([`kept_slots`]).
+///
+/// # Safety
+/// As for [`kept_slots`]; and nothing else holds the branch.
+unsafe fn hand_over(head: &BranchHead) -> u32 {
+    // SAFETY: the caller holds `FREEING`.
+    let kept = unsafe { kept_slots(head) };
+    let (heir, lender) = (head.heir.load(Ordering::Acquire), head.lender.load(Ordering::Relaxed));
+    let borrowed = head.borrowed.load(Ordering::Relaxed);
+    let mut successor = ptr::null_mut();
+    // SAFETY: linked branches are alive (as in `kept_slots`).
+    if let Some(heir_head) = unsafe { heir.as_ref() } {
+        let left = heir_head.borrowed.load(Ordering::Relaxed) & borrowed;
+        heir_head.borrowed.store(left, Ordering::Relaxed);
+        let heir_lender = if left == 0 { ptr::null_mut() } else { lender };
+        heir_head.lender.store(heir_lender, Ordering::Relaxed);
+        if left != 0 {
+            successor = heir;
+        }
+    }
+    // SAFETY: as above.
+    if let Some(lender) = unsafe { lender.as_ref() } {
+        lender.heir.store(successor, Ordering::Release);
+    }
+    kept
+}
+
+/// Frees a branch whose count has reached zero: hands over what its heir borrowed, drops its
+/// other child handles (which queue, or free, any branch they held last) and its head, and
+/// returns its memory.
+///
+/// # Safety
+/// `raw` is a branch that nothing else holds or will reach again, and the caller holds
+/// [`FREEING`].
 unsafe fn free(raw: NonNull<BranchHead>) {
     // SAFETY: the caller owns the branch; its counts were written by its builder.
     unsafe {
         let head = raw.as_ref();
         let (n_nodes, n_leaves) = (usize::from(head.n_nodes), usize::from(head.n_leaves));
         let layout = layout(n_nodes, n_leaves, usize::from(head.stride));
-        let nodes = ptr::slice_from_raw_parts_mut(nodes_at(raw), n_nodes);
-        crate::trie::warm(&*nodes);
-        ptr::drop_in_place(nodes);
+        let dropped = ranks_of(head, !hand_over(head));
+        let nodes = &*ptr::slice_from_raw_parts(nodes_at(raw), n_nodes);
+        crate::trie::warm(crate::trie::set_bits(dropped).map(|rank| &nodes[rank]));
+        for rank in crate::trie::set_bits(dropped) {
+            ptr::drop_in_place(nodes_at(raw).add(rank));
+        }
         ptr::drop_in_place(raw.as_ptr());
         alloc::dealloc(raw.as_ptr() as *mut u8, layout);
     }
+}
+
+/// The ranks, among `head`'s child handles, of those in the slots of `slots`.
+fn ranks_of(head: &BranchHead, slots: u32) -> u32 {
+    crate::trie::set_bits(head.mask & !head.inline_mask)
+        .enumerate()
+        .filter(|&(_, slot)| slots & (1 << slot) != 0)
+        .fold(0, |ranks, (rank, _)| ranks | 1 << rank)
 }
 
 #[cfg(test)]
@@ -819,6 +964,102 @@ mod tests {
         let mask = (1u32 << children.len()) - 1;
         let branch = Branch::new(parts(mask, 0), children, []);
         Node::Branch(branch.shape(), branch)
+    }
+
+    /// A copy of `original` (node children only, in slots `0..`) that keeps the children in
+    /// `kept` slots and takes `new` for the others, the way a commit's copy does.
+    fn copy(original: &Branch, kept: u32, mut new: impl FnMut() -> Node) -> Branch {
+        let mut builder = Builder::new(parts(original.mask, 0));
+        builder.copy_of(original);
+        for (slot, node) in original.node_slots() {
+            match kept & (1 << slot) != 0 {
+                true => builder.push_kept(slot, node),
+                false => builder.push_node(new()),
+            }
+        }
+        builder.finish()
+    }
+
+    fn counts(nodes: &[Node]) -> Vec<usize> {
+        nodes.iter().map(Node::strong_count).collect()
+    }
+
+    /// Leaves to be children, and a branch over them: each leaf counted by the test and the
+    /// branch.
+    fn lender(n: usize) -> (Vec<Node>, Branch) {
+        let leaves: Vec<Node> = (0..n as u8).map(|i| Node::leaf(&[i], b"v")).collect();
+        let branch = Branch::new(parts((1 << n) - 1, 0), leaves.iter().cloned(), []);
+        (leaves, branch)
+    }
+
+    #[test]
+    fn a_copy_borrows_its_kept_children_and_takes_them_over_when_the_original_is_freed() {
+        let (leaves, original) = lender(3);
+        let copy = copy(&original, 0b011, || Node::leaf(b"new", b"v"));
+        assert_eq!(counts(&leaves), [2, 2, 2], "kept children are not counted again");
+        drop(original);
+        assert_eq!(counts(&leaves), [2, 2, 1], "the replaced child is released");
+        assert_eq!(copy.borrowed.load(Ordering::Relaxed), 0, "the copy owns them now");
+        drop(copy);
+        assert_eq!(counts(&leaves), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_copy_freed_first_leaves_its_original_free_to_lend_again() {
+        let (leaves, original) = lender(2);
+        let first = copy(&original, 0b11, || unreachable!());
+        drop(first);
+        assert_eq!(counts(&leaves), [2, 2], "a borrowed child is not released");
+        assert!(original.heir.load(Ordering::Relaxed).is_null());
+        let second = copy(&original, 0b01, || Node::leaf(b"new", b"v"));
+        assert_eq!(counts(&leaves), [2, 2]);
+        drop(original);
+        assert_eq!(counts(&leaves), [2, 1]);
+        drop(second);
+        assert_eq!(counts(&leaves), [1, 1]);
+    }
+
+    #[test]
+    fn a_second_copy_of_one_original_counts_its_children() {
+        let (leaves, original) = lender(2);
+        let first = copy(&original, 0b11, || unreachable!());
+        let fork = copy(&original, 0b11, || unreachable!());
+        assert_eq!(counts(&leaves), [3, 3], "only the first copy borrows");
+        drop(original);
+        drop(first);
+        assert_eq!(counts(&leaves), [2, 2]);
+        drop(fork);
+        assert_eq!(counts(&leaves), [1, 1]);
+    }
+
+    #[test]
+    fn freeing_the_middle_of_a_chain_of_copies_passes_its_loans_on() {
+        let (leaves, original) = lender(3);
+        let middle = copy(&original, 0b111, || unreachable!());
+        let last = copy(&middle, 0b011, || Node::leaf(b"new", b"v"));
+        assert_eq!(counts(&leaves), [2, 2, 2]);
+        drop(middle);
+        assert_eq!(counts(&leaves), [2, 2, 2], "the middle copy owned nothing");
+        assert_eq!(last.lender.load(Ordering::Relaxed), original.0.as_ptr());
+        assert_eq!(original.heir.load(Ordering::Relaxed), last.0.as_ptr());
+        drop(original);
+        assert_eq!(counts(&leaves), [2, 2, 1]);
+        drop(last);
+        assert_eq!(counts(&leaves), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_copy_abandoned_half_built_releases_only_what_it_counted() {
+        let (leaves, original) = lender(3);
+        let mut builder = Builder::new(parts(original.mask, 0));
+        builder.copy_of(&original);
+        builder.push_kept(0, &original.nodes()[0]);
+        builder.push_node(Node::leaf(b"new", b"v"));
+        drop(builder);
+        assert_eq!(counts(&leaves), [2, 2, 2]);
+        assert!(original.heir.load(Ordering::Relaxed).is_null());
+        drop(original);
+        assert_eq!(counts(&leaves), [1, 1, 1]);
     }
 
     #[test]

@@ -419,6 +419,7 @@ impl Branch {
         };
         let old_nodes = self.nodes();
         let branch = build_with(parts, Hashing::fresh(writes), |builder, encoder| {
+            builder.copy_of(self);
             let (mut nodes, mut leaves, mut next) = (0, 0, 0);
             // Every slot that was, is, or was written to (a delete of a missing key included).
             for slot in set_bits(self.mask | mask | changed) {
@@ -443,7 +444,7 @@ impl Branch {
                     let node = &old_nodes[nodes];
                     nodes += 1;
                     encoder.child(slot, Some(Piece::Hash(node.hash())));
-                    builder.push_node(node.clone());
+                    builder.push_kept(slot, node);
                 }
             }
         });
@@ -1106,8 +1107,8 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
 /// The reference-count increments that follow are locked instructions, which the processor does
 /// not overlap: without this, copying a branch paid one full memory latency per untouched
 /// sibling.
-pub(crate) fn warm(nodes: &[Node]) {
-    let touched = nodes.iter().fold(0usize, |acc, child| acc ^ child.touch());
+pub(crate) fn warm<'a>(nodes: impl IntoIterator<Item = &'a Node>) {
+    let touched = nodes.into_iter().fold(0usize, |acc, child| acc ^ child.touch());
     std::hint::black_box(touched);
 }
 
