@@ -1,8 +1,9 @@
 //! A branch node's memory: one reference-counted allocation sized to what the branch holds.
 //!
 //! # Layout
-//! `[BranchHead][child nodes, by rank][inline leaves, by rank]`: the fixed part (reference
-//! count, hash, location, `pos`, slot masks, prefix: at most 112 bytes), then one [`Node`] handle
+//! `[BranchHead][links][child nodes, by rank][inline leaves, by rank]`: the fixed part
+//! (reference count, hash, location, `pos`, slot masks, prefix: 104 bytes), then, in a branch
+//! with child nodes, its lending links (24 bytes, "Lending" below), then one [`Node`] handle
 //! (16 bytes) for each slot that holds a node of its own, then one inline leaf's record for each
 //! slot that holds a leaf inline, both in slot order. A slot's entry is found by its rank among
 //! the slots of its kind, so empty slots cost nothing.
@@ -36,6 +37,22 @@
 //! this took the instructions of a commit from 222M to 188M per block of 10,000 transfers
 //! (`callgrind`, 2026-11-23).
 //!
+//! # Lending
+//! A commit copies each branch on a written path and keeps most of its children: before
+//! 2026-11-24 the copy counted a new reference to each kept child, and freeing the original,
+//! once its revision was pruned, took that count back. Both touched every kept child (with
+//! random keys, a cache miss each), and the two cancel out. Now the first copy a commit makes
+//! of a branch is its *heir*: it holds the children it keeps without counting them (their
+//! `borrowed` slots), on the original's counts; the original, its *lender*, points to it. When
+//! the lender is freed ([`hand_over`]), the heir takes over the counts of the children it
+//! borrowed, and the lender decrements only the rest. If the heir goes first (an abandoned
+//! fork), the lender can lend again. A copy's borrowed children that its lender had itself
+//! borrowed stay borrowed, from the lender's own lender, so a chain of copies freed in any
+//! order hands each count on exactly once. A second copy of the same branch (another fork)
+//! counts its children as before. Every free holds one lock ([`FREEING`]), so a lender or heir
+//! is never freed while its neighbour hands over; a commit only ever sets the heir of a branch
+//! that has none, which no free changes.
+//!
 //! # Safety
 //! A [`Builder`], then the [`Branch`] it finishes into, is the only owner of the raw allocation;
 //! a builder dropped half-built releases exactly the children it was given. A `Shape` is only
@@ -51,7 +68,9 @@ use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 /// Slots per branch: 16 nibbles and the terminator.
 pub(crate) const SLOTS: usize = 17;
@@ -66,13 +85,6 @@ pub struct BranchHead {
     hash: UnsafeCell<Hash32>,
     /// Where the node file holds this node; 0 until a checkpoint writes it.
     pub(crate) loc: AtomicU64,
-    /// The branch that holds some of this one's child handles on this one's counts (see
-    /// "Lending" in the module doc), or null.
-    heir: AtomicPtr<BranchHead>,
-    /// The branch on whose counts this one holds the child handles in `borrowed`, or null.
-    lender: AtomicPtr<BranchHead>,
-    /// Slots whose child handle this branch holds without a count of its own.
-    borrowed: AtomicU32,
     /// The nibble position this branch splits on.
     pub(crate) pos: u16,
     n_nodes: u8,
@@ -93,7 +105,46 @@ pub struct BranchHead {
 }
 
 const HEAD_BYTES: usize = std::mem::size_of::<BranchHead>();
-const _: () = assert!(HEAD_BYTES <= 128);
+// 104 bytes where the prefix's `SmallVec` uses its `union` feature (this crate turns it on).
+const _: () = assert!(HEAD_BYTES <= 104);
+
+/// A branch's lending links ("Lending", above), right after its head. Only a branch with
+/// child nodes has them, as only such a branch lends or borrows: the bottom branches, which
+/// hold only inline leaves and are most of the trie, do not pay for them.
+#[repr(C)]
+struct Links {
+    /// The branch that holds some of this one's child handles on this one's counts, or null.
+    heir: AtomicPtr<BranchHead>,
+    /// The branch on whose counts this one holds the child handles in `borrowed`, or null.
+    lender: AtomicPtr<BranchHead>,
+    /// Slots whose child handle this branch holds without a count of its own.
+    borrowed: AtomicU32,
+}
+
+const LINK_BYTES: usize = std::mem::size_of::<Links>();
+const _: () = assert!(LINK_BYTES.is_multiple_of(std::mem::align_of::<Node>()));
+
+/// Bytes of links a branch with `n_nodes` child nodes has.
+fn link_bytes(n_nodes: usize) -> usize {
+    if n_nodes == 0 {
+        0
+    } else {
+        LINK_BYTES
+    }
+}
+
+/// The links of the branch at `head`, if it has child nodes.
+///
+/// # Safety
+/// `head` is a branch whose head is written, and it outlives the reference.
+unsafe fn links<'a>(head: NonNull<BranchHead>) -> Option<&'a Links> {
+    // SAFETY: the head is written; `layout` puts the links right after it when there are
+    // child nodes, and `Builder::new` writes them.
+    unsafe {
+        let has_nodes = head.as_ref().n_nodes > 0;
+        has_nodes.then(|| &*((head.as_ptr() as *const u8).add(HEAD_BYTES) as *const Links))
+    }
+}
 const _: () = assert!(HEAD_BYTES.is_multiple_of(std::mem::align_of::<Node>()));
 const _: () = assert!(std::mem::size_of::<Node>() == 16);
 
@@ -211,20 +262,23 @@ unsafe impl Send for Branch {}
 // not shared yet.
 unsafe impl Sync for Branch {}
 
-/// Where the child handles of the branch allocated at `head` start: right after its fixed part.
+/// Where the child handles of the branch allocated at `head` start, if it has any: right after
+/// its fixed part and links.
 fn nodes_at(head: NonNull<BranchHead>) -> *mut Node {
-    // SAFETY: `layout` puts the handles right after the head, inside the allocation.
-    unsafe { (head.as_ptr() as *mut u8).add(HEAD_BYTES) as *mut Node }
+    (head.as_ptr() as *mut u8).wrapping_add(HEAD_BYTES + LINK_BYTES) as *mut Node
 }
 
-/// Where the inline leaves of that branch start: right after its `n_nodes` child handles.
+/// Where the inline leaves of that branch start: right after its `n_nodes` child handles, or
+/// its fixed part if it has none.
 fn leaves_at(head: NonNull<BranchHead>, n_nodes: usize) -> *mut u8 {
-    // SAFETY: `layout` puts the leaves right after the handles, inside the allocation.
-    unsafe { nodes_at(head).add(n_nodes) as *mut u8 }
+    let offset = HEAD_BYTES + link_bytes(n_nodes) + n_nodes * std::mem::size_of::<Node>();
+    // SAFETY: `layout` puts the leaves there, inside the allocation.
+    unsafe { (head.as_ptr() as *mut u8).add(offset) }
 }
 
 fn layout(n_nodes: usize, n_leaves: usize, stride: usize) -> Layout {
-    let bytes = HEAD_BYTES + n_nodes * std::mem::size_of::<Node>() + n_leaves * stride;
+    let nodes = link_bytes(n_nodes) + n_nodes * std::mem::size_of::<Node>();
+    let bytes = HEAD_BYTES + nodes + n_leaves * stride;
     Layout::from_size_align(bytes, std::mem::align_of::<BranchHead>()).expect("a branch layout")
 }
 
@@ -369,10 +423,12 @@ impl Branch {
     /// commit leads to (only a commit sets an heir where there was none, and one commit copies a
     /// branch once), the handles are counted instead.
     fn link(&self, lender: NonNull<BranchHead>, borrowed: u32) {
-        self.lender.store(lender.as_ptr(), Ordering::Relaxed);
-        self.borrowed.store(borrowed, Ordering::Relaxed);
-        // SAFETY: the lender is alive: the commit copying it holds the tree it is in.
-        let lender = unsafe { lender.as_ref() };
+        let own = self.links().expect("a branch that borrows has child nodes");
+        own.lender.store(lender.as_ptr(), Ordering::Relaxed);
+        own.borrowed.store(borrowed, Ordering::Relaxed);
+        // SAFETY: the lender is alive: the commit copying it holds the tree it is in; it lent
+        // child nodes, so it has links.
+        let lender = unsafe { links(lender) }.expect("a lender has child nodes");
         let linked = lender.heir.compare_exchange(
             ptr::null_mut(),
             self.0.as_ptr(),
@@ -387,8 +443,21 @@ impl Branch {
                 std::mem::forget(node.clone());
             }
         }
-        self.lender.store(ptr::null_mut(), Ordering::Relaxed);
-        self.borrowed.store(0, Ordering::Relaxed);
+        own.lender.store(ptr::null_mut(), Ordering::Relaxed);
+        own.borrowed.store(0, Ordering::Relaxed);
+    }
+
+    /// This branch's lending links, if it has child nodes.
+    fn links(&self) -> Option<&Links> {
+        // SAFETY: a live branch, which outlives the reference.
+        unsafe { links(self.0) }
+    }
+
+    /// Whether a copy of this branch holds some of its children on its counts: a further copy
+    /// counts the children it keeps.
+    fn has_heir(&self) -> bool {
+        self.links()
+            .is_some_and(|links| !links.heir.load(Ordering::Acquire).is_null())
     }
 
     /// How many handles point to this branch.
@@ -444,9 +513,6 @@ impl Builder {
                 count: AtomicUsize::new(1),
                 hash: UnsafeCell::new(parts.hash.unwrap_or_default()),
                 loc: AtomicU64::new(parts.loc),
-                heir: AtomicPtr::new(ptr::null_mut()),
-                lender: AtomicPtr::new(ptr::null_mut()),
-                borrowed: AtomicU32::new(0),
                 pos: parts.pos,
                 n_nodes: n_nodes as u8,
                 n_leaves: n_leaves as u8,
@@ -457,6 +523,16 @@ impl Builder {
                 inline_mask: parts.inline_mask,
                 prefix: parts.prefix,
             });
+            if n_nodes > 0 {
+                (raw as *mut u8)
+                    .add(HEAD_BYTES)
+                    .cast::<Links>()
+                    .write(Links {
+                        heir: AtomicPtr::new(ptr::null_mut()),
+                        lender: AtomicPtr::new(ptr::null_mut()),
+                        borrowed: AtomicU32::new(0),
+                    });
+            }
             Builder {
                 head,
                 nodes: 0,
@@ -501,7 +577,7 @@ impl Builder {
     /// Makes this branch a copy of `original` that borrows the handles it keeps from it
     /// ([`Builder::push_kept`]), if `original` has lent to no other copy yet.
     pub(crate) fn copy_of(&mut self, original: &Branch) {
-        if original.heir.load(Ordering::Acquire).is_null() {
+        if original.links().is_some() && !original.has_heir() {
             self.lender = Some(original.0);
         }
     }
@@ -714,16 +790,19 @@ impl Dead {
             for offset in (0..usize::from(head.n_nodes) * std::mem::size_of::<Node>()).step_by(64) {
                 prefetch(handles.wrapping_add(offset));
             }
-            let heir = head.heir.load(Ordering::Relaxed) as *const u8;
+            // SAFETY: as above.
+            let heir =
+                unsafe { links(mid) }.map_or(ptr::null_mut(), |l| l.heir.load(Ordering::Relaxed));
             if !heir.is_null() {
-                prefetch(heir.wrapping_add(std::mem::offset_of!(BranchHead, borrowed)));
+                let borrowed = HEAD_BYTES + std::mem::offset_of!(Links, borrowed);
+                prefetch((heir as *const u8).wrapping_add(borrowed));
             }
         }
         if let Some(&near) = queue.get(AHEAD) {
             // SAFETY: as above; the draining thread holds `FREEING`.
             let head = unsafe { near.as_ref() };
             // SAFETY: as above.
-            let dropped = ranks_of(head, !unsafe { kept_slots(head) });
+            let dropped = ranks_of(head, !unsafe { kept_slots(near) });
             for rank in crate::trie::set_bits(dropped) {
                 // SAFETY: as above.
                 prefetch(unsafe { &*nodes_at(near).add(rank) }.addr());
@@ -759,48 +838,61 @@ fn prefetch(at: *const u8) {
 /// a thread that is exiting frees the branches below a branch in place, recursively.
 static FREEING: parking_lot::ReentrantMutex<()> = parking_lot::ReentrantMutex::new(());
 
-/// The slots of `head`'s branch whose handles freeing it must not drop: those it borrowed, and
-/// those its heir borrowed from it, which the heir takes over.
+/// The slots of the branch at `head` whose handles freeing it must not drop: those it
+/// borrowed, and those its heir borrowed from it, which the heir takes over.
 ///
 /// # Safety
-/// The caller holds [`FREEING`], so the branch's heir, if any, is alive.
-unsafe fn kept_slots(head: &BranchHead) -> u32 {
-    let borrowed = head.borrowed.load(Ordering::Relaxed);
-    // SAFETY: a linked branch is alive: freeing it unlinks it, under `FREEING`.
-    match unsafe { head.heir.load(Ordering::Acquire).as_ref() } {
-        Some(heir) => borrowed | heir.borrowed.load(Ordering::Relaxed),
-        None => borrowed,
+/// `head` is a live branch, and the caller holds [`FREEING`], so its heir, if any, is alive.
+unsafe fn kept_slots(head: NonNull<BranchHead>) -> u32 {
+    // SAFETY: as the caller promises; a linked branch is alive, as freeing it unlinks it,
+    // under `FREEING`, and it has child nodes, so links.
+    unsafe {
+        let Some(own) = links(head) else {
+            return 0;
+        };
+        let borrowed = own.borrowed.load(Ordering::Relaxed);
+        match NonNull::new(own.heir.load(Ordering::Acquire)).and_then(|heir| links(heir)) {
+            Some(heir) => borrowed | heir.borrowed.load(Ordering::Relaxed),
+            None => borrowed,
+        }
     }
 }
 
-/// Takes a branch about to be freed out of its lender's and heir's chain: the handles it held
-/// on its own counts that its heir borrowed become the heir's, and the heir's other borrowed
-/// handles, which this branch had borrowed too, are now borrowed from this branch's lender.
-/// Returns the slots whose handles the freed branch must not drop ([`kept_slots`]).
+/// Takes the branch at `head`, about to be freed, out of its lender's and heir's chain: the
+/// handles it held on its own counts that its heir borrowed become the heir's, and the heir's
+/// other borrowed handles, which this branch had borrowed too, are now borrowed from this
+/// branch's lender. Returns the slots whose handles the freed branch must not drop
+/// ([`kept_slots`]).
 ///
 /// # Safety
 /// As for [`kept_slots`]; and nothing else holds the branch.
-unsafe fn hand_over(head: &BranchHead) -> u32 {
-    // SAFETY: the caller holds `FREEING`.
-    let kept = unsafe { kept_slots(head) };
-    let (heir, lender) = (head.heir.load(Ordering::Acquire), head.lender.load(Ordering::Relaxed));
-    let borrowed = head.borrowed.load(Ordering::Relaxed);
-    let mut successor = ptr::null_mut();
-    // SAFETY: linked branches are alive (as in `kept_slots`).
-    if let Some(heir_head) = unsafe { heir.as_ref() } {
-        let left = heir_head.borrowed.load(Ordering::Relaxed) & borrowed;
-        heir_head.borrowed.store(left, Ordering::Relaxed);
-        let heir_lender = if left == 0 { ptr::null_mut() } else { lender };
-        heir_head.lender.store(heir_lender, Ordering::Relaxed);
-        if left != 0 {
-            successor = heir;
+unsafe fn hand_over(head: NonNull<BranchHead>) -> u32 {
+    // SAFETY: as the caller promises; linked branches are alive and have links.
+    unsafe {
+        let kept = kept_slots(head);
+        let Some(own) = links(head) else {
+            return kept;
+        };
+        let (heir, lender) = (
+            own.heir.load(Ordering::Acquire),
+            own.lender.load(Ordering::Relaxed),
+        );
+        let borrowed = own.borrowed.load(Ordering::Relaxed);
+        let mut successor = ptr::null_mut();
+        if let Some(heir_links) = NonNull::new(heir).and_then(|heir| links(heir)) {
+            let left = heir_links.borrowed.load(Ordering::Relaxed) & borrowed;
+            heir_links.borrowed.store(left, Ordering::Relaxed);
+            let heir_lender = if left == 0 { ptr::null_mut() } else { lender };
+            heir_links.lender.store(heir_lender, Ordering::Relaxed);
+            if left != 0 {
+                successor = heir;
+            }
         }
+        if let Some(lender) = NonNull::new(lender).and_then(|lender| links(lender)) {
+            lender.heir.store(successor, Ordering::Release);
+        }
+        kept
     }
-    // SAFETY: as above.
-    if let Some(lender) = unsafe { lender.as_ref() } {
-        lender.heir.store(successor, Ordering::Release);
-    }
-    kept
 }
 
 /// Frees a branch whose count has reached zero: hands over what its heir borrowed, drops its
@@ -816,7 +908,7 @@ unsafe fn free(raw: NonNull<BranchHead>) {
         let head = raw.as_ref();
         let (n_nodes, n_leaves) = (usize::from(head.n_nodes), usize::from(head.n_leaves));
         let layout = layout(n_nodes, n_leaves, usize::from(head.stride));
-        let dropped = ranks_of(head, !hand_over(head));
+        let dropped = ranks_of(head, !hand_over(raw));
         let nodes = &*ptr::slice_from_raw_parts(nodes_at(raw), n_nodes);
         crate::trie::warm(crate::trie::set_bits(dropped).map(|rank| &nodes[rank]));
         for rank in crate::trie::set_bits(dropped) {
@@ -898,7 +990,10 @@ mod tests {
                 STRIDES[usize::from(stride_class(3 + longest))]
             );
             let size = layout(1, leaves.len(), shape.stride()).size();
-            assert_eq!(size, HEAD_BYTES + 16 + leaves.len() * shape.stride());
+            assert_eq!(
+                size,
+                HEAD_BYTES + LINK_BYTES + 16 + leaves.len() * shape.stride()
+            );
             let slots = set_bits_of(inline_mask);
             for (leaf, slot) in leaves.iter().zip(slots) {
                 let stored = branch.leaf_in(shape, slot).expect("an inline leaf");
@@ -996,10 +1091,15 @@ mod tests {
     fn a_copy_borrows_its_kept_children_and_takes_them_over_when_the_original_is_freed() {
         let (leaves, original) = lender(3);
         let copy = copy(&original, 0b011, || Node::leaf(b"new", b"v"));
-        assert_eq!(counts(&leaves), [2, 2, 2], "kept children are not counted again");
+        assert_eq!(
+            counts(&leaves),
+            [2, 2, 2],
+            "kept children are not counted again"
+        );
         drop(original);
         assert_eq!(counts(&leaves), [2, 2, 1], "the replaced child is released");
-        assert_eq!(copy.borrowed.load(Ordering::Relaxed), 0, "the copy owns them now");
+        let borrowed = copy.links().map(|l| l.borrowed.load(Ordering::Relaxed));
+        assert_eq!(borrowed, Some(0), "the copy owns them now");
         drop(copy);
         assert_eq!(counts(&leaves), [1, 1, 1]);
     }
@@ -1010,7 +1110,7 @@ mod tests {
         let first = copy(&original, 0b11, || unreachable!());
         drop(first);
         assert_eq!(counts(&leaves), [2, 2], "a borrowed child is not released");
-        assert!(original.heir.load(Ordering::Relaxed).is_null());
+        assert!(!original.has_heir());
         let second = copy(&original, 0b01, || Node::leaf(b"new", b"v"));
         assert_eq!(counts(&leaves), [2, 2]);
         drop(original);
@@ -1040,8 +1140,12 @@ mod tests {
         assert_eq!(counts(&leaves), [2, 2, 2]);
         drop(middle);
         assert_eq!(counts(&leaves), [2, 2, 2], "the middle copy owned nothing");
-        assert_eq!(last.lender.load(Ordering::Relaxed), original.0.as_ptr());
-        assert_eq!(original.heir.load(Ordering::Relaxed), last.0.as_ptr());
+        let lender = last.links().map(|l| l.lender.load(Ordering::Relaxed));
+        let heir = original.links().map(|l| l.heir.load(Ordering::Relaxed));
+        assert_eq!(
+            (lender, heir),
+            (Some(original.0.as_ptr()), Some(last.0.as_ptr()))
+        );
         drop(original);
         assert_eq!(counts(&leaves), [2, 2, 1]);
         drop(last);
@@ -1057,7 +1161,7 @@ mod tests {
         builder.push_node(Node::leaf(b"new", b"v"));
         drop(builder);
         assert_eq!(counts(&leaves), [2, 2, 2]);
-        assert!(original.heir.load(Ordering::Relaxed).is_null());
+        assert!(!original.has_heir());
         drop(original);
         assert_eq!(counts(&leaves), [1, 1, 1]);
     }

@@ -1104,11 +1104,14 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
 }
 
 /// Reads every child node once with plain, independent loads, so their cache misses overlap.
-/// The reference-count increments that follow are locked instructions, which the processor does
-/// not overlap: without this, copying a branch paid one full memory latency per untouched
-/// sibling.
+/// A copy then reads each kept child's hash for its encoding; a copy that counts its children
+/// (one that cannot borrow them: `branch`, "Lending") and a free that releases them follow with
+/// locked instructions, which the processor does not overlap: without this, each paid one full
+/// memory latency per child.
 pub(crate) fn warm<'a>(nodes: impl IntoIterator<Item = &'a Node>) {
-    let touched = nodes.into_iter().fold(0usize, |acc, child| acc ^ child.touch());
+    let touched = nodes
+        .into_iter()
+        .fold(0usize, |acc, child| acc ^ child.touch());
     std::hint::black_box(touched);
 }
 
