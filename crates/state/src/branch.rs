@@ -772,14 +772,17 @@ impl Dead {
         }
     }
 
-    /// Fetches ahead in three steps, each `AHEAD` branches after the one before: the head of
-    /// the branch `3 * AHEAD` places ahead, the child handles of the one `2 * AHEAD` ahead (its
-    /// head says how many), and the reference counts of the children of the one `AHEAD` ahead.
+    /// Fetches ahead in three steps, each `AHEAD` branches after the one before: the head and
+    /// links of the branch `3 * AHEAD` places ahead; the child handles of the one `2 * AHEAD`
+    /// ahead (its head says how many) and its heir's borrowed slots; and the reference counts
+    /// of the children that the one `AHEAD` ahead will release (those neither it nor its heir
+    /// borrowed).
     fn fetch_ahead(&self) {
         let queue = self.queue.borrow();
         if let Some(&far) = queue.get(3 * AHEAD) {
+            // The head and, if the branch has child nodes, its links: up to three lines.
             let start = far.as_ptr() as *const u8;
-            for offset in [0, 64, HEAD_BYTES - 1] {
+            for offset in [0, 64, HEAD_BYTES + LINK_BYTES - 1] {
                 prefetch(start.wrapping_add(offset));
             }
         }
