@@ -490,9 +490,8 @@ pub(crate) struct Builder {
     /// The branch this one is a copy of, when it may borrow that branch's handles: it has no
     /// heir yet.
     lender: Option<NonNull<BranchHead>>,
-    /// Slots, and node ranks, of the handles pushed uncounted ([`Builder::push_kept`]).
+    /// Slots of the handles pushed uncounted ([`Builder::push_kept`]).
     borrowed_slots: u32,
-    borrowed_ranks: u32,
 }
 
 impl Builder {
@@ -539,7 +538,6 @@ impl Builder {
                 leaves: 0,
                 lender: None,
                 borrowed_slots: 0,
-                borrowed_ranks: 0,
             }
         }
     }
@@ -590,7 +588,6 @@ impl Builder {
             return self.push_node(node.clone());
         }
         self.borrowed_slots |= 1 << slot;
-        self.borrowed_ranks |= 1 << self.nodes;
         // SAFETY: a bitwise copy without a count: the lender's count stands for it until the
         // lender is freed and hands it over (`hand_over`), and nothing drops it meanwhile.
         self.push_node(unsafe { ptr::read(node) });
@@ -665,11 +662,12 @@ impl Drop for Builder {
             usize::from(head.n_leaves),
             stride,
         );
-        // SAFETY: the first `self.nodes` handles were written and nothing else owns them; the
-        // head is dropped once and the memory returned with its own layout.
+        let borrowed = ranks_of(head, self.borrowed_slots);
+        // SAFETY: the first `self.nodes` handles were written and those not borrowed are owned
+        // by nothing else; the head is dropped once and the memory returned with its layout.
         unsafe {
             for rank in 0..self.nodes {
-                if self.borrowed_ranks & (1 << rank) == 0 {
+                if borrowed & (1 << rank) == 0 {
                     ptr::drop_in_place(self.nodes_ptr().add(rank));
                 }
             }
@@ -872,18 +870,20 @@ unsafe fn kept_slots(head: NonNull<BranchHead>) -> u32 {
 unsafe fn hand_over(head: NonNull<BranchHead>) -> u32 {
     // SAFETY: as the caller promises; linked branches are alive and have links.
     unsafe {
-        let kept = kept_slots(head);
         let Some(own) = links(head) else {
-            return kept;
+            return 0;
         };
         let (heir, lender) = (
             own.heir.load(Ordering::Acquire),
             own.lender.load(Ordering::Relaxed),
         );
         let borrowed = own.borrowed.load(Ordering::Relaxed);
+        let mut kept = borrowed;
         let mut successor = ptr::null_mut();
         if let Some(heir_links) = NonNull::new(heir).and_then(|heir| links(heir)) {
-            let left = heir_links.borrowed.load(Ordering::Relaxed) & borrowed;
+            let heir_borrowed = heir_links.borrowed.load(Ordering::Relaxed);
+            kept |= heir_borrowed;
+            let left = heir_borrowed & borrowed;
             heir_links.borrowed.store(left, Ordering::Relaxed);
             let heir_lender = if left == 0 { ptr::null_mut() } else { lender };
             heir_links.lender.store(heir_lender, Ordering::Relaxed);
