@@ -470,6 +470,27 @@ impl Branch {
         self.count.load(Ordering::Acquire) == 1
     }
 
+    /// Asks for every line of this branch to be loaded, without waiting: its size follows from
+    /// `shape`, the one its parent's handle keeps, so the head need not have arrived.
+    #[inline]
+    pub(crate) fn prefetch_body(&self, shape: Shape) {
+        let n_nodes = shape.node_mask().count_ones() as usize;
+        let n_leaves = shape.inline_mask().count_ones() as usize;
+        let bytes = layout(n_nodes, n_leaves, shape.stride()).size();
+        let start = self.0.as_ptr() as *const u8;
+        for offset in (0..bytes).step_by(64) {
+            prefetch_read(start.wrapping_add(offset));
+        }
+        // The last line, where the allocation does not start on a line's boundary.
+        prefetch_read(start.wrapping_add(bytes - 1));
+    }
+
+    /// Asks for the line holding this branch's reference count and hash to be loaded.
+    #[inline]
+    pub(crate) fn prefetch_head(&self) {
+        prefetch_read(self.0.as_ptr() as *const u8);
+    }
+
     /// The allocation's address: this branch's identity while it lives.
     pub(crate) fn addr(&self) -> usize {
         self.0.as_ptr() as usize
@@ -829,6 +850,19 @@ fn prefetch(at: *const u8) {
     unsafe {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
         _mm_prefetch::<_MM_HINT_ET0>(at as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
+}
+
+/// Asks for the line at `at` to be loaded for reading, without waiting for it.
+#[inline]
+pub(crate) fn prefetch_read(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing, and faults on no address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(at as *const i8);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = at;

@@ -62,6 +62,7 @@ mod checkpoint;
 mod hashing;
 mod pending;
 mod prefixes;
+mod scout;
 
 use background::{Background, Handoff};
 use changes::{Changes, Spares};
@@ -751,7 +752,7 @@ impl Db {
             _ => None,
         };
         let (wal, records) = Wal::open(dir, revision)?;
-        let ctx = Ctx { parallel: true };
+        let ctx = Ctx::new(true);
         for (rev, changes) in log::replay_batches(records, REPLAY_BATCH_CHANGES) {
             if !changes.is_empty() {
                 let (next, added) = trie::apply(ctx, tree.as_ref(), &changes)?;

@@ -317,9 +317,7 @@ fn build(job: &Job, pool: &rayon::ThreadPool) -> Result<Tree, String> {
         if changes.is_empty() {
             return Ok((root.cloned(), count));
         }
-        let ctx = Ctx {
-            parallel: job.parallel,
-        };
+        let ctx = Ctx::new(job.parallel);
         let apply = || trie::apply(ctx, root, changes);
         let applied = if job.parallel {
             pool.install(apply)

@@ -975,7 +975,7 @@ fn pending_revisions_read_through_their_changes_to_their_parents() {
 /// record and shrinks once the longest is gone, and every leaf reads back either way.
 #[test]
 fn a_copied_branch_takes_the_stride_of_the_leaves_it_keeps() {
-    let ctx = Ctx { parallel: false };
+    let ctx = Ctx::new(false);
     let put = |key: u8, len: usize| {
         let value = Bytes::from_slice(&vec![key; len]);
         (Bytes::from_slice(&[key]), Some(value))

@@ -667,6 +667,15 @@ impl Node {
         }
     }
 
+    /// Asks for the line holding this node's reference count (and a branch's hash) to be
+    /// loaded, without waiting for it.
+    pub(crate) fn prefetch_head(&self) {
+        match self {
+            Node::Branch(_, b) => b.prefetch_head(),
+            _ => crate::branch::prefetch_read(self.addr()),
+        }
+    }
+
     /// Where the node lives in memory (its reference count is on that line or the one before),
     /// to prefetch.
     pub(crate) fn addr(&self) -> *const u8 {
@@ -811,6 +820,31 @@ type Entry<'a> = (&'a [u8], &'a [u8]);
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx {
     pub parallel: bool,
+    /// Whether the writes being applied were scouted above ([`crate::scout`]).
+    pub scouted: bool,
+}
+
+impl Ctx {
+    /// A commit's context before its descent starts.
+    pub(crate) fn new(parallel: bool) -> Ctx {
+        Ctx {
+            parallel,
+            scouted: false,
+        }
+    }
+
+    /// The context for applying `writes` under `node`: once the writes are few enough for
+    /// their paths to stay in cache, they are scouted, once.
+    fn scouting(self, node: &Node, writes: &[Change]) -> Ctx {
+        if self.scouted || writes.len() < 2 || writes.len() > crate::scout::SCOUT_WRITES {
+            return self;
+        }
+        crate::scout::scout(node, writes);
+        Ctx {
+            scouted: true,
+            ..self
+        }
+    }
 }
 
 /// The value under `key`.
@@ -1012,6 +1046,7 @@ fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applie
             writes,
         )),
         Node::Branch(_, b) => {
+            let ctx = ctx.scouting(node, writes);
             let pos = b.pos as usize;
             let (first, last) = (&writes[0].0, &writes[writes.len() - 1].0);
             // Sorted writes: every write shares at least what the first and last share.
