@@ -11,6 +11,7 @@
 //! either. The handoff is weak: it never keeps the thread alive, and once the database is gone it
 //! frees in place.
 
+use crate::recycle::Recycler;
 use crate::Error;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use std::sync::{Arc, Weak};
@@ -51,11 +52,17 @@ fn send_or_run(queue: &Sender<Job>, job: Job) {
 
 impl Background {
     /// Starts the thread.
-    pub fn start() -> Result<Self, Error> {
+    /// Starts the thread; the branches it frees go to `recycler`.
+    pub fn start(recycler: &Arc<Recycler>) -> Result<Self, Error> {
         let (queue, rx) = bounded::<Job>(QUEUE);
+        let recycler = recycler.clone();
         let thread = std::thread::Builder::new()
             .name("state-background".into())
-            .spawn(move || rx.into_iter().for_each(|job| job()))
+            .spawn(move || {
+                crate::recycle::join(&recycler);
+                drop(recycler);
+                rx.into_iter().for_each(|job| job());
+            })
             .map_err(|source| Error::Io {
                 context: "start the state background thread",
                 source,
@@ -125,7 +132,7 @@ mod tests {
 
     #[test]
     fn settle_waits_for_the_jobs_queued_before_it() {
-        let background = Background::start().expect("start");
+        let background = Background::start(&crate::recycle::Recycler::new()).expect("start");
         let freed = Arc::new(AtomicBool::new(false));
         background.drop_later(Slow(freed.clone()));
         background.settle();

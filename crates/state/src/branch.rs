@@ -62,6 +62,7 @@
 //! to save.
 #![allow(unsafe_code)]
 
+use crate::recycle;
 use crate::trie::{Hash32, InlineRef, Node};
 use crate::Bytes;
 use std::alloc::{self, Layout};
@@ -276,10 +277,25 @@ fn leaves_at(head: NonNull<BranchHead>, n_nodes: usize) -> *mut u8 {
     unsafe { (head.as_ptr() as *mut u8).add(offset) }
 }
 
+/// A branch's allocation: its size rounded up to a whole size class, so that a freed block
+/// fits any branch of its class ([`crate::recycle`]).
 fn layout(n_nodes: usize, n_leaves: usize, stride: usize) -> Layout {
     let nodes = link_bytes(n_nodes) + n_nodes * std::mem::size_of::<Node>();
-    let bytes = HEAD_BYTES + nodes + n_leaves * stride;
+    let bytes = recycle::rounded(HEAD_BYTES + nodes + n_leaves * stride);
     Layout::from_size_align(bytes, std::mem::align_of::<BranchHead>()).expect("a branch layout")
+}
+
+const _: () = assert!(std::mem::align_of::<BranchHead>() == recycle::ALIGN);
+
+/// Returns a branch's memory: to this thread's recycler, or else to the allocator.
+///
+/// # Safety
+/// `head` was allocated with `layout` and nothing reads or writes it any more.
+unsafe fn release(head: NonNull<BranchHead>, layout: Layout) {
+    if let Some(block) = recycle::give(head.cast(), layout.size()) {
+        // SAFETY: as the caller promises.
+        unsafe { alloc::dealloc(block.as_ptr(), layout) };
+    }
 }
 
 impl Branch {
@@ -525,7 +541,9 @@ impl Builder {
         let layout = layout(n_nodes, n_leaves, stride);
         // SAFETY: the layout is non-zero, and the head is written at its start.
         unsafe {
-            let raw = alloc::alloc(layout) as *mut BranchHead;
+            let raw = recycle::take(layout.size())
+                .map_or_else(|| alloc::alloc(layout), |block| block.as_ptr())
+                as *mut BranchHead;
             let Some(head) = NonNull::new(raw) else {
                 alloc::handle_alloc_error(layout)
             };
@@ -693,7 +711,7 @@ impl Drop for Builder {
                 }
             }
             ptr::drop_in_place(self.head.as_ptr());
-            alloc::dealloc(self.head.as_ptr() as *mut u8, layout);
+            release(self.head, layout);
         }
     }
 }
@@ -785,6 +803,8 @@ impl Dead {
             unsafe { free(branch) };
             next = self.queue.borrow_mut().pop_front();
         }
+        // The commit threads may use the blocks freed here.
+        recycle::share();
         let mut queue = self.queue.borrow_mut();
         if queue.capacity() > QUEUE_KEPT {
             queue.shrink_to(QUEUE_KEPT);
@@ -802,7 +822,7 @@ impl Dead {
             // The head and, if the branch has child nodes, its links: up to three lines.
             let start = far.as_ptr() as *const u8;
             for offset in [0, 64, HEAD_BYTES + LINK_BYTES - 1] {
-                prefetch(start.wrapping_add(offset));
+                prefetch_write(start.wrapping_add(offset));
             }
         }
         if let Some(&mid) = queue.get(2 * AHEAD) {
@@ -810,14 +830,14 @@ impl Dead {
             let head = unsafe { mid.as_ref() };
             let handles = nodes_at(mid) as *const u8;
             for offset in (0..usize::from(head.n_nodes) * std::mem::size_of::<Node>()).step_by(64) {
-                prefetch(handles.wrapping_add(offset));
+                prefetch_write(handles.wrapping_add(offset));
             }
             // SAFETY: as above.
             let heir =
                 unsafe { links(mid) }.map_or(ptr::null_mut(), |l| l.heir.load(Ordering::Relaxed));
             if !heir.is_null() {
                 let borrowed = HEAD_BYTES + std::mem::offset_of!(Links, borrowed);
-                prefetch((heir as *const u8).wrapping_add(borrowed));
+                prefetch_write((heir as *const u8).wrapping_add(borrowed));
             }
         }
         if let Some(&near) = queue.get(AHEAD) {
@@ -827,7 +847,7 @@ impl Dead {
             let dropped = ranks_of(head, !unsafe { kept_slots(near) });
             for rank in crate::trie::set_bits(dropped) {
                 // SAFETY: as above.
-                prefetch(unsafe { &*nodes_at(near).add(rank) }.addr());
+                prefetch_write(unsafe { &*nodes_at(near).add(rank) }.addr());
             }
         }
     }
@@ -844,7 +864,7 @@ impl Drop for Draining<'_> {
 
 /// Asks for the line at `at` to be loaded for writing, without waiting for it.
 #[inline]
-fn prefetch(at: *const u8) {
+pub(crate) fn prefetch_write(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it reads nothing, and faults on no address.
     unsafe {
@@ -952,7 +972,7 @@ unsafe fn free(raw: NonNull<BranchHead>) {
             ptr::drop_in_place(nodes_at(raw).add(rank));
         }
         ptr::drop_in_place(raw.as_ptr());
-        alloc::dealloc(raw.as_ptr() as *mut u8, layout);
+        release(raw, layout);
     }
 }
 
@@ -1268,7 +1288,10 @@ mod tests {
     #[test]
     fn a_branch_of_inline_leaves_has_no_room_for_child_nodes() {
         let four_leaves = layout(0, 4, STRIDES[3]).size();
-        assert_eq!(four_leaves, HEAD_BYTES + 4 * std::mem::size_of::<Inline>());
+        assert_eq!(
+            four_leaves,
+            recycle::rounded(HEAD_BYTES + 4 * std::mem::size_of::<Inline>())
+        );
         assert!(four_leaves <= 432);
         assert!(layout(0, 16, STRIDES[1]).size() <= 8 * 64);
     }

@@ -15,6 +15,7 @@
 //! live data, and so does the time to reopen, which reads it.
 
 use crate::nodes::{Compacted, NodeFile};
+use crate::recycle::Recycler;
 use crate::root::{self, Root};
 use crate::trie::{empty_hash, Node};
 use crate::Error;
@@ -94,13 +95,24 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Starts the thread for the database in `dir`; the node file's checkpointed bytes end at
     /// `end`.
-    pub fn start_thread(dir: &Path, file: Arc<NodeFile>, state: FileState) -> Result<Self, Error> {
+    /// The trees it trims free their branches into `recycler`.
+    pub fn start_thread(
+        dir: &Path,
+        file: Arc<NodeFile>,
+        state: FileState,
+        recycler: &Arc<Recycler>,
+    ) -> Result<Self, Error> {
         let (jobs, job_rx) = bounded::<Job>(1);
         let (outcome_tx, outcomes) = bounded(1);
         let dir = dir.to_path_buf();
+        let recycler = recycler.clone();
         let thread = std::thread::Builder::new()
             .name("state-checkpoint".into())
-            .spawn(move || run(&dir, &file, state, &job_rx, &outcome_tx))
+            .spawn(move || {
+                crate::recycle::join(&recycler);
+                drop(recycler);
+                run(&dir, &file, state, &job_rx, &outcome_tx)
+            })
             .map_err(|source| Error::Io {
                 context: "start the state checkpointer",
                 source,

@@ -62,6 +62,7 @@ mod checkpoint;
 mod hashing;
 mod pending;
 mod prefixes;
+mod recycle;
 mod scout;
 
 use background::{Background, Handoff};
@@ -762,7 +763,8 @@ impl Db {
             revision = rev;
         }
         let id = RevisionId(revision);
-        let background = Background::start()?;
+        let recycler = recycle::Recycler::new();
+        let background = Background::start(&recycler)?;
         let snapshot = Snapshot {
             id,
             view: View::Built(tree, count),
@@ -793,10 +795,10 @@ impl Db {
         let poison = Arc::new(Poison::default());
         Ok(Self {
             inner: RwLock::new(inner),
-            committer: Committer::start(poison.clone(), options.commit_threads)?,
+            committer: Committer::start(poison.clone(), options.commit_threads, &recycler)?,
             poison,
             durable: Mutex::new(durable),
-            checkpointer: Checkpointer::start_thread(dir, file.clone(), file_state)?,
+            checkpointer: Checkpointer::start_thread(dir, file.clone(), file_state, &recycler)?,
             background,
             file,
             options,

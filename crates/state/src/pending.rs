@@ -30,6 +30,7 @@
 use crate::background::Handoff;
 use crate::changes::Changes;
 use crate::prefixes::Prefixes;
+use crate::recycle::Recycler;
 use crate::trie::{self, Ctx, Node};
 use crate::{free_tree, key_prefix, Bytes, Error, Poison, Snapshot};
 use crossbeam_channel::{bounded, Sender};
@@ -221,10 +222,17 @@ pub(crate) struct Committer {
 impl Committer {
     /// Starts the committer thread and a pool of `threads` (0: one per core) for large
     /// commits; a failed build sets `poison`.
-    pub(crate) fn start(poison: Arc<Poison>, threads: usize) -> Result<Committer, Error> {
+    /// Its workers build branches from, and free them into, `recycler`.
+    pub(crate) fn start(
+        poison: Arc<Poison>,
+        threads: usize,
+        recycler: &Arc<Recycler>,
+    ) -> Result<Committer, Error> {
+        let recycler = recycler.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("state-commit-{i}"))
+            .start_handler(move |_| crate::recycle::join(&recycler))
             .build()
             .map(Arc::new)
             .map_err(|e| Error::Io {
@@ -445,7 +453,7 @@ mod tests {
         // A revision without its parent cannot be built: the build panics.
         drop(pending.below.write().take());
         let poison = Arc::new(Poison::default());
-        let committer = Committer::start(poison.clone(), 1).expect("start");
+        let committer = Committer::start(poison.clone(), 1, &Recycler::new()).expect("start");
         committer.submit(pending.clone(), true);
         committer.settle();
         let Some(Err(reason)) = pending.built() else {
