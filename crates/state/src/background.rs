@@ -14,6 +14,7 @@
 use crate::recycle::Recycler;
 use crate::Error;
 use crossbeam_channel::{bounded, Sender, TrySendError};
+use std::cell::Cell;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
@@ -43,7 +44,18 @@ impl Handoff {
     }
 }
 
+thread_local! {
+    /// Whether this thread is a database's background thread.
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Queues `job`, or runs it here when the queue is full or this is a background thread
+/// already: a job that hands work on (a pruned revision whose snapshot held the last handle
+/// to its tree) must not queue it behind a [`Background::settle`] that is waiting for it.
 fn send_or_run(queue: &Sender<Job>, job: Job) {
+    if BACKGROUND.with(Cell::get) {
+        return job();
+    }
     match queue.try_send(job) {
         Ok(()) => {}
         Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job(),
@@ -59,6 +71,7 @@ impl Background {
         let thread = std::thread::Builder::new()
             .name("state-background".into())
             .spawn(move || {
+                BACKGROUND.with(|background| background.set(true));
                 crate::recycle::join(&recycler);
                 drop(recycler);
                 rx.into_iter().for_each(|job| job());
@@ -137,5 +150,35 @@ mod tests {
         background.drop_later(Slow(freed.clone()));
         background.settle();
         assert!(freed.load(Ordering::SeqCst));
+    }
+
+    /// A job that hands more work to the background (as dropping a pruned revision does when it
+    /// held the last handle to its tree) has it done before a `settle` queued meanwhile returns.
+    #[test]
+    fn work_handed_on_by_a_background_job_is_done_before_settle_returns() {
+        let background = Background::start(&crate::recycle::Recycler::new()).expect("start");
+        let freed = Arc::new(AtomicBool::new(false));
+        let handoff = background.handoff();
+        let (started, wait_started) = crossbeam_channel::bounded::<()>(1);
+        let (go, wait_go) = crossbeam_channel::bounded::<()>(1);
+        let slow = Slow(freed.clone());
+        background.run(move || {
+            let _ = started.send(());
+            let _ = wait_go.recv();
+            handoff.drop_later(slow);
+        });
+        wait_started.recv().expect("the job started");
+        // `settle` queues its marker while the job runs; the job then hands its work on.
+        let settling = std::thread::spawn(move || {
+            background.settle();
+            background
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        go.send(()).expect("the job waits");
+        let _background = settling.join().expect("settle");
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "settle returned before the handed-on work"
+        );
     }
 }
