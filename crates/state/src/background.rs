@@ -63,7 +63,6 @@ fn send_or_run(queue: &Sender<Job>, job: Job) {
 }
 
 impl Background {
-    /// Starts the thread.
     /// Starts the thread; the branches it frees go to `recycler`.
     pub fn start(recycler: &Arc<Recycler>) -> Result<Self, Error> {
         let (queue, rx) = bounded::<Job>(QUEUE);
