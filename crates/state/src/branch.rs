@@ -106,6 +106,8 @@ pub struct BranchHead {
 }
 
 const HEAD_BYTES: usize = std::mem::size_of::<BranchHead>();
+/// Where the hash ends in a branch's head.
+const HASH_END: usize = std::mem::offset_of!(BranchHead, hash) + std::mem::size_of::<Hash32>();
 // 104 bytes where the prefix's `SmallVec` uses its `union` feature (this crate turns it on).
 const _: () = assert!(HEAD_BYTES <= 104);
 
@@ -501,10 +503,13 @@ impl Branch {
         prefetch_read(start.wrapping_add(bytes - 1));
     }
 
-    /// Asks for the line holding this branch's reference count and hash to be loaded.
+    /// Asks for the lines holding this branch's reference count and hash to be loaded: one, or
+    /// two where the allocation starts late in a line.
     #[inline]
     pub(crate) fn prefetch_head(&self) {
-        prefetch_read(self.0.as_ptr() as *const u8);
+        let start = self.0.as_ptr() as *const u8;
+        prefetch_read(start);
+        prefetch_read(start.wrapping_add(HASH_END - 1));
     }
 
     /// The allocation's address: this branch's identity while it lives.
