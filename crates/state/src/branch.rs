@@ -1054,7 +1054,7 @@ mod tests {
             let size = layout(1, leaves.len(), shape.stride()).size();
             assert_eq!(
                 size,
-                HEAD_BYTES + LINK_BYTES + 16 + leaves.len() * shape.stride()
+                recycle::rounded(HEAD_BYTES + LINK_BYTES + 16 + leaves.len() * shape.stride())
             );
             let slots = set_bits_of(inline_mask);
             for (leaf, slot) in leaves.iter().zip(slots) {
