@@ -16,6 +16,14 @@
 //! only shared state is one lock per batch of [`BATCH`] blocks. Other threads (a reader that
 //! drops the last handle of a pruned snapshot) use the allocator as before.
 //!
+//! A block was last written when its branch was freed, several blocks of the chain ago, so its
+//! lines are out of the cache: writing a new branch into it waited for each line in turn.
+//! Taking a block therefore asks for every line of the next one of its class, for writing.
+//! Measured (`commit_profile 10000000 200 pool 5000 inserts`, interleaved, 2026-11-24): the
+//! commit pool's CPU per block 23.9, 23.3, 22.4, 24.6 ms when only the next block's first line
+//! was asked for, 19.8, 19.6, 20.8, 22.1 ms with all of them; asking two blocks ahead did
+//! worse (24.6, 23.9, 20.6 against 20.4, 21.4, 19.7).
+//!
 //! Every branch's size is rounded up to a multiple of [`GRAIN`] bytes, its class, so that a
 //! block freed by one branch fits any branch of its class. The allocator rounds every size
 //! past 64 bytes to a multiple of 16 anyway, so this costs no memory. The recycler keeps at
@@ -157,8 +165,13 @@ pub(crate) fn take(bytes: usize) -> Option<NonNull<u8>> {
             }
             let block = batch.pop();
             if let Some(next) = batch.last() {
-                // The next branch of this class will be written there: ask for the line now.
-                crate::branch::prefetch_write(next.as_ptr());
+                // The next branch of this class will be written there, whole: ask for its lines
+                // now, so that writing it does not wait for each in turn.
+                let start = next.as_ptr();
+                for offset in (0..bytes).step_by(64) {
+                    crate::branch::prefetch_write(start.wrapping_add(offset));
+                }
+                crate::branch::prefetch_write(start.wrapping_add(bytes - 1));
             }
             block
         })
