@@ -495,12 +495,7 @@ impl Branch {
         let n_nodes = shape.node_mask().count_ones() as usize;
         let n_leaves = shape.inline_mask().count_ones() as usize;
         let bytes = layout(n_nodes, n_leaves, shape.stride()).size();
-        let start = self.0.as_ptr() as *const u8;
-        for offset in (0..bytes).step_by(64) {
-            prefetch_read(start.wrapping_add(offset));
-        }
-        // The last line, where the allocation does not start on a line's boundary.
-        prefetch_read(start.wrapping_add(bytes - 1));
+        prefetch_lines(self.0.as_ptr() as *const u8, bytes, prefetch_read);
     }
 
     /// Asks for the lines holding this branch's reference count and hash to be loaded: one, or
@@ -865,6 +860,17 @@ impl Drop for Draining<'_> {
     fn drop(&mut self) {
         self.0.set(false);
     }
+}
+
+/// Asks, with `prefetch` ([`prefetch_read`] or [`prefetch_write`]), for every line of the
+/// `bytes` (at least one) from `start`: the last one too, where they do not start on a line's
+/// boundary.
+#[inline]
+pub(crate) fn prefetch_lines(start: *const u8, bytes: usize, prefetch: fn(*const u8)) {
+    for offset in (0..bytes).step_by(64) {
+        prefetch(start.wrapping_add(offset));
+    }
+    prefetch(start.wrapping_add(bytes - 1));
 }
 
 /// Asks for the line at `at` to be loaded for writing, without waiting for it.

@@ -167,11 +167,8 @@ pub(crate) fn take(bytes: usize) -> Option<NonNull<u8>> {
             if let Some(next) = batch.last() {
                 // The next branch of this class will be written there, whole: ask for its lines
                 // now, so that writing it does not wait for each in turn.
-                let start = next.as_ptr();
-                for offset in (0..bytes).step_by(64) {
-                    crate::branch::prefetch_write(start.wrapping_add(offset));
-                }
-                crate::branch::prefetch_write(start.wrapping_add(bytes - 1));
+                use crate::branch::{prefetch_lines, prefetch_write};
+                prefetch_lines(next.as_ptr(), bytes, prefetch_write);
             }
             block
         })
