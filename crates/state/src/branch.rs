@@ -405,6 +405,28 @@ impl Branch {
         Some(InlineRef::stored(stored))
     }
 
+    /// The inline leaf holding `key` in this bucket ([`crate::bucket`]), if any: a scan of its
+    /// records, which are in key order, addressed from the shape the parent keeps.
+    #[inline]
+    pub(crate) fn bucket_leaf(&self, shape: Shape, key: &[u8]) -> Option<InlineRef<'_>> {
+        debug_assert!(shape == self.shape() && shape.node_mask() == 0);
+        let n = shape.inline_mask().count_ones() as usize;
+        let stride = shape.stride();
+        let start = self.leaves_ptr(0);
+        for i in 0..n {
+            // SAFETY: as in `leaf_in`: a bucket has no child nodes, and `n` leaves of this
+            // stride were written.
+            let stored = unsafe { std::slice::from_raw_parts(start.add(i * stride), stride) };
+            let leaf = InlineRef::stored(stored);
+            match leaf.entry().0.cmp(key) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => return Some(leaf),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+
     /// The hash. Never asked of a fresh branch: a commit hashes what it built before anything
     /// else sees it.
     #[inline]

@@ -57,6 +57,7 @@ pub(crate) mod trie;
 
 mod background;
 mod branch;
+mod bucket;
 mod changes;
 mod checkpoint;
 mod hashing;

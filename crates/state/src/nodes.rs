@@ -46,8 +46,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Version 3: branch hashes cover their encoding padded to a multiple of 64 bytes (2026-11-23),
-/// so the hashes stored by version 2 no longer verify.
-const MAGIC: &[u8; 8] = b"PGNODES4";
+/// so the hashes stored by version 2 no longer verify. Version 5: buckets ([`crate::bucket`],
+/// 2026-11-24): a tree of version 4 has small branches where the shape now has buckets.
+const MAGIC: &[u8; 8] = b"PGNODES5";
 const NODES_FILE: &str = "state.nodes";
 /// Bytes read speculatively per load: a whole branch or a small leaf in one system call.
 const FIRST_READ: usize = 1024;
@@ -603,6 +604,10 @@ fn decode(payload: &[u8], loc: u64, file: &Arc<GenFile>) -> Result<Node, Error> 
             let prefix = Bytes::from_slice(cur.take(prefix_len)?);
             if mask >> 17 != 0 || mask.count_ones() < 2 || inline_mask & !mask != 0 {
                 return Err(corrupt("branch with an invalid slot mask"));
+            }
+            let bucket = pos == crate::bucket::BUCKET;
+            if bucket && (inline_mask != mask || mask & (mask + 1) != 0 || prefix_len != 0) {
+                return Err(corrupt("bucket with an invalid slot mask"));
             }
             let mut slots = Slots::new();
             for slot in (0..17).filter(|s| mask & (1 << s) != 0) {

@@ -14,10 +14,16 @@
 //! - a leaf with another key proves absence (a subtree holding one key is that leaf);
 //! - an empty slot proves absence.
 //!
+//! A bucket ([`crate::bucket`]) at the end of a path is a step like a branch's, at `pos`
+//! [`BUCKET`], whose siblings are all its other keys' records in key order: the verifier puts
+//! the queried key's record among them by key (inclusion), or checks that it is none of them
+//! (absence: a bucket holds its whole subtree).
+//!
 //! Branch hashes do not cover the nibbles a branch skips (its prefix), and need not: inclusion
 //! is bound by the leaf, whose hash or record covers the whole key, and absence follows from the
 //! slots alone.
 
+use crate::bucket::BUCKET;
 use crate::trie::{self, branch_hash_of, empty_hash, leaf_hash, nibble, Hash32, Inline};
 use crate::trie::{Node, Piece, Slot};
 use crate::Error;
@@ -111,6 +117,12 @@ impl Proof {
         if self.steps.windows(2).any(|w| w[0].pos >= w[1].pos) {
             return Err(ProofError::Malformed("branch positions must increase"));
         }
+        let in_bucket = self.steps.last().is_some_and(|s| s.pos == BUCKET);
+        if in_bucket && matches!(&self.end, End::Leaf { key: k, .. } if k != key) {
+            return Err(ProofError::Malformed(
+                "a bucket's leaf must be the key's own",
+            ));
+        }
         let (mut below, found) = match &self.end {
             End::EmptyTrie if self.steps.is_empty() => {
                 return (*commitment == empty_hash())
@@ -138,7 +150,11 @@ impl Proof {
         };
         for step in self.steps.iter().rev() {
             let piece = below.as_ref().map(Below::piece);
-            below = Some(Below::Hash(step_hash(step, key, piece)?));
+            let hash = match step.pos {
+                BUCKET => bucket_hash(step, key, piece)?,
+                _ => step_hash(step, key, piece)?,
+            };
+            below = Some(Below::Hash(hash));
         }
         match below {
             Some(Below::Hash(root)) if root == *commitment => Ok(found),
@@ -162,6 +178,54 @@ impl Proof {
                 "an inline leaf too long to be inline",
             ))
     }
+}
+
+/// The hash of the bucket `step` with `below` (the key's record, or `None` for a key it does
+/// not hold) among its siblings, in key order.
+fn bucket_hash(step: &Step, key: &[u8], below: Option<Piece>) -> Result<Hash32, ProofError> {
+    let n = step.siblings.len() + usize::from(below.is_some());
+    if !(2..=SLOTS as usize).contains(&n)
+        || step.mask != (1 << n) - 1
+        || step.inline_mask != step.mask
+    {
+        return Err(ProofError::Malformed(
+            "a bucket holds two to 17 keys, all inline",
+        ));
+    }
+    let mut records = Vec::with_capacity(n);
+    for sibling in &step.siblings {
+        let Sibling::Leaf { key, value } = sibling else {
+            return Err(ProofError::Malformed("a bucket holds only inline leaves"));
+        };
+        let leaf = Inline::new(key, value).ok_or(ProofError::Malformed(
+            "an inline leaf too long to be inline",
+        ))?;
+        records.push((key.as_slice(), leaf));
+    }
+    if records.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(ProofError::Malformed("a bucket's keys are in order"));
+    }
+    let at = records.partition_point(|(k, _)| *k < key);
+    if records.get(at).is_some_and(|(k, _)| *k == key) {
+        // The key is among the siblings: a proof of its absence, or a second copy of it.
+        return Err(ProofError::Mismatch);
+    }
+    let pieces: Vec<Piece> = records[..at]
+        .iter()
+        .map(|(_, leaf)| Piece::Inline(leaf.record()))
+        .chain(below)
+        .chain(
+            records[at..]
+                .iter()
+                .map(|(_, leaf)| Piece::Inline(leaf.record())),
+        )
+        .collect();
+    Ok(branch_hash_of(
+        step.pos,
+        step.mask,
+        step.inline_mask,
+        pieces.into_iter(),
+    ))
 }
 
 /// The hash of `step`'s branch with `below` (the path's piece; `None` at an empty slot) in the
@@ -222,6 +286,7 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8]) -> Result<Proof, Error> {
     loop {
         let next = match &node {
             Node::Leaf(leaf) => return Ok(leaf_proof(steps, leaf.entry())),
+            Node::Branch(_, b) if b.pos == BUCKET => return Ok(bucket_proof(steps, b, key)),
             Node::Branch(_, b) => {
                 let slot = nibble(key, usize::from(b.pos));
                 let siblings = b
@@ -250,6 +315,30 @@ pub(crate) fn prove(root: Option<&Node>, key: &[u8]) -> Result<Proof, Error> {
         };
         node = next;
     }
+}
+
+/// A proof whose path ends in the bucket `b`: every record but `key`'s is a sibling.
+fn bucket_proof(mut steps: Vec<Step>, b: &trie::Branch, key: &[u8]) -> Proof {
+    let mut end = End::NoChild;
+    let mut siblings = Vec::with_capacity(b.leaves().len());
+    for leaf in b.leaves() {
+        let (k, value) = leaf.entry();
+        if k == key {
+            end = End::Leaf {
+                key: k.to_vec(),
+                value: value.to_vec(),
+            };
+        } else {
+            siblings.push(sibling(Slot::Inline(leaf)));
+        }
+    }
+    steps.push(Step {
+        pos: b.pos,
+        mask: b.mask,
+        inline_mask: b.inline_mask,
+        siblings,
+    });
+    Proof { steps, end }
 }
 
 /// What a proof shows of a child beside the path.

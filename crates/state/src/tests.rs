@@ -17,6 +17,19 @@ fn reference_commitment(entries: &[(&Vec<u8>, &Vec<u8>)]) -> trie::Hash32 {
     match entries {
         [] => trie::empty_hash(),
         [(k, v)] => trie::leaf_hash(k, v),
+        _ if entries.len() <= 17 && entries.iter().all(|(k, v)| k.len() + v.len() <= 46) => {
+            // A bucket: a branch at position 0xfff whose slots hold the records in key order.
+            let mask = (1u32 << entries.len()) - 1;
+            let mut encoding = vec![1u8];
+            encoding.extend_from_slice(&0xfffu16.to_le_bytes());
+            encoding.extend_from_slice(&mask.to_le_bytes());
+            encoding.extend_from_slice(&mask.to_le_bytes());
+            for (k, v) in entries {
+                encoding.extend_from_slice(&inline_record(k, v));
+            }
+            encoding.resize(encoding.len().next_multiple_of(64), 0);
+            *blake3::hash(&encoding).as_bytes()
+        }
         _ => {
             let pos = trie::common_nibbles(entries[0].0, entries[entries.len() - 1].0);
             let (mut mask, mut inline_mask) = (0u32, 0u32);
@@ -1061,4 +1074,87 @@ fn the_checkpoint_interval_grows_with_the_live_tree() {
             .expect("a root");
         assert_eq!(root.revision, checkpointed.0);
     }
+}
+
+/// A subtree of up to 17 small keys is one bucket: an 18th key splits it, a delete gathers
+/// it back, a value too long to be inline splits it and one shrunk to fit gathers it again,
+/// and keys deleted in one child of a branch gather the whole branch into a bucket. At every
+/// step the shape matches the documented commitment, and lookups, ranges and proofs (of keys
+/// present, and of keys absent between the bucket's) agree with the model.
+#[test]
+fn a_bucket_splits_past_its_limit_and_gathers_back() {
+    let ctx = Ctx::new(false);
+    // Keys 0xab 0xcd i: all under one path; i = 0x10.. and 0x20.. differ at the fifth nibble.
+    let key = |i: u8| vec![0xab, 0xcd, i];
+    let mut model = Model::new();
+    let mut root: Option<Node> = None;
+    let is_bucket = |root: &Option<Node>| bucket::is_bucket(root.as_ref().expect("a root"));
+    let apply = |root: &mut Option<Node>, writes: Vec<Write>, model: &mut Model| {
+        let changes: Vec<trie::Change> = writes
+            .iter()
+            .map(|(k, v)| (Bytes::from_slice(k), v.as_deref().map(Bytes::from_slice)))
+            .collect();
+        for (k, v) in writes {
+            match v {
+                Some(v) => model.insert(k, v),
+                None => model.remove(&k),
+            };
+        }
+        *root = trie::apply(ctx, root.as_ref(), &changes).expect("apply").0;
+        let node = root.as_ref().expect("a root");
+        let entries: Vec<(&Vec<u8>, &Vec<u8>)> = model.iter().collect();
+        assert_eq!(*node.hash(), reference_commitment(&entries));
+        for probe in 0..=0x30u8 {
+            let got = trie::get(node, &key(probe))
+                .expect("get")
+                .map(|v| v.to_vec());
+            assert_eq!(got, model.get(&key(probe)).cloned(), "key {probe:#x}");
+            let proof = proof::prove(Some(node), &key(probe)).expect("prove");
+            assert_eq!(
+                proof.verify(node.hash(), &key(probe)),
+                Ok(model.get(&key(probe)).cloned()),
+                "proof of {probe:#x}"
+            );
+        }
+        let (start, end) = (key(0x13), key(0x22));
+        let range = trie::Iter::new(
+            Some(node.clone()),
+            Bound::Excluded(start.clone()),
+            Bound::Included(end.clone()),
+        );
+        let got: Vec<Vec<u8>> = range.map(|e| e.expect("entry").0.to_vec()).collect();
+        let expected: Vec<Vec<u8>> = model
+            .range((Bound::Excluded(start), Bound::Included(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(got, expected);
+    };
+    // Every other key, one at a time: a bucket from the second key on.
+    for i in (0x10..0x20u8).chain(0x20..0x21) {
+        apply(&mut root, vec![(key(i), Some(vec![i; 8]))], &mut model);
+        assert_eq!(is_bucket(&root), model.len() >= 2, "{} keys", model.len());
+    }
+    assert_eq!(model.len(), 17);
+    apply(&mut root, vec![(key(0x21), Some(vec![1; 8]))], &mut model);
+    assert!(!is_bucket(&root), "18 keys split");
+    apply(&mut root, vec![(key(0x15), None)], &mut model);
+    assert!(is_bucket(&root), "17 keys gather");
+    apply(&mut root, vec![(key(0x16), Some(vec![2; 60]))], &mut model);
+    assert!(!is_bucket(&root), "a long value splits");
+    apply(&mut root, vec![(key(0x16), Some(vec![3; 8]))], &mut model);
+    assert!(is_bucket(&root), "a shrunk value gathers");
+    // Eighteen keys again, then deletes only under the 0x1_ nibble: the root branch's child
+    // there shrinks, and the branch gathers its two children into one bucket.
+    apply(&mut root, vec![(key(0x15), Some(vec![4; 8]))], &mut model);
+    assert!(!is_bucket(&root));
+    apply(
+        &mut root,
+        vec![(key(0x10), None), (key(0x11), None)],
+        &mut model,
+    );
+    assert!(is_bucket(&root), "16 keys gather");
+    // Deletes down to one key: a leaf node at the root.
+    let deletes: Vec<Write> = model.keys().skip(1).map(|k| (k.clone(), None)).collect();
+    apply(&mut root, deletes, &mut model);
+    assert!(matches!(root, Some(Node::Leaf(_))));
 }

@@ -9,6 +9,11 @@
 //! children, so its depth is bounded by the number of keys and by the key length, and the shape is
 //! a function of the key set alone, whatever the order of writes.
 //!
+//! # Buckets
+//! A subtree of 2 to 17 keys that all fit inline is a bucket ([`crate::bucket`]): a branch at
+//! position [`BUCKET`] whose slots hold the keys' records in key order, so a write at the
+//! bottom copies one node where a split would have made two.
+//!
 //! # Inline leaves
 //! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
 //! allocation, after the branch's fixed part, as a record ([`Inline`]) padded to the branch's
@@ -33,7 +38,8 @@
 //! - branch: `H(0x01 ‖ pos u16 LE ‖ slot mask u32 LE ‖ inline mask u32 LE ‖ pieces ‖ zeros)`,
 //!   a piece per child in slot order: a node's hash, or an inline leaf's record (`key length u8
 //!   ‖ key and value length u8 ‖ key ‖ value`, [`Inline`]); zeros to a multiple of 64 bytes
-//!   ([`encode_branch`]);
+//!   ([`encode_branch`]); a bucket of `n` keys is encoded as a branch at `pos` 4095 with both
+//!   masks `2^n - 1` and its records in key order;
 //! - the empty state: `H("peregrine v3 empty state")`.
 //!
 //! A revision's state commitment is its root's hash, updated in O(changed keys × depth). Inclusion
@@ -47,6 +53,7 @@
 
 pub use crate::branch::Branch;
 use crate::branch::{rank, Builder, Parts, Shape, SLOTS};
+use crate::bucket::{self, BUCKET, BUCKET_KEYS};
 use crate::hashing::Encoder;
 use crate::nodes::GenFile;
 use crate::{Bytes, Error};
@@ -295,6 +302,16 @@ impl<'a> Slot<'a> {
     }
 }
 
+impl Child {
+    /// The child, borrowed as a slot of a branch holds it.
+    pub(crate) fn as_slot(&self) -> Slot<'_> {
+        match self {
+            Child::Node(node) => Slot::Node(node),
+            Child::Inline(leaf) => Slot::Inline(leaf.as_ref()),
+        }
+    }
+}
+
 /// A key and its value, stored together: `data[..key_len]` is the key. Laid out in field order,
 /// so the hash sits right after the reference counts, in the line that `warm` loads.
 #[repr(C)]
@@ -481,7 +498,7 @@ impl Branch {
     }
 
     /// The handle a parent holds.
-    fn into_node(self) -> Node {
+    pub(crate) fn into_node(self) -> Node {
         Node::Branch(self.shape(), self)
     }
 
@@ -532,7 +549,7 @@ impl Branch {
 
 /// Builds a branch of `parts`, letting `fill` push its children in slot order and, for a staged
 /// branch, write their hashes into its encoding at the same time.
-fn build_with(
+pub(crate) fn build_with(
     parts: Parts,
     hashing: Hashing,
     fill: impl FnOnce(&mut Builder, &mut Encoder),
@@ -580,21 +597,27 @@ impl Node {
     }
 
     /// The canonical subtree over `slots` (in slot order) at a split on `pos`: none, the single
-    /// child, or a new branch.
+    /// child, a bucket if all their keys fit one ([`crate::bucket`]), or a new branch.
     pub(crate) fn from_children(
         pos: usize,
         prefix: &[u8],
         mut slots: Slots,
         writes: usize,
-    ) -> Option<Child> {
+    ) -> Result<Option<Child>, Error> {
         match slots.len() {
-            0 => None,
-            1 => slots.pop().map(|(_, child)| child),
+            0 => Ok(None),
+            1 => Ok(slots.pop().map(|(_, child)| child)),
             _ => {
+                let children: SmallVec<[Slot; SLOTS]> =
+                    slots.iter().map(|(_, child)| child.as_slot()).collect();
+                if let Some(bucket) = bucket::gather(&children, writes)? {
+                    return Ok(Some(bucket));
+                }
+                drop(children);
                 let prefix = Bytes::from_slice(&prefix[..pos.div_ceil(2)]);
                 let hashing = Hashing::fresh(writes);
                 let branch = Branch::from_slots(pos as u16, prefix, slots, 0, hashing);
-                Some(Child::Node(branch.into_node()))
+                Ok(Some(Child::Node(branch.into_node())))
             }
         }
     }
@@ -814,7 +837,7 @@ pub(crate) fn common_nibbles(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// A key and value borrowed from a write set or a leaf.
-type Entry<'a> = (&'a [u8], &'a [u8]);
+pub(crate) type Entry<'a> = (&'a [u8], &'a [u8]);
 
 /// How a commit runs: whether it may spread over the rayon pool.
 #[derive(Clone, Copy)]
@@ -877,6 +900,12 @@ enum Step<'a> {
 fn step<'a>(node: &'a Node, key: &[u8]) -> Step<'a> {
     match node {
         Node::Leaf(leaf) => Step::Leaf(leaf.entry()),
+        Node::Branch(shape, b) if shape.pos() == usize::from(BUCKET) => {
+            match b.bucket_leaf(*shape, key) {
+                Some(leaf) => Step::Leaf(leaf.entry()),
+                None => Step::Absent,
+            }
+        }
         Node::Branch(shape, b) => {
             let slot = nibble(key, shape.pos());
             if let Some(leaf) = b.leaf_in(*shape, slot) {
@@ -967,7 +996,7 @@ const HASH_BATCH_WRITES: usize = 256;
 
 /// When a new branch is hashed.
 #[derive(Clone, Copy)]
-enum Hashing {
+pub(crate) enum Hashing {
     /// As it is built (a branch read back from disk, whose hash is checked).
     Now,
     /// By its commit's hashing pass, which reads its children's hashes then.
@@ -980,7 +1009,7 @@ enum Hashing {
 
 impl Hashing {
     /// How a commit hashes a branch it builds from `writes` writes.
-    fn fresh(writes: usize) -> Hashing {
+    pub(crate) fn fresh(writes: usize) -> Hashing {
         if writes < HASH_BATCH_WRITES {
             Hashing::Stage
         } else {
@@ -990,7 +1019,7 @@ impl Hashing {
 }
 
 /// A subtree and the change in its key count.
-type Applied = (Option<Child>, i64);
+pub(crate) type Applied = (Option<Child>, i64);
 
 /// Applies `writes` (sorted by key, unique, non-empty) to the tree at `root`: the new root and
 /// the change in the key count.
@@ -1013,12 +1042,9 @@ fn apply_slot(ctx: Ctx, slot: Option<Slot>, writes: &[Change]) -> Result<Applied
     match slot {
         None => apply_node(ctx, None, writes),
         Some(Slot::Node(node)) => apply_node(ctx, Some(node), writes),
-        Some(Slot::Inline(leaf)) => Ok(apply_leaf(
-            ctx,
-            Child::Inline(leaf.to_inline()),
-            leaf.entry(),
-            writes,
-        )),
+        Some(Slot::Inline(leaf)) => {
+            apply_leaf(ctx, Child::Inline(leaf.to_inline()), leaf.entry(), writes)
+        }
     }
 }
 
@@ -1036,15 +1062,16 @@ fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applie
             .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)))
             .collect();
         let added = puts.len() as i64;
-        return Ok((build(ctx, &puts), added));
+        return Ok((build(ctx, &puts)?, added));
     };
     match node {
-        Node::Leaf(leaf) => Ok(apply_leaf(
+        Node::Leaf(leaf) => apply_leaf(
             ctx,
             Child::of_leaf_node(node, leaf.entry()),
             leaf.entry(),
             writes,
-        )),
+        ),
+        Node::Branch(_, b) if b.pos == BUCKET => bucket::apply(ctx, b, writes),
         Node::Branch(_, b) => {
             let ctx = ctx.scouting(node, writes);
             let pos = b.pos as usize;
@@ -1067,17 +1094,23 @@ fn apply_node(ctx: Ctx, node: Option<&Node>, writes: &[Change]) -> Result<Applie
 }
 
 /// Applies `writes` to a one-key subtree: `leaf`, which holds `key` and `value`.
-fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> Applied {
+fn apply_leaf(
+    ctx: Ctx,
+    leaf: Child,
+    (key, value): Entry,
+    writes: &[Change],
+) -> Result<Applied, Error> {
     if let [(k, new)] = writes {
         if k.as_slice() == key {
-            return match new {
+            return Ok(match new {
                 Some(new) if new.as_slice() == value => (Some(leaf), 0),
                 Some(new) => (Some(Child::leaf(key, new)), 0),
                 None => (None, -1),
-            };
+            });
         }
-        // The common insert: one new key beside this leaf, under a new two-way branch.
-        return match new {
+        // The common insert: one new key beside this leaf, in a new bucket of two, or under a
+        // new two-way branch.
+        return Ok(match new {
             None => (Some(leaf), 0),
             Some(new) => {
                 let pos = common_nibbles(key, k);
@@ -1088,9 +1121,12 @@ fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> 
                 } else {
                     [new, old]
                 };
-                (Node::from_children(pos, key, Slots::from_iter(slots), 1), 1)
+                (
+                    Node::from_children(pos, key, Slots::from_iter(slots), 1)?,
+                    1,
+                )
             }
-        };
+        });
     }
     let mut merged: Vec<Entry> = Vec::with_capacity(writes.len() + 1);
     let mut leaf_pending = true;
@@ -1109,7 +1145,7 @@ fn apply_leaf(ctx: Ctx, leaf: Child, (key, value): Entry, writes: &[Change]) -> 
         merged.push((key, value));
     }
     let added = merged.len() as i64 - 1;
-    (build(ctx, &merged), added)
+    Ok((build(ctx, &merged)?, added))
 }
 
 /// Writes that all share the branch's prefix: grouped by the nibble at `pos`.
@@ -1135,7 +1171,44 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
             changes.push((slot, child));
         }
     }
+    if let Some(bucket) = gathered(b, &changes, writes.len())? {
+        return Ok((Some(bucket), added));
+    }
     Ok((b.edit(changes, writes.len()), added))
+}
+
+/// The bucket branch `b` becomes once `changes` are applied, if its keys now fit one: only a
+/// delete, or a value shrunk to fit inline, can bring a branch's subtree down to that. The masks
+/// rule out almost every branch before any child is looked at.
+fn gathered(
+    b: &Branch,
+    changes: &[(usize, Option<Child>)],
+    writes: usize,
+) -> Result<Option<Child>, Error> {
+    let (mut inline, mut nodes) = (b.inline_mask, b.mask & !b.inline_mask);
+    for (slot, child) in changes {
+        let bit = 1u32 << slot;
+        inline &= !bit;
+        nodes &= !bit;
+        match child {
+            Some(Child::Inline(_)) => inline |= bit,
+            Some(Child::Node(_)) => nodes |= bit,
+            None => {}
+        }
+    }
+    let least = inline.count_ones() + 2 * nodes.count_ones();
+    if (inline | nodes).count_ones() < 2 || least as usize > BUCKET_KEYS {
+        return Ok(None);
+    }
+    let slots: SmallVec<[Slot; SLOTS]> = set_bits(inline | nodes)
+        .map(
+            |slot| match changes.iter().find(|(changed, _)| *changed == slot) {
+                Some((_, child)) => child.as_ref().expect("an occupied slot").as_slot(),
+                None => b.slot(slot).expect("an occupied slot"),
+            },
+        )
+        .collect();
+    bucket::gather(&slots, writes)
 }
 
 /// Reads every child node once with plain, independent loads, so their cache misses overlap.
@@ -1195,7 +1268,7 @@ fn split_above(
         slots.push((old_slot, old));
     }
     Ok((
-        Node::from_children(split, prefix, slots, writes.len()),
+        Node::from_children(split, prefix, slots, writes.len())?,
         added,
     ))
 }
@@ -1246,11 +1319,14 @@ fn group_by_nibble(writes: &[Change], pos: usize) -> SmallVec<[(usize, &[Change]
 }
 
 /// The subtree holding exactly `entries` (sorted by key, unique).
-pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Child> {
+pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Result<Option<Child>, Error> {
     match entries {
-        [] => None,
-        [(k, v)] => Some(Child::leaf(k, v)),
+        [] => Ok(None),
+        [(k, v)] => Ok(Some(Child::leaf(k, v))),
         _ => {
+            if let Some(bucket) = bucket::of_entries(entries, entries.len()) {
+                return Ok(Some(bucket));
+            }
             let first = entries[0].0;
             let pos = common_nibbles(first, entries[entries.len() - 1].0);
             let mut groups: SmallVec<[(usize, &[Entry]); 17]> = SmallVec::new();
@@ -1262,14 +1338,15 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Option<Child> {
                 start += len;
             }
             let child = |&(slot, group): &(usize, &[Entry])| {
-                let child = build(ctx, group).expect("a non-empty group");
+                let child = build(ctx, group)?.expect("a non-empty group");
                 hash_if_small(entries.len(), group.len(), Some(&child));
-                (slot, child)
+                Ok((slot, child))
             };
             let slots: Slots = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES {
-                groups.par_iter().map(child).collect::<Vec<_>>().into()
+                let slots: Result<Vec<_>, Error> = groups.par_iter().map(child).collect();
+                slots?.into()
             } else {
-                groups.iter().map(child).collect()
+                groups.iter().map(child).collect::<Result<_, Error>>()?
             };
             Node::from_children(pos, first, slots, entries.len())
         }
@@ -1397,6 +1474,8 @@ impl Iter {
     fn slot_vs_start(&self, pos: usize, prefix: &[u8], slot: usize) -> Ordering {
         let start = match &self.start {
             Bound::Unbounded => return Ordering::Greater,
+            // A bucket's slots are in key order, not by a nibble: each key is compared.
+            _ if pos == usize::from(BUCKET) => return Ordering::Equal,
             Bound::Included(s) | Bound::Excluded(s) => s,
         };
         for i in 0..pos {
