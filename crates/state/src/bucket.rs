@@ -10,8 +10,12 @@
 //! two, and a lookup ends one miss earlier.
 //!
 //! # Shape
-//! A subtree is a bucket when it holds 2 to [`BUCKET_KEYS`] keys and every key and value fit
-//! inline ([`crate::trie::INLINE_BYTES`]); otherwise it splits as before. The rule depends on the
+//! A subtree is a bucket when it holds 3 to [`BUCKET_KEYS`] keys, every key and value fit
+//! inline ([`crate::trie::INLINE_BYTES`]), and two of them would share a slot of the branch
+//! that splits them; otherwise it splits as before. Keys that would each take a slot of their
+//! own make a *flat* branch, all inline leaves: as compact as a bucket, and a lookup finds its
+//! key by the nibble instead of scanning (dense keys, such as sequential account numbers,
+//! fill bottom branches this way). The rule depends on the
 //! key set alone, so the shape, and the commitment, still do not depend on the order of writes.
 //! A write that grows a bucket past the limit (or stores a value too long to be inline) splits
 //! it; a delete, or a value shrunk to fit, that brings a branch's subtree within the limit
@@ -86,10 +90,25 @@ pub(crate) fn new(records: &[Record], writes: usize) -> Child {
     Child::Node(bucket.into_node())
 }
 
-/// The subtree over `entries` (sorted by key, unique) if it is a bucket: 2 to [`BUCKET_KEYS`]
-/// of them, each small enough to be inline.
+/// Whether keys (sorted, unique, at least two) would share a slot of the branch that splits
+/// them: the first position where they differ. Keys that would not make a *flat* branch, one
+/// inline leaf per slot, found by its nibble with no scan.
+fn collide<'k>(mut keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone) -> bool {
+    let first = keys.clone().next().expect("two keys");
+    let last = keys.clone().last().expect("two keys");
+    let pos = trie::common_nibbles(first, last);
+    let mut previous = trie::nibble(first, pos);
+    keys.next();
+    keys.any(|key| {
+        let slot = trie::nibble(key, pos);
+        std::mem::replace(&mut previous, slot) == slot
+    })
+}
+
+/// The subtree over `entries` (sorted by key, unique) if it is a bucket: 3 to [`BUCKET_KEYS`]
+/// of them, each small enough to be inline, two of them in one slot of the split.
 pub(crate) fn of_entries(entries: &[Entry], writes: usize) -> Option<Child> {
-    if !(2..=BUCKET_KEYS).contains(&entries.len()) {
+    if !(3..=BUCKET_KEYS).contains(&entries.len()) || !collide(entries.iter().map(|e| e.0)) {
         return None;
     }
     let records: Option<Records> = entries
@@ -128,11 +147,17 @@ pub(crate) fn apply(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<trie::App
         }
     }
     records.extend(old.map(Record::Kept));
-    if fits && records.len() >= 2 && records.len() <= BUCKET_KEYS {
+    let is_bucket = |records: &Records| {
+        records.len() >= 3
+            && records.len() <= BUCKET_KEYS
+            && collide(records.iter().map(|r| r.as_ref().entry().0))
+    };
+    if fits && is_bucket(&records) {
         let added = records.len() as i64 - before;
         return Ok((Some(new(&records, writes.len())), added));
     }
-    // Too many keys, a long value, or one key left (inline in the parent): the general path.
+    // Too many keys, a long value, keys a flat branch holds, or one key left (inline in the
+    // parent): the general path.
     drop(records);
     let merged = merge(b, writes);
     let added = merged.len() as i64 - before;
@@ -157,27 +182,28 @@ fn merge<'a>(b: &'a Branch, writes: &'a [Change]) -> Vec<Entry<'a>> {
 }
 
 /// The bucket that the subtree over `slots` (a branch's contents, in slot order, at least
-/// two) is, if its keys fit one: every child an inline leaf or a bucket, and at most
-/// [`BUCKET_KEYS`] keys in all. Counting needs no child loaded, except one only on disk.
+/// two) is, if its keys fit one: every child an inline leaf, a bucket or a flat branch, at
+/// least one of them a node (else the branch is flat itself), and at most [`BUCKET_KEYS`] keys
+/// in all. Counting needs no child loaded, except one only on disk.
 pub(crate) fn gather(slots: &[Slot], writes: usize) -> Result<Option<Child>, Error> {
     // A node child holds at least two keys: most branches are ruled out by their masks alone.
-    let least: usize = slots
-        .iter()
-        .map(|slot| match slot {
-            Slot::Inline(_) => 1,
-            Slot::Node(_) => 2,
-        })
-        .sum();
-    if least > BUCKET_KEYS {
+    let (mut least, mut nodes) = (0, 0);
+    for slot in slots {
+        match slot {
+            Slot::Inline(_) => least += 1,
+            Slot::Node(_) => (least, nodes) = (least + 2, nodes + 1),
+        }
+    }
+    if least > BUCKET_KEYS || nodes == 0 {
         return Ok(None);
     }
     let mut loaded: SmallVec<[Node; SLOTS]> = SmallVec::new();
     for slot in slots {
         match slot {
             Slot::Inline(_) => {}
-            Slot::Node(Node::Branch(shape, _)) if shape.pos() == usize::from(BUCKET) => {}
+            Slot::Node(node @ Node::Branch(..)) if all_inline(node) => {}
             Slot::Node(Node::Stub(stub)) => match stub.load()? {
-                node @ Node::Branch(..) if is_bucket(&node) => loaded.push(node),
+                node if all_inline(&node) => loaded.push(node),
                 _ => return Ok(None),
             },
             Slot::Node(_) => return Ok(None),
@@ -203,6 +229,13 @@ pub(crate) fn gather(slots: &[Slot], writes: usize) -> Result<Option<Child>, Err
 }
 
 /// Whether `node` is a bucket (a stub is not looked into).
+#[cfg(test)]
 pub(crate) fn is_bucket(node: &Node) -> bool {
     matches!(node, Node::Branch(shape, _) if shape.pos() == usize::from(BUCKET))
+}
+
+/// Whether `node` is a bucket or a flat branch: a branch that holds only inline leaves, whose
+/// records are in key order (a stub is not looked into).
+fn all_inline(node: &Node) -> bool {
+    matches!(node, Node::Branch(shape, _) if shape.node_mask() == 0)
 }

@@ -1197,7 +1197,7 @@ fn gathered(
         }
     }
     let least = inline.count_ones() + 2 * nodes.count_ones();
-    if (inline | nodes).count_ones() < 2 || least as usize > BUCKET_KEYS {
+    if nodes == 0 || (inline | nodes).count_ones() < 2 || least as usize > BUCKET_KEYS {
         return Ok(None);
     }
     let slots: SmallVec<[Slot; SLOTS]> = set_bits(inline | nodes)
