@@ -10,9 +10,10 @@
 //! a function of the key set alone, whatever the order of writes.
 //!
 //! # Buckets
-//! A subtree of 2 to 17 keys that all fit inline is a bucket ([`crate::bucket`]): a branch at
-//! position [`BUCKET`] whose slots hold the keys' records in key order, so a write at the
-//! bottom copies one node where a split would have made two.
+//! A subtree of 3 to 17 keys that all fit inline, two of which would share a slot of their
+//! split, is a bucket ([`crate::bucket`]): a branch at position [`BUCKET`] whose slots hold
+//! the keys' records in key order, so a write at the bottom copies one node where a split
+//! would have made two.
 //!
 //! # Inline leaves
 //! A leaf whose key and value fit in `INLINE_BYTES` (46) lives inside its parent branch, in the same
