@@ -913,7 +913,15 @@ fn step<'a>(node: &'a Node, key: &[u8]) -> Step<'a> {
                 return Step::Leaf(leaf.entry());
             }
             match b.node_in(*shape, slot) {
-                Some(child) => Step::Down(child),
+                Some(child) => {
+                    // A bucket is scanned record by record: ask for all its lines at once.
+                    if let Node::Branch(shape, bucket) = child {
+                        if shape.pos() == usize::from(BUCKET) {
+                            bucket.prefetch_body(*shape);
+                        }
+                    }
+                    Step::Down(child)
+                }
                 None => Step::Absent,
             }
         }
