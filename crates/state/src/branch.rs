@@ -418,7 +418,7 @@ impl Branch {
             // stride were written.
             let stored = unsafe { std::slice::from_raw_parts(start.add(i * stride), stride) };
             let leaf = InlineRef::stored(stored);
-            match leaf.entry().0.cmp(key) {
+            match crate::trie::key_order(leaf.entry().0, key) {
                 std::cmp::Ordering::Less => continue,
                 std::cmp::Ordering::Equal => return Some(leaf),
                 std::cmp::Ordering::Greater => return None,

@@ -128,7 +128,8 @@ pub(crate) fn apply(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<trie::App
     let mut fits = true;
     let mut old = old.peekable();
     for (key, value) in writes {
-        while let Some(leaf) = old.next_if(|leaf| leaf.entry().0 < key.as_slice()) {
+        let before = |leaf: &InlineRef| trie::key_order(leaf.entry().0, key).is_lt();
+        while let Some(leaf) = old.next_if(before) {
             records.push(Record::Kept(leaf));
         }
         old.next_if(|leaf| leaf.entry().0 == key.as_slice());
