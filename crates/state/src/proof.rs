@@ -184,12 +184,12 @@ impl Proof {
 /// not hold) among its siblings, in key order.
 fn bucket_hash(step: &Step, key: &[u8], below: Option<Piece>) -> Result<Hash32, ProofError> {
     let n = step.siblings.len() + usize::from(below.is_some());
-    if !(2..=SLOTS as usize).contains(&n)
+    if !(3..=SLOTS as usize).contains(&n)
         || step.mask != (1 << n) - 1
         || step.inline_mask != step.mask
     {
         return Err(ProofError::Malformed(
-            "a bucket holds two to 17 keys, all inline",
+            "a bucket holds 3 to 17 keys, all inline",
         ));
     }
     let mut records = Vec::with_capacity(n);

@@ -1166,6 +1166,34 @@ fn a_bucket_splits_past_its_limit_and_gathers_back() {
         &mut model,
     );
     assert!(is_bucket(&root), "16 keys gather");
+    // A bucket's proof: its records out of order, one left out, or the key's own record moved
+    // among the siblings to claim it absent, all fail.
+    let node = root.as_ref().expect("a root");
+    let present = key(0x16);
+    let proof = proof::prove(Some(node), &present).expect("prove");
+    let last = proof.steps.len() - 1;
+    assert_eq!(proof.steps[last].pos, 0xfff);
+    let mut swapped = proof.clone();
+    swapped.steps[last].siblings.swap(0, 1);
+    let mut dropped = proof.clone();
+    dropped.steps[last].siblings.pop();
+    let mut hidden = proof.clone();
+    let proof::End::Leaf { key: k, value } = proof.end.clone() else {
+        panic!("a present key's proof ends at its leaf");
+    };
+    let at = hidden.steps[last]
+        .siblings
+        .partition_point(|s| matches!(s, proof::Sibling::Leaf { key, .. } if *key < k));
+    hidden.steps[last]
+        .siblings
+        .insert(at, proof::Sibling::Leaf { key: k, value });
+    hidden.end = proof::End::NoChild;
+    for tampered in [swapped, dropped, hidden] {
+        assert!(
+            tampered.verify(node.hash(), &present).is_err(),
+            "{tampered:?}"
+        );
+    }
     // Deletes down to one key: a leaf node at the root.
     let deletes: Vec<Write> = model.keys().skip(1).map(|k| (k.clone(), None)).collect();
     apply(&mut root, deletes, &mut model);

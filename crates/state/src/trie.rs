@@ -1130,8 +1130,8 @@ fn apply_leaf(
                 None => (None, -1),
             });
         }
-        // The common insert: one new key beside this leaf, in a new bucket of two, or under a
-        // new two-way branch.
+        // The common insert: one new key beside this leaf, under a new two-way branch (two keys
+        // differ where they split, so they never make a bucket; the parent may gather them).
         return Ok(match new {
             None => (Some(leaf), 0),
             Some(new) => {
@@ -1199,9 +1199,10 @@ fn apply_branch(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<Applied, Erro
     Ok((b.edit(changes, writes.len()), added))
 }
 
-/// The bucket branch `b` becomes once `changes` are applied, if its keys now fit one: only a
-/// delete, or a value shrunk to fit inline, can bring a branch's subtree down to that. The masks
-/// rule out almost every branch before any child is looked at.
+/// The bucket branch `b` becomes once `changes` are applied, if its keys now make one: a
+/// second key in a slot of a flat branch, a delete, or a value shrunk to fit inline can bring
+/// a branch's subtree to that. The masks rule out almost every branch before any child is
+/// looked at.
 fn gathered(
     b: &Branch,
     changes: &[(usize, Option<Child>)],
