@@ -18,8 +18,9 @@
 //! fill bottom branches this way). The rule depends on the
 //! key set alone, so the shape, and the commitment, still do not depend on the order of writes.
 //! A write that grows a bucket past the limit (or stores a value too long to be inline) splits
-//! it; a delete, or a value shrunk to fit, that brings a branch's subtree within the limit
-//! gathers it back into a bucket ([`gather`]).
+//! it, and one that leaves its keys a slot each makes it flat; a second key in a flat branch's
+//! slot, a delete, or a value shrunk to fit, that brings a branch's subtree within the rule
+//! gathers it into a bucket ([`gather`]).
 //!
 //! # Representation
 //! A bucket is a [`Branch`] whose `pos` is [`BUCKET`] (past any real position: keys are at most
@@ -57,10 +58,10 @@ impl Record<'_> {
 /// Records of one bucket.
 pub(crate) type Records<'a> = SmallVec<[Record<'a>; BUCKET_KEYS]>;
 
-/// A bucket over `records` (2 to [`BUCKET_KEYS`], sorted by key, unique), hashed as a commit
+/// A bucket over `records` (3 to [`BUCKET_KEYS`], sorted by key, unique), hashed as a commit
 /// building it from `writes` writes hashes a branch.
 pub(crate) fn new(records: &[Record], writes: usize) -> Child {
-    debug_assert!((2..=BUCKET_KEYS).contains(&records.len()));
+    debug_assert!((3..=BUCKET_KEYS).contains(&records.len()));
     debug_assert!(records
         .windows(2)
         .all(|w| w[0].as_ref().entry().0 < w[1].as_ref().entry().0));
