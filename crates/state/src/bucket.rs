@@ -122,6 +122,11 @@ pub(crate) fn of_entries(entries: &[Entry], writes: usize) -> Option<Child> {
 /// Applies `writes` (sorted by key, unique, non-empty) to the bucket `b`: its keys and the
 /// writes merged, as a bucket again when they fit one, else split.
 pub(crate) fn apply(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<trie::Applied, Error> {
+    if let [(key, Some(value))] = writes {
+        if let Some(applied) = Inline::new(key, value).and_then(|leaf| put_one(b, key, &leaf)) {
+            return Ok(applied);
+        }
+    }
     let old = b.leaves();
     let before = old.len() as i64;
     let mut records = Records::new();
@@ -164,6 +169,59 @@ pub(crate) fn apply(ctx: Ctx, b: &Branch, writes: &[Change]) -> Result<trie::App
     let merged = merge(b, writes);
     let added = merged.len() as i64 - before;
     Ok((trie::build(ctx, &merged)?, added))
+}
+
+/// The common write: one key put into a bucket, which stays one unless it grows past the limit
+/// (an insert keeps the keys that shared a slot together, where the new split is, and a
+/// replace keeps the keys). The records go straight from this bucket into the new one.
+fn put_one(b: &Branch, key: &[u8], leaf: &Inline) -> Option<trie::Applied> {
+    let n = b.leaves().len();
+    let at = b
+        .leaves()
+        .position(|old| trie::key_order(old.entry().0, key).is_ge())
+        .unwrap_or(n);
+    let replace = at < n && b.leaf(at).entry().0 == key;
+    let m = if replace { n } else { n + 1 };
+    if m > BUCKET_KEYS {
+        return None;
+    }
+    let class = b
+        .leaves()
+        .enumerate()
+        .filter(|&(i, _)| !(replace && i == at))
+        .map(|(_, old)| old.class())
+        .fold(leaf.as_ref().class(), u8::max);
+    let mask = (1u32 << m) - 1;
+    let parts = Parts {
+        hash: None,
+        staged: 0,
+        loc: 0,
+        pos: BUCKET,
+        mask,
+        inline_mask: mask,
+        class,
+        prefix: Bytes::new(),
+    };
+    let bucket = trie::build_with(parts, Hashing::fresh(1), |builder, encoder| {
+        let mut slot = 0;
+        let mut push = |record: InlineRef| {
+            encoder.child(slot, Some(Piece::Inline(record.record())));
+            builder.push_leaf(record);
+            slot += 1;
+        };
+        for (i, old) in b.leaves().enumerate() {
+            if i == at {
+                push(leaf.as_ref());
+            }
+            if !(replace && i == at) {
+                push(old);
+            }
+        }
+        if at == n {
+            push(leaf.as_ref());
+        }
+    });
+    Some((Some(Child::Node(bucket.into_node())), i64::from(!replace)))
 }
 
 /// The bucket's entries with `writes` applied, in key order.

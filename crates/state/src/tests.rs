@@ -1166,6 +1166,10 @@ fn a_bucket_splits_past_its_limit_and_gathers_back() {
         &mut model,
     );
     assert!(is_bucket(&root), "16 keys gather");
+    // One key's value replaced in place, the shortest record becoming the longest: still one
+    // bucket, the stride grown.
+    apply(&mut root, vec![(key(0x17), Some(vec![5; 20]))], &mut model);
+    assert!(is_bucket(&root), "a replaced value keeps the bucket");
     // A bucket's proof: its records out of order, one left out, or the key's own record moved
     // among the siblings to claim it absent, all fail.
     let node = root.as_ref().expect("a root");
