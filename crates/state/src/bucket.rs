@@ -29,7 +29,8 @@
 //! records in slot order), stored in the node file, recycled and freed as any branch is; only
 //! finding a key in it differs: a scan of its sorted records ([`Branch::bucket_leaf`]).
 
-use crate::branch::{Branch, Parts, SLOTS};
+use crate::branch::{Branch, Builder, Parts, SLOTS};
+use crate::hashing::Encoder;
 use crate::trie::{self, Change, Child, Ctx, Entry, Hashing, Inline, InlineRef, Node, Piece, Slot};
 use crate::{Bytes, Error};
 use smallvec::SmallVec;
@@ -65,12 +66,22 @@ pub(crate) fn new(records: &[Record], writes: usize) -> Child {
     debug_assert!(records
         .windows(2)
         .all(|w| w[0].as_ref().entry().0 < w[1].as_ref().entry().0));
-    let mask = (1u32 << records.len()) - 1;
     let class = records
         .iter()
         .map(|r| r.as_ref().class())
         .max()
         .unwrap_or(0);
+    build(records.len(), class, writes, |filler| {
+        records
+            .iter()
+            .for_each(|record| filler.push(record.as_ref()));
+    })
+}
+
+/// A bucket of `n` records, whose stride class is `class` (that of the longest), which `fill`
+/// pushes in key order; hashed as a commit building it from `writes` writes hashes a branch.
+fn build(n: usize, class: u8, writes: usize, fill: impl FnOnce(&mut Filler)) -> Child {
+    let mask = (1u32 << n) - 1;
     let parts = Parts {
         hash: None,
         staged: 0,
@@ -82,13 +93,29 @@ pub(crate) fn new(records: &[Record], writes: usize) -> Child {
         prefix: Bytes::new(),
     };
     let bucket = trie::build_with(parts, Hashing::fresh(writes), |builder, encoder| {
-        for (slot, record) in records.iter().enumerate() {
-            let leaf = record.as_ref();
-            encoder.child(slot, Some(Piece::Inline(leaf.record())));
-            builder.push_leaf(leaf);
-        }
+        fill(&mut Filler {
+            builder,
+            encoder,
+            slot: 0,
+        });
     });
     Child::Node(bucket.into_node())
+}
+
+/// Puts records into a bucket being built and their pieces into its encoding, slot by slot.
+struct Filler<'f, 'e> {
+    builder: &'f mut Builder,
+    encoder: &'f mut Encoder<'e>,
+    slot: usize,
+}
+
+impl Filler<'_, '_> {
+    fn push(&mut self, record: InlineRef) {
+        self.encoder
+            .child(self.slot, Some(Piece::Inline(record.record())));
+        self.builder.push_leaf(record);
+        self.slot += 1;
+    }
 }
 
 /// Whether keys (sorted, unique, at least two) would share a slot of the branch that splits
@@ -191,37 +218,20 @@ fn put_one(b: &Branch, key: &[u8], leaf: &Inline) -> Option<trie::Applied> {
         .filter(|&(i, _)| !(replace && i == at))
         .map(|(_, old)| old.class())
         .fold(leaf.as_ref().class(), u8::max);
-    let mask = (1u32 << m) - 1;
-    let parts = Parts {
-        hash: None,
-        staged: 0,
-        loc: 0,
-        pos: BUCKET,
-        mask,
-        inline_mask: mask,
-        class,
-        prefix: Bytes::new(),
-    };
-    let bucket = trie::build_with(parts, Hashing::fresh(1), |builder, encoder| {
-        let mut slot = 0;
-        let mut push = |record: InlineRef| {
-            encoder.child(slot, Some(Piece::Inline(record.record())));
-            builder.push_leaf(record);
-            slot += 1;
-        };
+    let bucket = build(m, class, 1, |filler| {
         for (i, old) in b.leaves().enumerate() {
             if i == at {
-                push(leaf.as_ref());
+                filler.push(leaf.as_ref());
             }
             if !(replace && i == at) {
-                push(old);
+                filler.push(old);
             }
         }
         if at == n {
-            push(leaf.as_ref());
+            filler.push(leaf.as_ref());
         }
     });
-    Some((Some(Child::Node(bucket.into_node())), i64::from(!replace)))
+    Some((Some(bucket), i64::from(!replace)))
 }
 
 /// The bucket's entries with `writes` applied, in key order.
