@@ -118,9 +118,9 @@ impl Filler<'_, '_> {
     }
 }
 
-/// Whether keys (sorted, unique, at least two) would share a slot of the branch that splits
-/// them: the first position where they differ. Keys that would not make a *flat* branch, one
-/// inline leaf per slot, found by its nibble with no scan.
+/// Whether two of `keys` (sorted, unique, at least two) would share a slot of the branch that
+/// splits them, at the first position where they differ. Keys that would not make a *flat*
+/// branch instead: one inline leaf per slot, found by its nibble without a scan.
 fn collide<'k>(mut keys: impl ExactSizeIterator<Item = &'k [u8]> + Clone) -> bool {
     let first = keys.clone().next().expect("two keys");
     let last = keys.clone().last().expect("two keys");
