@@ -634,3 +634,178 @@ fn decode(payload: &[u8], loc: u64, file: &Arc<GenFile>) -> Result<Node, Error> 
         _ => Err(corrupt("node record of unknown kind")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bucket::BUCKET;
+
+    fn file() -> (tempfile::TempDir, Arc<GenFile>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (file, _) = GenFile::open(dir.path(), 0, true).expect("node file");
+        (dir, Arc::new(file))
+    }
+
+    /// A branch record's payload: its header, then `slots` as written (each already encoded).
+    fn branch(pos: u16, mask: u32, inline_mask: u32, prefix: &[u8], slots: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = vec![2];
+        out.extend_from_slice(&pos.to_le_bytes());
+        out.extend_from_slice(&mask.to_le_bytes());
+        out.extend_from_slice(&inline_mask.to_le_bytes());
+        out.extend_from_slice(&(prefix.len() as u16).to_le_bytes());
+        out.extend_from_slice(prefix);
+        for slot in slots {
+            out.extend_from_slice(slot);
+        }
+        out
+    }
+
+    fn inline(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = vec![key.len() as u8, value.len() as u8];
+        out.extend_from_slice(key);
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn child(loc: u64) -> Vec<u8> {
+        let mut out = loc.to_le_bytes().to_vec();
+        out.extend_from_slice(&[7; 32]);
+        out
+    }
+
+    fn what(result: Result<Node, Error>) -> &'static str {
+        match result {
+            Err(Error::Corrupt { what }) => what,
+            Err(other) => panic!("not a corruption error: {other}"),
+            Ok(_) => panic!("a malformed record decoded"),
+        }
+    }
+
+    /// Every way a record can be malformed is a typed corruption error naming what is wrong,
+    /// never a panic and never a node: records that are cut short or run on, branches whose masks
+    /// cannot be, buckets (`pos` 4095) whose slots are not all inline and contiguous or that
+    /// claim a prefix, inline leaves too long to be inline, children placed outside the file.
+    #[test]
+    fn malformed_node_records_are_typed_corruption() {
+        let (_dir, file) = file();
+        let here = file.location(8);
+        let a = inline(b"key-a", b"1");
+        let b = inline(b"key-b", b"2");
+        let c = inline(b"key-c", b"3");
+        let records: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "node record cut short"),
+            (vec![9, 0, 0], "node record of unknown kind"),
+            (vec![1, 5, 0, b'k'], "leaf key longer than its record"),
+            (vec![2, 4, 0, 0b11], "node record cut short"),
+            (
+                branch(4, 0b1, 0b1, b"ab", std::slice::from_ref(&a)),
+                "branch with an invalid slot mask",
+            ),
+            (
+                branch(4, 1 << 17 | 0b11, 0b11, b"ab", &[a.clone(), b.clone()]),
+                "branch with an invalid slot mask",
+            ),
+            (
+                branch(4, 0b11, 0b111, b"ab", &[a.clone(), b.clone()]),
+                "branch with an invalid slot mask",
+            ),
+            (
+                branch(4, 0b11, 0b11, b"ab", std::slice::from_ref(&a)),
+                "node record cut short",
+            ),
+            (
+                branch(4, 0b11, 0b11, b"ab", &[a.clone(), b.clone(), vec![0]]),
+                "branch record has trailing bytes",
+            ),
+            (
+                branch(
+                    4,
+                    0b11,
+                    0b11,
+                    b"ab",
+                    &[a.clone(), inline(&[b'k'; 40], &[1; 8])],
+                ),
+                "inline leaf too long",
+            ),
+            (
+                branch(4, 0b11, 0b01, b"ab", &[a.clone(), child(1 << 60 | 8)]),
+                "child node located outside its parent's file",
+            ),
+            (
+                branch(4, 0b11, 0b01, b"ab", &[a.clone(), child(0)]),
+                "child node located outside its parent's file",
+            ),
+            (
+                branch(
+                    BUCKET,
+                    0b111,
+                    0b011,
+                    b"",
+                    &[a.clone(), b.clone(), child(here)],
+                ),
+                "bucket with an invalid slot mask",
+            ),
+            (
+                branch(
+                    BUCKET,
+                    0b1011,
+                    0b1011,
+                    b"",
+                    &[a.clone(), b.clone(), c.clone()],
+                ),
+                "bucket with an invalid slot mask",
+            ),
+            (
+                branch(
+                    BUCKET,
+                    0b111,
+                    0b111,
+                    b"k",
+                    &[a.clone(), b.clone(), c.clone()],
+                ),
+                "bucket with an invalid slot mask",
+            ),
+        ];
+        for (payload, expected) in records {
+            assert_eq!(what(decode(&payload, here, &file)), expected, "{payload:?}");
+        }
+    }
+
+    /// A well-formed record whose bytes are not the node its parent names (a bucket with its
+    /// records out of key order, or too few of them to be one; a value changed) decodes, and
+    /// the hash check that every load makes refuses it.
+    #[test]
+    fn a_record_that_is_not_the_named_node_fails_its_hash_check() {
+        let (_dir, file) = file();
+        let here = file.location(8);
+        let (a, b, c) = (
+            inline(b"key-a", b"1"),
+            inline(b"key-b", b"2"),
+            inline(b"key-c", b"3"),
+        );
+        let good = branch(
+            BUCKET,
+            0b111,
+            0b111,
+            b"",
+            &[a.clone(), b.clone(), c.clone()],
+        );
+        let hash = *decode(&good, here, &file).expect("a bucket").hash();
+        assert!(check(decode(&good, here, &file).expect("a bucket"), &hash).is_ok());
+        let others = [
+            branch(
+                BUCKET,
+                0b111,
+                0b111,
+                b"",
+                &[b.clone(), a.clone(), c.clone()],
+            ),
+            branch(BUCKET, 0b11, 0b11, b"", &[a.clone(), b.clone()]),
+            branch(BUCKET, 0b111, 0b111, b"", &[a, b, inline(b"key-c", b"4")]),
+        ];
+        for other in others {
+            let node = decode(&other, here, &file).expect("well-formed");
+            assert_eq!(what(check(node, &hash)), "node does not match its hash");
+        }
+    }
+}
