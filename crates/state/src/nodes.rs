@@ -5,8 +5,8 @@
 //! the file's generation tag (its number's low 16 bits) in the top 16 bits.
 //! Payloads:
 //! - leaf: `0x01 ‖ key length u16 ‖ key ‖ value`;
-//! - branch: `0x02 ‖ pos u16 ‖ mask u32 ‖ inline mask u32 ‖ prefix length u16 ‖ prefix`, then
-//!   per occupied slot, in slot order:
+//! - branch: `0x02 ‖ pos u16 ‖ mask u32 ‖ inline mask u32 ‖ prefix length u16 ‖ prefix ‖ prefix
+//!   check [4]`, then per occupied slot, in slot order:
 //!   - an inline leaf: `key length u8 ‖ value length u8 ‖ key ‖ value`;
 //!   - a child node: `location u64 ‖ hash [32]`.
 //!
@@ -15,7 +15,11 @@
 //!
 //! Records carry no checksum of their own: every node is reached from its parent, which holds the
 //! child's hash, and a loaded node is rehashed and compared with it, so damage anywhere is caught
-//! on the way down from a root whose hash the root file ([`crate::root`]) protects.
+//! on the way down from a root whose hash the root file ([`crate::root`]) protects. The one part
+//! of a record its hash does not cover is a branch's prefix (the commitment needs no key bytes
+//! above the leaves, which hold whole keys), yet a commit trusts it to decide where a write
+//! leaves the branch; so the prefix carries a check of its own: the first four bytes of its
+//! BLAKE3 hash (zeros for an empty prefix).
 //!
 //! A checkpoint writes, children first, every node of one finalized tree that is not in the file
 //! yet, syncs once, and only then records the new locations in the nodes, so a location is never
@@ -48,7 +52,8 @@ use std::sync::Arc;
 /// Version 3: branch hashes cover their encoding padded to a multiple of 64 bytes (2026-11-23),
 /// so the hashes stored by version 2 no longer verify. Version 5: buckets ([`crate::bucket`],
 /// 2026-11-24): a tree of version 4 has small branches where the shape now has buckets.
-const MAGIC: &[u8; 8] = b"PGNODES5";
+/// Version 6: a branch record checks its prefix (2026-11-24).
+const MAGIC: &[u8; 8] = b"PGNODES6";
 const NODES_FILE: &str = "state.nodes";
 /// Bytes read speculatively per load: a whole branch or a small leaf in one system call.
 const FIRST_READ: usize = 1024;
@@ -516,15 +521,16 @@ impl<'t> Appender<'_, 't> {
                         Slot::Inline(leaf) => 2 + leaf.entry().0.len() + leaf.entry().1.len(),
                     })
                     .sum();
-                let len = 1 + 2 + 4 + 4 + 2 + b.prefix.len() + slots_len;
+                let len = 1 + 2 + 4 + 4 + 2 + b.prefix.len() + PREFIX_CHECK + slots_len;
                 let prefix_len = (b.prefix.len() as u16).to_le_bytes();
-                let header: [&[u8]; 6] = [
+                let header: [&[u8]; 7] = [
                     &[2],
                     &b.pos.to_le_bytes(),
                     &b.mask.to_le_bytes(),
                     &b.inline_mask.to_le_bytes(),
                     &prefix_len,
                     &b.prefix,
+                    &prefix_check(&b.prefix),
                 ];
                 self.record(len, &header)?;
                 for (slot, child) in b.slots() {
@@ -558,6 +564,19 @@ impl<'t> Appender<'_, 't> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
         self.out.write_all(bytes).map_err(io("write state nodes"))
     }
+}
+
+/// Bytes of a branch record's prefix check.
+const PREFIX_CHECK: usize = 4;
+
+/// The check a branch record keeps of its prefix: the first bytes of its BLAKE3 hash, or zeros
+/// for an empty one (a bucket's, or the root's at position 0).
+fn prefix_check(prefix: &[u8]) -> [u8; PREFIX_CHECK] {
+    let mut check = [0; PREFIX_CHECK];
+    if !prefix.is_empty() {
+        check.copy_from_slice(&blake3::hash(prefix).as_bytes()[..PREFIX_CHECK]);
+    }
+    check
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -602,12 +621,20 @@ fn decode(payload: &[u8], loc: u64, file: &Arc<GenFile>) -> Result<Node, Error> 
             let inline_mask = cur.u32()?;
             let prefix_len = cur.u16()? as usize;
             let prefix = Bytes::from_slice(cur.take(prefix_len)?);
+            if cur.take(PREFIX_CHECK)? != prefix_check(&prefix) {
+                return Err(corrupt("branch prefix fails its check"));
+            }
             if mask >> 17 != 0 || mask.count_ones() < 2 || inline_mask & !mask != 0 {
                 return Err(corrupt("branch with an invalid slot mask"));
             }
             let bucket = pos == crate::bucket::BUCKET;
             if bucket && (inline_mask != mask || mask & (mask + 1) != 0 || prefix_len != 0) {
                 return Err(corrupt("bucket with an invalid slot mask"));
+            }
+            if !bucket && prefix_len != usize::from(pos).div_ceil(2) {
+                return Err(corrupt(
+                    "branch prefix of another length than its position needs",
+                ));
             }
             let mut slots = Slots::new();
             for slot in (0..17).filter(|s| mask & (1 << s) != 0) {
@@ -654,6 +681,7 @@ mod tests {
         out.extend_from_slice(&inline_mask.to_le_bytes());
         out.extend_from_slice(&(prefix.len() as u16).to_le_bytes());
         out.extend_from_slice(prefix);
+        out.extend_from_slice(&prefix_check(prefix));
         for slot in slots {
             out.extend_from_slice(slot);
         }
@@ -683,8 +711,9 @@ mod tests {
 
     /// Every way a record can be malformed is a typed corruption error naming what is wrong,
     /// never a panic and never a node: records that are cut short or run on, branches whose masks
-    /// cannot be, buckets (`pos` 4095) whose slots are not all inline and contiguous or that
-    /// claim a prefix, inline leaves too long to be inline, children placed outside the file.
+    /// cannot be, whose prefix is not the `ceil(pos / 2)` bytes their position needs or fails its
+    /// check, buckets (`pos` 4095) whose slots are not all inline and contiguous or that claim a
+    /// prefix, inline leaves too long to be inline, children placed outside the file.
     #[test]
     fn malformed_node_records_are_typed_corruption() {
         let (_dir, file) = file();
@@ -692,7 +721,7 @@ mod tests {
         let a = inline(b"key-a", b"1");
         let b = inline(b"key-b", b"2");
         let c = inline(b"key-c", b"3");
-        let records: Vec<(Vec<u8>, &str)> = vec![
+        let mut records: Vec<(Vec<u8>, &str)> = vec![
             (vec![], "node record cut short"),
             (vec![9, 0, 0], "node record of unknown kind"),
             (vec![1, 5, 0, b'k'], "leaf key longer than its record"),
@@ -712,6 +741,14 @@ mod tests {
             (
                 branch(4, 0b11, 0b11, b"ab", std::slice::from_ref(&a)),
                 "node record cut short",
+            ),
+            (
+                branch(4, 0b11, 0b11, b"abc", &[a.clone(), b.clone()]),
+                "branch prefix of another length than its position needs",
+            ),
+            (
+                branch(5, 0b11, 0b11, b"ab", &[a.clone(), b.clone()]),
+                "branch prefix of another length than its position needs",
             ),
             (
                 branch(4, 0b11, 0b11, b"ab", &[a.clone(), b.clone(), vec![0]]),
@@ -766,6 +803,18 @@ mod tests {
                 "bucket with an invalid slot mask",
             ),
         ];
+        let mut moved = branch(4, 0b11, 0b11, b"ab", &[a.clone(), b.clone()]);
+        moved[13] ^= 1;
+        records.push((moved, "branch prefix fails its check"));
+        let mut unchecked = branch(
+            BUCKET,
+            0b111,
+            0b111,
+            b"",
+            &[a.clone(), b.clone(), c.clone()],
+        );
+        unchecked[13] = 1;
+        records.push((unchecked, "branch prefix fails its check"));
         for (payload, expected) in records {
             assert_eq!(what(decode(&payload, here, &file)), expected, "{payload:?}");
         }

@@ -654,7 +654,10 @@ fn proofs_read_nodes_back_from_disk() {
 
 /// Damage anywhere in the node file (one byte changed, at positions spread over the file) is
 /// caught on the way down from the root: opening fails with a typed corruption error, or a read
-/// of a key below the damage does, and every read that succeeds gives the key's true value.
+/// of a key below the damage does, and every read that succeeds gives the key's true value. A
+/// block committed on the damaged tree fails with a typed error or gives exactly the state and
+/// commitment it gives on an undamaged one: no damage, a branch's prefix included, misplaces a
+/// write.
 #[test]
 fn a_damaged_node_file_gives_typed_errors_never_wrong_values() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -673,9 +676,30 @@ fn a_damaged_node_file_gives_typed_errors_never_wrong_values() {
         }
         db.settle().expect("settle");
     }
+    // One more block, and the state and commitment it must give, from an undamaged database.
+    let later: Vec<(u32, Vec<u8>)> = (0..keys + 300)
+        .step_by(7)
+        .map(|i| (i, vec![i as u8; 5]))
+        .collect();
+    let mut expected: std::collections::BTreeMap<u32, Vec<u8>> =
+        (0..keys).map(|i| (i, value(i))).collect();
+    expected.extend(later.iter().cloned());
+    let reference = {
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(fresh.path()).expect("open");
+        let mut ws = db.begin(db.finalized()).expect("begin");
+        for (i, value) in &expected {
+            ws.put(i.to_be_bytes().repeat(2), value.clone())
+                .expect("put");
+        }
+        db.snapshot(db.commit(ws).expect("commit"))
+            .expect("snapshot")
+            .commitment()
+    };
     let original = std::fs::read(dir.path().join("state.nodes")).expect("node file");
-    let (mut refused, mut failed_reads) = (0, 0);
-    for at in (8..original.len()).step_by(original.len() / 41) {
+    let (mut refused, mut failed_reads, mut failed_commits) = (0, 0, 0);
+    let spread = (8..original.len()).step_by(original.len() / 41);
+    for at in spread.chain(prefix_bytes(&original).take(20)) {
         let damaged = tempfile::tempdir().expect("tempdir");
         for entry in std::fs::read_dir(dir.path()).expect("dir") {
             let path = entry.expect("entry").path();
@@ -701,8 +725,58 @@ fn a_damaged_node_file_gives_typed_errors_never_wrong_values() {
                 Err(other) => panic!("byte {at}, key {i}: not a corruption error: {other}"),
             }
         }
+        // A commit on the damaged tree either fails with a typed error or builds exactly the
+        // state (and so the commitment) the same writes build on an undamaged one.
+        let mut ws = db.begin(db.finalized()).expect("begin");
+        for &(key, ref value) in &later {
+            ws.put(key.to_be_bytes().repeat(2), value.clone())
+                .expect("put");
+        }
+        // The build runs behind the commit; when it has already failed, the commit says so.
+        let rev = match db.commit(ws) {
+            Ok(rev) => rev,
+            Err(Error::Poisoned(_)) => {
+                failed_commits += 1;
+                continue;
+            }
+            Err(other) => panic!("byte {at}: not a corruption error: {other}"),
+        };
+        let snapshot = db.snapshot(rev).expect("snapshot");
+        let built = (0..keys + 300).try_for_each(|i| {
+            let want = expected.get(&i).map(|v| &v[..]);
+            let found = snapshot.try_get(&i.to_be_bytes().repeat(2))?;
+            assert_eq!(found.as_deref(), want, "byte {at}, key {i} after a commit");
+            Ok::<(), Error>(())
+        });
+        match built {
+            Ok(()) => assert_eq!(snapshot.commitment(), reference, "byte {at}"),
+            Err(Error::Corrupt { .. } | Error::CommitFailed(_) | Error::Poisoned(_)) => {
+                failed_commits += 1
+            }
+            Err(other) => panic!("byte {at}: not a corruption error: {other}"),
+        }
     }
     assert!(refused + failed_reads > 0, "no damage was ever detected");
+    assert!(failed_commits > 0, "no commit ever met the damage");
+}
+
+/// Where the node file `file` holds the first byte of each non-empty branch prefix: records are
+/// `[len u32][payload]` after an 8-byte magic, and a branch's payload (kind 2) has its prefix's
+/// length at bytes 11..13 and the prefix right after.
+fn prefix_bytes(file: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 8;
+    std::iter::from_fn(move || {
+        while at + 4 + 13 < file.len() {
+            let record = at;
+            let len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4 bytes")) as usize;
+            at += 4 + len;
+            let payload = &file[record + 4..];
+            if payload[0] == 2 && u16::from_le_bytes([payload[11], payload[12]]) > 0 {
+                return Some(record + 4 + 13);
+            }
+        }
+        None
+    })
 }
 
 #[test]
