@@ -87,6 +87,10 @@ pub struct StateArgs {
     /// Timed blocks of 10,000 transfers.
     #[arg(long, default_value_t = 20)]
     blocks: u32,
+    /// Rounds of the random-insert workload: in each, every engine loads each key count once,
+    /// a different engine first each round; the figures are the medians over rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
     /// A quick run (100,000 keys, 1,000,000 accounts, 5 blocks) that finishes in about a minute.
     #[arg(long)]
     quick: bool,
@@ -149,6 +153,7 @@ impl StateArgs {
             reads,
             accounts,
             blocks,
+            rounds: self.rounds,
             plot: self.plot,
             beyond,
         }

@@ -7,7 +7,10 @@
 //!    inserts/s over the whole load, then random reads of existing keys from the latest state;
 //!    for durable engines also the bytes written to storage per logical byte inserted (16 a
 //!    key, over the load and the settling after it), and the time to reopen the loaded
-//!    directory and answer a first read;
+//!    directory and answer a first read. Engines take turns at each key count (all of them at
+//!    1M keys, then all at 10M), so two engines compared ran minutes apart, not a whole run
+//!    apart on a host whose speed drifts; with `rounds` above one each key count is run that
+//!    many times per engine, a different engine first each round, and the medians reported;
 //! 2. transfers: `accounts` balances loaded first (not timed), then blocks of 10,000 transfers,
 //!    each reading two random balances and writing both;
 //! 3. workload 2 while a reader thread reads random balances (Peregrine: four blocks behind the
@@ -54,6 +57,9 @@ pub struct StateOptions {
     pub accounts: u64,
     /// Timed blocks of workloads 2 and 3.
     pub blocks: u32,
+    /// Rounds of workload 1: each runs every engine at every key count once; figures are the
+    /// medians over rounds.
+    pub rounds: u32,
     /// Where the SVG plot goes.
     pub plot: Option<std::path::PathBuf>,
     /// Run only workload 4, beyond RAM, with these options.
@@ -105,37 +111,139 @@ fn reopen_seconds(
     Ok(Some(started.elapsed().as_secs_f64()))
 }
 
-/// Workload 1 at `n` keys for engine `name`, into `report`: its inserts/s, reads/s and, for a
-/// durable engine, the storage written per logical byte and the reopen time. Returns inserts/s.
+/// One run of workload 1 at some key count for one engine.
+struct Sample {
+    inserts: f64,
+    reads: f64,
+    /// Durable engines: bytes written to storage per logical byte, and seconds to reopen.
+    durable: Option<(f64, f64)>,
+}
+
+/// Workload 1 at `n` keys for engine `name`, once, from a fresh directory; prints the figures
+/// with `label`.
 fn workload_one(
-    report: &mut Report,
     name: &str,
     n: u64,
     reads: u64,
+    label: &str,
     progress: &mut dyn FnMut(&str),
-) -> Result<f64, BenchError> {
+) -> Result<Sample, BenchError> {
     let (dir, mut engine) = fresh(name)?;
     let before = device_bytes_written()?;
     let (inserts, reads) = random_inserts(engine.as_mut(), n, reads)?;
     let written = device_bytes_written()?.saturating_sub(before);
     let per_logical = written as f64 / (n.max(1) * 16) as f64;
-    let reopen = reopen_seconds(dir.path(), engine, n)?;
-    let durable = match reopen {
-        Some(reopen) => format!(", {per_logical:.1} device B/B, reopen {reopen:.2} s"),
+    let durable = reopen_seconds(dir.path(), engine, n)?.map(|reopen| (per_logical, reopen));
+    let durable_text = match durable {
+        Some((per_logical, reopen)) => {
+            format!(", {per_logical:.1} device B/B, reopen {reopen:.2} s")
+        }
         None => String::new(),
     };
     progress(&format!(
-        "random {n:>11} keys {name:>10}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s{durable}"
+        "random {n:>11} keys {name:>10}{label}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s{durable_text}"
     ));
+    Ok(Sample {
+        inserts,
+        reads,
+        durable,
+    })
+}
+
+/// Records an engine's workload 1 figures at `n` keys into `report`: the medians of `samples`
+/// (one per round), and with several rounds their least and greatest inserts and reads per
+/// second. Returns the median inserts/s.
+fn record_workload_one(report: &mut Report, name: &str, n: u64, samples: &[Sample]) -> f64 {
     let scenario = format!("random-{n}");
+    let med = |f: &dyn Fn(&Sample) -> Option<f64>| {
+        let mut values: Vec<f64> = samples.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(&mut values))
+    };
+    let inserts = med(&|s| Some(s.inserts)).unwrap_or(0.0);
+    let reads = med(&|s| Some(s.reads)).unwrap_or(0.0);
     report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
     report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
-    if let Some(reopen) = reopen {
+    if samples.len() > 1 {
+        for (metric, value) in [
+            (
+                "inserts_per_s",
+                &(|s: &Sample| s.inserts) as &dyn Fn(&Sample) -> f64,
+            ),
+            ("reads_per_s", &|s: &Sample| s.reads),
+        ] {
+            let values = samples.iter().map(value);
+            let (low, high) = values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+            report.push(
+                "state",
+                &scenario,
+                name,
+                &format!("{metric}_min"),
+                low,
+                "ops/s",
+            );
+            report.push(
+                "state",
+                &scenario,
+                name,
+                &format!("{metric}_max"),
+                high,
+                "ops/s",
+            );
+        }
+    }
+    if let Some(per_logical) = med(&|s| s.durable.map(|d| d.0)) {
         let metric = "device_bytes_per_logical_byte";
         report.push("state", &scenario, name, metric, per_logical, "x");
+    }
+    if let Some(reopen) = med(&|s| s.durable.map(|d| d.1)) {
         report.push("state", &scenario, name, "reopen_s", reopen, "s");
     }
-    Ok(inserts)
+    inserts
+}
+
+/// Workload 1 for every engine at every key count, `rounds` times: at each key count every
+/// engine runs once per round, a different engine first each round, so that engines compared
+/// with each other ran minutes apart at most, whatever the host's speed did over the whole run.
+/// Returns each engine's median inserts/s per key count, for the plot.
+fn workload_one_rounds(
+    report: &mut Report,
+    options: &StateOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Series>, BenchError> {
+    let engines = &options.engines;
+    let rounds = options.rounds.max(1) as usize;
+    let mut curves: Vec<Series> = engines
+        .iter()
+        .map(|name| Series {
+            name: name.clone(),
+            points: Vec::new(),
+        })
+        .collect();
+    for &n in &options.keys {
+        let mut samples: Vec<Vec<Sample>> = engines.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            let label = if rounds > 1 {
+                format!(" (round {} of {rounds})", round + 1)
+            } else {
+                String::new()
+            };
+            for k in 0..engines.len() {
+                let e = (k + round) % engines.len();
+                let sample = workload_one(&engines[e], n, options.reads, &label, progress)?;
+                samples[e].push(sample);
+            }
+        }
+        for (e, name) in engines.iter().enumerate() {
+            let inserts = record_workload_one(report, name, n, &samples[e]);
+            if rounds > 1 {
+                progress(&format!(
+                    "random {n:>11} keys {name:>10}: median of {rounds}: {inserts:>10.0} inserts/s"
+                ));
+            }
+            curves[e].points.push((n as f64, inserts));
+        }
+    }
+    Ok(curves)
 }
 
 /// Workload 1 at `n` keys: (inserts/s, reads/s).
@@ -333,17 +441,8 @@ pub fn run(
         beyond::run(&mut report, &options.engines, beyond, progress)?;
         return Ok(report);
     }
-    let mut curves: Vec<Series> = Vec::new();
+    let curves = workload_one_rounds(&mut report, options, progress)?;
     for name in &options.engines {
-        let mut points = Vec::new();
-        for &n in &options.keys {
-            let inserts = workload_one(&mut report, name, n, options.reads, progress)?;
-            points.push((n as f64, inserts));
-        }
-        curves.push(Series {
-            name: name.clone(),
-            points,
-        });
         transfer_workloads(&mut report, options, name, progress)?;
     }
     if options.engines.iter().any(|e| e == "peregrine") {
