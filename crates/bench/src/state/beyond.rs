@@ -130,7 +130,12 @@ fn run_engine(
 ) -> Result<(), BenchError> {
     let (_dir, mut engine) = fresh_capped(name, Some(options.memory_cap / 2))?;
     let before = device_bytes_written()?;
-    let (keys, inserts, reads) = inserts_within(
+    let super::Load {
+        keys,
+        inserts,
+        reads,
+        ..
+    } = inserts_within(
         engine.as_mut(),
         options.keys,
         options.reads,

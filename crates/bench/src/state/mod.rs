@@ -24,7 +24,9 @@
 //! Before each timed phase that follows another phase (the reads, the transfers, the transfers
 //! with a reader), every engine settles ([`engines::Engine::settle`]): it finishes the background
 //! work the phase before started (Peregrine: a checkpoint and frees; fjall: flushes and
-//! compactions), so a phase is not charged for its predecessor's work. Work a timed phase starts
+//! compactions), so a phase is not charged for its predecessor's work. How long a load's
+//! settling takes is reported beside it (`settle_after_load_s`): work the load left behind,
+//! which its inserts/s does not include. Work a timed phase starts
 //! itself stays in its own time: a timed load or run of transfers ends with
 //! [`engines::Engine::finish`] (Peregrine: the tries of its pipelined commits built), inside the
 //! clock.
@@ -114,6 +116,8 @@ fn reopen_seconds(
 /// One run of workload 1 at some key count for one engine.
 struct Sample {
     inserts: f64,
+    /// Seconds of background work the load left, finished outside its clock.
+    settle: f64,
     reads: f64,
     /// Durable engines: bytes written to storage per logical byte, and seconds to reopen.
     durable: Option<(f64, f64)>,
@@ -130,7 +134,12 @@ fn workload_one(
 ) -> Result<Sample, BenchError> {
     let (dir, mut engine) = fresh(name)?;
     let before = device_bytes_written()?;
-    let (inserts, reads) = random_inserts(engine.as_mut(), n, reads)?;
+    let Load {
+        inserts,
+        settle,
+        reads,
+        ..
+    } = random_inserts(engine.as_mut(), n, reads)?;
     let written = device_bytes_written()?.saturating_sub(before);
     let per_logical = written as f64 / (n.max(1) * 16) as f64;
     let durable = reopen_seconds(dir.path(), engine, n)?.map(|reopen| (per_logical, reopen));
@@ -141,10 +150,11 @@ fn workload_one(
         None => String::new(),
     };
     progress(&format!(
-        "random {n:>11} keys {name:>10}{label}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s{durable_text}"
+        "random {n:>11} keys {name:>10}{label}: {inserts:>10.0} inserts/s {reads:>10.0} reads/s, settle {settle:.2} s{durable_text}"
     ));
     Ok(Sample {
         inserts,
+        settle,
         reads,
         durable,
     })
@@ -198,6 +208,8 @@ fn record_workload_one(report: &mut Report, name: &str, n: u64, samples: &[Sampl
     if let Some(reopen) = med(&|s| s.durable.map(|d| d.1)) {
         report.push("state", &scenario, name, "reopen_s", reopen, "s");
     }
+    let settle = med(&|s| Some(s.settle)).unwrap_or(0.0);
+    report.push("state", &scenario, name, "settle_after_load_s", settle, "s");
     inserts
 }
 
@@ -246,20 +258,32 @@ fn workload_one_rounds(
     Ok(curves)
 }
 
-/// Workload 1 at `n` keys: (inserts/s, reads/s).
-fn random_inserts(engine: &mut dyn Engine, n: u64, reads: u64) -> Result<(f64, f64), BenchError> {
-    let (_, inserts, reads) = inserts_within(engine, n, reads, None)?;
-    Ok((inserts, reads))
+/// Workload 1 at `n` keys.
+fn random_inserts(engine: &mut dyn Engine, n: u64, reads: u64) -> Result<Load, BenchError> {
+    inserts_within(engine, n, reads, None)
 }
 
-/// Inserts up to `n` random keys in blocks (stopping early once `limit` has passed), then reads
-/// random inserted keys back: (keys inserted, inserts/s, reads/s).
+/// What a load of random keys measured.
+pub(crate) struct Load {
+    /// Keys inserted.
+    pub keys: u64,
+    /// Keys inserted per second, from the first block until the last is durable and readable.
+    pub inserts: f64,
+    /// Seconds the engine then took to finish the background work the load left (checkpoints,
+    /// frees; flushes, compactions), outside the clock of `inserts`.
+    pub settle: f64,
+    /// Random reads of inserted keys per second, after the settling.
+    pub reads: f64,
+}
+
+/// Inserts up to `n` random keys in blocks (stopping early once `limit` has passed), lets the
+/// engine settle, then reads random inserted keys back.
 fn inserts_within(
     engine: &mut dyn Engine,
     n: u64,
     reads: u64,
     limit: Option<Duration>,
-) -> Result<(u64, f64, f64), BenchError> {
+) -> Result<Load, BenchError> {
     let started = Instant::now();
     let mut next = 0u64;
     while next < n && limit.is_none_or(|limit| started.elapsed() < limit) {
@@ -274,7 +298,9 @@ fn inserts_within(
     }
     engine.finish()?;
     let inserts = next as f64 / started.elapsed().as_secs_f64();
+    let settling = Instant::now();
     engine.settle()?;
+    let settle = settling.elapsed().as_secs_f64();
     let started = Instant::now();
     for r in 0..reads {
         let i = mix(r ^ 0x5eed) % next.max(1);
@@ -282,11 +308,12 @@ fn inserts_within(
             return Err(BenchError::Load(format!("{}: key {i} lost", engine.name())));
         }
     }
-    Ok((
-        next,
+    Ok(Load {
+        keys: next,
         inserts,
-        reads as f64 / started.elapsed().as_secs_f64(),
-    ))
+        settle,
+        reads: reads as f64 / started.elapsed().as_secs_f64(),
+    })
 }
 
 fn account_key(i: u64) -> [u8; 8] {
