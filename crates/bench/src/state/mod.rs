@@ -174,31 +174,20 @@ fn record_workload_one(report: &mut Report, name: &str, n: u64, samples: &[Sampl
     report.push("state", &scenario, name, "inserts_per_s", inserts, "ops/s");
     report.push("state", &scenario, name, "reads_per_s", reads, "ops/s");
     if samples.len() > 1 {
-        for (metric, value) in [
+        let spread = |values: &mut dyn Iterator<Item = f64>| {
+            values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)))
+        };
+        for (metric, (low, high)) in [
             (
                 "inserts_per_s",
-                &(|s: &Sample| s.inserts) as &dyn Fn(&Sample) -> f64,
+                spread(&mut samples.iter().map(|s| s.inserts)),
             ),
-            ("reads_per_s", &|s: &Sample| s.reads),
+            ("reads_per_s", spread(&mut samples.iter().map(|s| s.reads))),
         ] {
-            let values = samples.iter().map(value);
-            let (low, high) = values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
-            report.push(
-                "state",
-                &scenario,
-                name,
-                &format!("{metric}_min"),
-                low,
-                "ops/s",
-            );
-            report.push(
-                "state",
-                &scenario,
-                name,
-                &format!("{metric}_max"),
-                high,
-                "ops/s",
-            );
+            let min = format!("{metric}_min");
+            report.push("state", &scenario, name, &min, low, "ops/s");
+            let max = format!("{metric}_max");
+            report.push("state", &scenario, name, &max, high, "ops/s");
         }
     }
     if let Some(per_logical) = med(&|s| s.durable.map(|d| d.0)) {
@@ -620,6 +609,61 @@ fn add_ratios(report: &mut Report, options: &StateOptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rounds of workload 1 run every engine once per round at each key count, a different
+    /// engine first each round, and record medians between the least and greatest figures.
+    #[test]
+    fn rounds_take_turns_and_record_medians() {
+        let options = StateOptions {
+            engines: vec!["btreemap".into(), "peregrine".into(), "fjall".into()],
+            keys: vec![2_000],
+            reads: 100,
+            accounts: 100,
+            blocks: 1,
+            rounds: 3,
+            plot: None,
+            beyond: None,
+        };
+        let mut report = Report::new("test".into());
+        let mut lines = Vec::new();
+        let curves = workload_one_rounds(&mut report, &options, &mut |line| {
+            lines.push(line.to_string())
+        })
+        .expect("rounds");
+        let first_of_round = |round: usize| {
+            let line = lines
+                .iter()
+                .find(|l| l.contains(&format!("(round {round} of 3)")))
+                .expect("a line per round");
+            options
+                .engines
+                .iter()
+                .find(|e| line.contains(&format!(" {e} (round")))
+                .cloned()
+        };
+        let firsts: Vec<_> = (1..=3).map(first_of_round).collect();
+        assert_eq!(
+            firsts,
+            ["btreemap", "peregrine", "fjall"].map(|e| Some(e.to_string()))
+        );
+        for name in &options.engines {
+            let value = |metric| report.value("random-2000", name, metric).expect(metric);
+            let (low, median, high) = (
+                value("inserts_per_s_min"),
+                value("inserts_per_s"),
+                value("inserts_per_s_max"),
+            );
+            assert!(
+                low <= median && median <= high,
+                "{name}: {low} {median} {high}"
+            );
+            assert!(report
+                .value("random-2000", name, "settle_after_load_s")
+                .is_some());
+        }
+        assert_eq!(curves.len(), 3);
+        assert!(curves.iter().all(|c| c.points.len() == 1));
+    }
 
     /// Every engine stores what it is given and ends the transfer workload with the same
     /// balances, so the figures compare engines doing the same work.
