@@ -521,7 +521,7 @@ impl<'t> Appender<'_, 't> {
                         Slot::Inline(leaf) => 2 + leaf.entry().0.len() + leaf.entry().1.len(),
                     })
                     .sum();
-                let len = 1 + 2 + 4 + 4 + 2 + b.prefix.len() + PREFIX_CHECK + slots_len;
+                let len = BRANCH_HEAD + b.prefix.len() + PREFIX_CHECK + slots_len;
                 let prefix_len = (b.prefix.len() as u16).to_le_bytes();
                 let header: [&[u8]; 7] = [
                     &[2],
@@ -566,8 +566,31 @@ impl<'t> Appender<'_, 't> {
     }
 }
 
+/// Bytes of a branch record before its prefix: kind, `pos`, both masks, the prefix's length.
+const BRANCH_HEAD: usize = 1 + 2 + 4 + 4 + 2;
 /// Bytes of a branch record's prefix check.
 const PREFIX_CHECK: usize = 4;
+
+/// Where the node file `file` holds the first byte of each non-empty branch prefix, for tests
+/// that damage one.
+#[cfg(test)]
+pub(crate) fn prefix_offsets(file: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = MAGIC.len();
+    std::iter::from_fn(move || {
+        while at + 4 + BRANCH_HEAD < file.len() {
+            let record = at + 4;
+            let len = u32::from_le_bytes(file[at..record].try_into().expect("4 bytes")) as usize;
+            at = record + len;
+            let payload = &file[record..];
+            let prefix_len =
+                u16::from_le_bytes([payload[BRANCH_HEAD - 2], payload[BRANCH_HEAD - 1]]);
+            if payload[0] == 2 && prefix_len > 0 {
+                return Some(record + BRANCH_HEAD);
+            }
+        }
+        None
+    })
+}
 
 /// The check a branch record keeps of its prefix: the first bytes of its BLAKE3 hash, or zeros
 /// for an empty one (a bucket's, or the root's at position 0).
@@ -804,7 +827,7 @@ mod tests {
             ),
         ];
         let mut moved = branch(4, 0b11, 0b11, b"ab", &[a.clone(), b.clone()]);
-        moved[13] ^= 1;
+        moved[BRANCH_HEAD] ^= 1;
         records.push((moved, "branch prefix fails its check"));
         let mut unchecked = branch(
             BUCKET,
@@ -813,7 +836,7 @@ mod tests {
             b"",
             &[a.clone(), b.clone(), c.clone()],
         );
-        unchecked[13] = 1;
+        unchecked[BRANCH_HEAD] = 1;
         records.push((unchecked, "branch prefix fails its check"));
         for (payload, expected) in records {
             assert_eq!(what(decode(&payload, here, &file)), expected, "{payload:?}");

@@ -698,7 +698,7 @@ fn a_damaged_node_file_gives_typed_errors_never_wrong_values() {
     let original = std::fs::read(dir.path().join("state.nodes")).expect("node file");
     let (mut refused, mut failed_reads, mut failed_commits) = (0, 0, 0);
     let spread = (8..original.len()).step_by(original.len() / 41);
-    for at in spread.chain(prefix_bytes(&original).take(20)) {
+    for at in spread.chain(crate::nodes::prefix_offsets(&original).take(20)) {
         let damaged = tempfile::tempdir().expect("tempdir");
         for entry in std::fs::read_dir(dir.path()).expect("dir") {
             let path = entry.expect("entry").path();
@@ -757,25 +757,6 @@ fn a_damaged_node_file_gives_typed_errors_never_wrong_values() {
     }
     assert!(refused + failed_reads > 0, "no damage was ever detected");
     assert!(failed_commits > 0, "no commit ever met the damage");
-}
-
-/// Where the node file `file` holds the first byte of each non-empty branch prefix: records are
-/// `[len u32][payload]` after an 8-byte magic, and a branch's payload (kind 2) has its prefix's
-/// length at bytes 11..13 and the prefix right after.
-fn prefix_bytes(file: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let mut at = 8;
-    std::iter::from_fn(move || {
-        while at + 4 + 13 < file.len() {
-            let record = at;
-            let len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4 bytes")) as usize;
-            at += 4 + len;
-            let payload = &file[record + 4..];
-            if payload[0] == 2 && u16::from_le_bytes([payload[11], payload[12]]) > 0 {
-                return Some(record + 4 + 13);
-            }
-        }
-        None
-    })
 }
 
 #[test]
