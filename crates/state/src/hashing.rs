@@ -13,7 +13,8 @@
 //!
 //! # When, and from what
 //! A subtree built from fewer than 256 writes is hashed on its thread right after it is built
-//! (`trie::hash_if_small`), while its nodes are in cache; the few branches above such subtrees
+//! (`trie::hash_chunk`), while its nodes are in cache, together with the sibling subtrees built
+//! beside it on the same thread, up to 256 writes in all; the few branches above such subtrees
 //! are hashed when the commit's tree is complete. A branch inside a small subtree *stages* its
 //! encoding while it is copied ([`stage`]): its unchanged children's hashes are in cache then,
 //! because the copy has just loaded each child to count a new reference. The pass only patches
@@ -193,7 +194,10 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
     if parallel {
         let subtrees = fresh_children(top, &Stage::default());
         if subtrees.len() > 1 {
-            subtrees.par_iter().for_each(|b| hash_subtree(b));
+            subtrees
+                .par_iter()
+                .with_max_len(1)
+                .for_each(|b| hash_subtree(b));
         } else {
             subtrees.iter().for_each(|b| hash_subtree(b));
         }
@@ -220,10 +224,28 @@ fn fresh_children<'a>(b: &'a Branch, stage: &Stage) -> SmallVec<[&'a Branch; 17]
 /// Hashes the fresh branches under and including `top`, lowest first, then empties this
 /// thread's stage.
 fn hash_subtree(top: &Branch) {
+    hash_subtrees([top]);
+}
+
+/// Hashes every fresh subtree among `tops`, a group of sibling subtrees just built on this
+/// thread, together: each level of all of them at once, so that more equal-length encodings
+/// fill the SIMD lanes of each call ([`hash_group`]).
+pub(crate) fn hash_fresh_subtrees<'a>(tops: impl IntoIterator<Item = &'a Node>) {
+    hash_subtrees(tops.into_iter().filter_map(|node| match node {
+        Node::Branch(_, b) if b.is_fresh() => Some(b),
+        _ => None,
+    }));
+}
+
+/// Hashes the fresh branches under and including each of `tops`, lowest first, then empties
+/// this thread's stage.
+fn hash_subtrees<'a>(tops: impl IntoIterator<Item = &'a Branch>) {
     STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
         let mut levels: Vec<Vec<&Branch>> = Vec::new();
-        collect(top, &stage, &mut levels);
+        for top in tops {
+            collect(top, &stage, &mut levels);
+        }
         let platform = Platform::detect();
         for level in &levels {
             hash_level(platform, level, &stage);

@@ -1013,7 +1013,7 @@ pub(crate) fn resolve(node: &Node) -> Result<Node, Error> {
     }
 }
 
-/// Writes under which a commit hashes a subtree as soon as it is built ([`hash_if_small`]).
+/// Writes under which a commit hashes a subtree as soon as it is built ([`hash_chunk`]).
 const HASH_BATCH_WRITES: usize = 256;
 
 /// When a new branch is hashed.
@@ -1296,30 +1296,90 @@ fn split_above(
     ))
 }
 
-/// Runs `f` on each group, on the rayon pool when the batch is big enough.
+/// Runs `f` on each group, on the rayon pool when the batch is big enough. Under a parent of
+/// at least [`HASH_BATCH_WRITES`] writes, consecutive groups of fewer are run together in
+/// chunks of up to that many writes, on one thread, and each chunk's new subtrees are hashed
+/// together right after it is built ([`hash_chunk`]).
 fn run_groups<'w>(
     ctx: Ctx,
     total: usize,
     groups: &[(usize, &'w [Change])],
     f: impl Fn(usize, &'w [Change]) -> Result<Applied, Error> + Sync,
 ) -> Result<SmallVec<[(usize, Applied); 4]>, Error> {
-    let run = |&(slot, group): &(usize, &'w [Change])| {
-        let (child, delta) = f(slot, group)?;
-        hash_if_small(total, group.len(), child.as_ref());
-        Ok((slot, (child, delta)))
+    let run = |chunk: &[(usize, &'w [Change])]| {
+        let results = chunk
+            .iter()
+            .map(|&(slot, group)| Ok((slot, f(slot, group)?)))
+            .collect::<Result<SmallVec<[(usize, Applied); 4]>, Error>>()?;
+        hash_chunk(total, chunk, &results);
+        Ok(results)
     };
-    if ctx.parallel && total >= PARALLEL_MIN_WRITES && groups.len() > 1 {
-        let results: Result<Vec<_>, Error> = groups.par_iter().map(run).collect();
-        results.map(SmallVec::from_vec)
+    let chunks = hash_chunks(total, groups);
+    if ctx.parallel && total >= PARALLEL_MIN_WRITES && chunks.len() > 1 {
+        let results: Result<Vec<_>, Error> =
+            chunks.par_iter().with_max_len(1).map(|c| run(c)).collect();
+        Ok(results?.into_iter().flatten().collect())
     } else {
-        groups.iter().map(run).collect()
+        let mut all = SmallVec::new();
+        for chunk in chunks {
+            all.extend(run(chunk)?);
+        }
+        Ok(all)
     }
 }
 
-/// Hashes the fresh branches of a subtree built from fewer than [`HASH_BATCH_WRITES`] writes
-/// under a parent built from more, right after building it: its nodes and their children's
-/// hashes are still in cache, where a pass over the whole tree at the end of the commit would
-/// load every one of them again from memory.
+/// `groups` cut into runs of consecutive groups: under a parent of at least
+/// [`HASH_BATCH_WRITES`] writes, groups of fewer writes together up to that many, and each
+/// bigger group alone; under a smaller parent, one run of them all.
+fn hash_chunks<'g, 'w>(
+    total: usize,
+    groups: &'g [(usize, &'w [Change])],
+) -> SmallVec<[&'g [(usize, &'w [Change])]; 17]> {
+    if total < HASH_BATCH_WRITES {
+        return SmallVec::from_iter([groups]);
+    }
+    let mut chunks = SmallVec::new();
+    let (mut start, mut writes) = (0, 0);
+    for (i, (_, group)) in groups.iter().enumerate() {
+        let small = group.len() < HASH_BATCH_WRITES;
+        if i > start && (!small || writes + group.len() > HASH_BATCH_WRITES) {
+            chunks.push(&groups[start..i]);
+            (start, writes) = (i, 0);
+        }
+        writes += group.len();
+        if !small {
+            chunks.push(&groups[start..=i]);
+            (start, writes) = (i + 1, 0);
+        }
+    }
+    if start < groups.len() {
+        chunks.push(&groups[start..]);
+    }
+    chunks
+}
+
+/// Hashes the fresh subtrees a chunk of groups built from fewer than [`HASH_BATCH_WRITES`]
+/// writes each, under a parent built from more, right after building them: their nodes and
+/// their children's hashes are still in cache, where a pass over the whole tree at the end of
+/// the commit would load every one of them again from memory. Several small subtrees hashed
+/// together fill the hash's SIMD lanes better than each alone.
+fn hash_chunk(parent_writes: usize, chunk: &[(usize, &[Change])], results: &[(usize, Applied)]) {
+    if parent_writes < HASH_BATCH_WRITES {
+        return;
+    }
+    let small = chunk
+        .iter()
+        .zip(results)
+        .filter_map(|((_, group), (_, (child, _)))| match child {
+            Some(Child::Node(node)) if group.len() < HASH_BATCH_WRITES => Some(node),
+            _ => None,
+        });
+    crate::hashing::hash_fresh_subtrees(small);
+}
+
+/// Hashes the fresh branches of a subtree built from fewer than [`HASH_BATCH_WRITES`] entries
+/// under a parent built from more, right after building it, as [`hash_chunk`] does for a
+/// commit's writes.
 fn hash_if_small(parent_writes: usize, writes: usize, child: Option<&Child>) {
     if parent_writes >= HASH_BATCH_WRITES && writes < HASH_BATCH_WRITES {
         if let Some(Child::Node(node)) = child {
@@ -1366,7 +1426,8 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Result<Option<Child>, Error>
                 Ok((slot, child))
             };
             let slots: Slots = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES {
-                let slots: Result<Vec<_>, Error> = groups.par_iter().map(child).collect();
+                let slots: Result<Vec<_>, Error> =
+                    groups.par_iter().with_max_len(1).map(child).collect();
                 slots?.into()
             } else {
                 groups.iter().map(child).collect::<Result<_, Error>>()?
@@ -1575,5 +1636,69 @@ impl Iterator for Iter {
             return Some(Err(error));
         }
         self.step().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Groups of the given sizes, each of distinct one-byte keys.
+    fn groups_of(sizes: &[usize]) -> (Vec<Change>, Vec<(usize, std::ops::Range<usize>)>) {
+        let mut changes = Vec::new();
+        let mut ranges = Vec::new();
+        for (slot, &n) in sizes.iter().enumerate() {
+            let start = changes.len();
+            changes.extend((0..n).map(|i| (Bytes::from_slice(&(i as u32).to_be_bytes()), None)));
+            ranges.push((slot, start..changes.len()));
+        }
+        (changes, ranges)
+    }
+
+    /// Chunks cover the groups in order, each at most `HASH_BATCH_WRITES` strong unless it is
+    /// one bigger group alone; under a small parent there is one chunk.
+    #[test]
+    fn hash_chunks_cover_the_groups_in_order_within_the_batch() {
+        let cases: [&[usize]; 5] = [
+            &[39; 16],
+            &[300, 10, 10, 500, 255, 1, 256],
+            &[100, 100, 100, 56],
+            &[3, 4, 5],
+            &[256],
+        ];
+        for sizes in cases {
+            let (changes, ranges) = groups_of(sizes);
+            let groups: Vec<(usize, &[Change])> = ranges
+                .iter()
+                .map(|(slot, r)| (*slot, &changes[r.clone()]))
+                .collect();
+            let total = changes.len();
+            let chunks = hash_chunks(total, &groups);
+            let flat: Vec<usize> = chunks.iter().flat_map(|c| c.iter().map(|g| g.0)).collect();
+            assert_eq!(flat, (0..sizes.len()).collect::<Vec<_>>(), "{sizes:?}");
+            if total < HASH_BATCH_WRITES {
+                assert_eq!(chunks.len(), 1, "{sizes:?}");
+                continue;
+            }
+            for chunk in &chunks {
+                let writes: usize = chunk.iter().map(|g| g.1.len()).sum();
+                let big = chunk.iter().any(|g| g.1.len() >= HASH_BATCH_WRITES);
+                assert!(!chunk.is_empty());
+                assert!(
+                    writes <= HASH_BATCH_WRITES || (big && chunk.len() == 1),
+                    "{sizes:?}"
+                );
+            }
+        }
+        let (changes, ranges) = groups_of(&[39; 16]);
+        let groups: Vec<(usize, &[Change])> = ranges
+            .iter()
+            .map(|(s, r)| (*s, &changes[r.clone()]))
+            .collect();
+        assert_eq!(
+            hash_chunks(changes.len(), &groups).len(),
+            3,
+            "six, six and four"
+        );
     }
 }
