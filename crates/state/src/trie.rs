@@ -1328,13 +1328,13 @@ fn run_groups<'w>(
     }
 }
 
+/// A run of sorted writes with one nibble at a branch's position, and that nibble's slot.
+type Group<'w> = (usize, &'w [Change]);
+
 /// `groups` cut into runs of consecutive groups: under a parent of at least
 /// [`HASH_BATCH_WRITES`] writes, groups of fewer writes together up to that many, and each
 /// bigger group alone; under a smaller parent, one run of them all.
-fn hash_chunks<'g, 'w>(
-    total: usize,
-    groups: &'g [(usize, &'w [Change])],
-) -> SmallVec<[&'g [(usize, &'w [Change])]; 17]> {
+fn hash_chunks<'g, 'w>(total: usize, groups: &'g [Group<'w>]) -> SmallVec<[&'g [Group<'w>]; 17]> {
     if total < HASH_BATCH_WRITES {
         return SmallVec::from_iter([groups]);
     }
