@@ -43,7 +43,7 @@ pub(crate) type Tree = (Option<Node>, u64);
 
 /// Jobs that may wait for the committer besides the one it builds. The writer runs at most
 /// four blocks ahead of the last built root, so a read passes at most four pending layers.
-/// With one job waiting (until 2026-11-25) the writer and the pool took turns waiting for
+/// With one job waiting (until late on 2026-11-24) the writer and the pool took turns waiting for
 /// each other, a fifth of the two cores idle during a 10M-key load (`docs/STATE.md`).
 const QUEUE: usize = 3;
 
