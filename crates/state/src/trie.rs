@@ -1643,7 +1643,7 @@ impl Iterator for Iter {
 mod tests {
     use super::*;
 
-    /// Groups of the given sizes, each of distinct one-byte keys.
+    /// Groups of the given sizes, each of distinct four-byte keys.
     fn groups_of(sizes: &[usize]) -> (Vec<Change>, Vec<(usize, std::ops::Range<usize>)>) {
         let mut changes = Vec::new();
         let mut ranges = Vec::new();
