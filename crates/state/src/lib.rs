@@ -861,8 +861,8 @@ impl Db {
     /// caller goes on ([`pending`]), and [`Snapshot::commitment`] waits for it. Large commits
     /// spread over the database's commit pool ([`Options::commit_threads`]): disjoint subtrees
     /// are merged and hashed independently, and the trie is a function of its keys alone, so
-    /// the result is the same on any number of threads. When two builds are already waiting,
-    /// this waits for the older to finish.
+    /// the result is the same on any number of threads. When three builds are already waiting
+    /// besides the one being built, this waits for the oldest to finish.
     pub fn commit(&self, ws: WriteSet) -> Result<RevisionId, Error> {
         self.commit_with(ws, true)
     }
