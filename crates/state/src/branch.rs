@@ -809,10 +809,23 @@ impl Dead {
     /// Frees `raw`, whose count has reached zero, then every branch that freeing it lets go,
     /// unless this thread is already draining, in which case `raw` waits its turn.
     fn release(&self, raw: NonNull<BranchHead>) {
-        if self.draining.replace(true) {
+        if self.draining.get() {
             self.queue.borrow_mut().push_back(raw);
             return;
         }
+        // SAFETY: `raw`'s count reached zero: nothing else holds it.
+        if unsafe { raw.as_ref() }.n_nodes == 0 {
+            // A branch without child nodes (a bucket, or a bottom branch of inline leaves) has
+            // no lending links and no handles to drop: freeing it touches no other branch, so
+            // it needs no `FREEING`. A commit drops such branches of its own, built and then
+            // gathered into a bucket, and would otherwise wait for the background thread to
+            // finish freeing a pruned tree under the lock, idle if that thread is preempted.
+            // SAFETY: as above; `free` reads no link and drops no handle of a branch without
+            // child nodes, which is all the lock guards.
+            unsafe { free(raw) };
+            return;
+        }
+        self.draining.set(true);
         // Reset on the way out, even by a panic; anything left queued is freed by the next drain.
         let _draining = Draining(&self.draining);
         let _freeing = FREEING.lock();
@@ -991,7 +1004,7 @@ unsafe fn hand_over(head: NonNull<BranchHead>) -> u32 {
 ///
 /// # Safety
 /// `raw` is a branch that nothing else holds or will reach again, and the caller holds
-/// [`FREEING`].
+/// [`FREEING`] unless the branch has no child nodes.
 unsafe fn free(raw: NonNull<BranchHead>) {
     // SAFETY: the caller owns the branch; its counts were written by its builder.
     unsafe {
