@@ -49,9 +49,10 @@
 //! fork), the lender can lend again. A copy's borrowed children that its lender had itself
 //! borrowed stay borrowed, from the lender's own lender, so a chain of copies freed in any
 //! order hands each count on exactly once. A second copy of the same branch (another fork)
-//! counts its children as before. Every free holds one lock ([`FREEING`]), so a lender or heir
-//! is never freed while its neighbour hands over; a commit only ever sets the heir of a branch
-//! that has none, which no free changes.
+//! counts its children as before. Every free of a branch with child nodes (only those lend or
+//! borrow) holds one lock ([`FREEING`]), so a lender or heir is never freed while its neighbour
+//! hands over; a commit only ever sets the heir of a branch that has none, which no free
+//! changes.
 //!
 //! # Safety
 //! A [`Builder`], then the [`Branch`] it finishes into, is the only owner of the raw allocation;
@@ -934,9 +935,11 @@ pub(crate) fn prefetch_read(at: *const u8) {
     let _ = at;
 }
 
-/// Every free of a branch holds this lock: handing a branch's handles over ([`hand_over`])
-/// reads and writes its heir and lender, which nothing may free meanwhile. Reentrant, because
-/// a thread that is exiting frees the branches below a branch in place, recursively.
+/// Every free of a branch with child nodes holds this lock: handing a branch's handles over
+/// ([`hand_over`]) reads and writes its heir and lender, which nothing may free meanwhile. A
+/// branch without child nodes has neither, and is freed without it ([`Dead::release`]).
+/// Reentrant, because a thread that is exiting frees the branches below a branch in place,
+/// recursively.
 static FREEING: parking_lot::ReentrantMutex<()> = parking_lot::ReentrantMutex::new(());
 
 /// The slots of the branch at `head` whose handles freeing it must not drop: those it
