@@ -1296,22 +1296,35 @@ fn split_above(
     ))
 }
 
-/// Runs `f` on each group, on the rayon pool when the batch is big enough. Under a parent of
-/// at least [`HASH_BATCH_WRITES`] writes, consecutive groups of fewer are run together in
-/// chunks of up to that many writes, on one thread, and each chunk's new subtrees are hashed
-/// together right after it is built ([`hash_chunk`]).
+/// Runs `f` on each group of writes, on the rayon pool when the batch is big enough
+/// ([`in_chunks`]).
 fn run_groups<'w>(
     ctx: Ctx,
     total: usize,
-    groups: &[(usize, &'w [Change])],
+    groups: &[Group<'w, Change>],
     f: impl Fn(usize, &'w [Change]) -> Result<Applied, Error> + Sync,
 ) -> Result<SmallVec<[(usize, Applied); 4]>, Error> {
-    let run = |chunk: &[(usize, &'w [Change])]| {
+    in_chunks(ctx, total, groups, f, |(child, _)| child.as_ref())
+}
+
+/// Runs `f` on each group, on the rayon pool when the batch is big enough. Under a parent of
+/// at least [`HASH_BATCH_WRITES`] writes, consecutive groups of fewer are run together in
+/// chunks of up to that many writes, on one thread, and each chunk's new subtrees (`child` of
+/// each result) are hashed together right after it is built ([`hash_chunk`]).
+fn in_chunks<'w, T: Sync, R: Send>(
+    ctx: Ctx,
+    total: usize,
+    groups: &[Group<'w, T>],
+    f: impl Fn(usize, &'w [T]) -> Result<R, Error> + Sync,
+    child: impl Fn(&R) -> Option<&Child> + Sync,
+) -> Result<SmallVec<[(usize, R); 4]>, Error> {
+    let run = |chunk: &[Group<'w, T>]| {
         let results = chunk
             .iter()
             .map(|&(slot, group)| Ok((slot, f(slot, group)?)))
-            .collect::<Result<SmallVec<[(usize, Applied); 4]>, Error>>()?;
-        hash_chunk(total, chunk, &results);
+            .collect::<Result<SmallVec<[(usize, R); 4]>, Error>>()?;
+        let children = results.iter().map(|(_, result)| child(result));
+        hash_chunk(total, chunk, children);
         Ok(results)
     };
     let chunks = hash_chunks(total, groups);
@@ -1328,13 +1341,17 @@ fn run_groups<'w>(
     }
 }
 
-/// A run of sorted writes with one nibble at a branch's position, and that nibble's slot.
-type Group<'w> = (usize, &'w [Change]);
+/// A run of sorted writes (or entries) with one nibble at a branch's position, and that
+/// nibble's slot.
+type Group<'w, T> = (usize, &'w [T]);
 
 /// `groups` cut into runs of consecutive groups: under a parent of at least
 /// [`HASH_BATCH_WRITES`] writes, groups of fewer writes together up to that many, and each
 /// bigger group alone; under a smaller parent, one run of them all.
-fn hash_chunks<'g, 'w>(total: usize, groups: &'g [Group<'w>]) -> SmallVec<[&'g [Group<'w>]; 17]> {
+fn hash_chunks<'g, 'w, T>(
+    total: usize,
+    groups: &'g [Group<'w, T>],
+) -> SmallVec<[&'g [Group<'w, T>]; 17]> {
     if total < HASH_BATCH_WRITES {
         return SmallVec::from_iter([groups]);
     }
@@ -1359,33 +1376,27 @@ fn hash_chunks<'g, 'w>(total: usize, groups: &'g [Group<'w>]) -> SmallVec<[&'g [
 }
 
 /// Hashes the fresh subtrees a chunk of groups built from fewer than [`HASH_BATCH_WRITES`]
-/// writes each, under a parent built from more, right after building them: their nodes and
-/// their children's hashes are still in cache, where a pass over the whole tree at the end of
-/// the commit would load every one of them again from memory. Several small subtrees hashed
-/// together fill the hash's SIMD lanes better than each alone.
-fn hash_chunk(parent_writes: usize, chunk: &[(usize, &[Change])], results: &[(usize, Applied)]) {
+/// writes each (`children`, one per group, in order), under a parent built from more, right
+/// after building them: their nodes and their children's hashes are still in cache, where a
+/// pass over the whole tree at the end of the commit would load every one of them again from
+/// memory. Several small subtrees hashed together fill the hash's SIMD lanes better than each
+/// alone.
+fn hash_chunk<'c, T>(
+    parent_writes: usize,
+    chunk: &[Group<'_, T>],
+    children: impl Iterator<Item = Option<&'c Child>>,
+) {
     if parent_writes < HASH_BATCH_WRITES {
         return;
     }
     let small = chunk
         .iter()
-        .zip(results)
-        .filter_map(|((_, group), (_, (child, _)))| match child {
+        .zip(children)
+        .filter_map(|((_, group), child)| match child {
             Some(Child::Node(node)) if group.len() < HASH_BATCH_WRITES => Some(node),
             _ => None,
         });
     crate::hashing::hash_fresh_subtrees(small);
-}
-
-/// Hashes the fresh branches of a subtree built from fewer than [`HASH_BATCH_WRITES`] entries
-/// under a parent built from more, right after building it, as [`hash_chunk`] does for a
-/// commit's writes.
-fn hash_if_small(parent_writes: usize, writes: usize, child: Option<&Child>) {
-    if parent_writes >= HASH_BATCH_WRITES && writes < HASH_BATCH_WRITES {
-        if let Some(Child::Node(node)) = child {
-            crate::hashing::hash_fresh(node, false);
-        }
-    }
 }
 
 /// Splits sorted writes into runs with the same nibble at `pos`.
@@ -1420,18 +1431,9 @@ pub(crate) fn build(ctx: Ctx, entries: &[Entry]) -> Result<Option<Child>, Error>
                 groups.push((slot, &entries[start..start + len]));
                 start += len;
             }
-            let child = |&(slot, group): &(usize, &[Entry])| {
-                let child = build(ctx, group)?.expect("a non-empty group");
-                hash_if_small(entries.len(), group.len(), Some(&child));
-                Ok((slot, child))
-            };
-            let slots: Slots = if ctx.parallel && entries.len() >= PARALLEL_MIN_WRITES {
-                let slots: Result<Vec<_>, Error> =
-                    groups.par_iter().with_max_len(1).map(child).collect();
-                slots?.into()
-            } else {
-                groups.iter().map(child).collect::<Result<_, Error>>()?
-            };
+            let build_group =
+                |_, group: &[Entry]| Ok(build(ctx, group)?.expect("a non-empty group"));
+            let slots: Slots = in_chunks(ctx, entries.len(), &groups, build_group, |c| Some(c))?;
             Node::from_children(pos, first, slots, entries.len())
         }
     }
