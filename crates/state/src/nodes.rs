@@ -499,7 +499,8 @@ impl<'t> Appender<'_, 't> {
             Node::Stub(_) => unreachable!("stubs are loaded before they are written"),
             Node::Leaf(leaf) => {
                 let len = 1 + 2 + leaf.data.len();
-                self.record(len, &[&[1], &leaf.key_len.to_le_bytes(), &leaf.data])?;
+                let kind = [LEAF_RECORD];
+                self.record(len, &[&kind, &leaf.key_len.to_le_bytes(), &leaf.data])?;
                 len
             }
             Node::Branch(_, b) => {
@@ -524,7 +525,7 @@ impl<'t> Appender<'_, 't> {
                 let len = BRANCH_HEAD + b.prefix.len() + PREFIX_CHECK + slots_len;
                 let prefix_len = (b.prefix.len() as u16).to_le_bytes();
                 let header: [&[u8]; 7] = [
-                    &[2],
+                    &[BRANCH_RECORD],
                     &b.pos.to_le_bytes(),
                     &b.mask.to_le_bytes(),
                     &b.inline_mask.to_le_bytes(),
@@ -568,6 +569,12 @@ impl<'t> Appender<'_, 't> {
 
 /// Bytes of a branch record before its prefix: kind, `pos`, both masks, the prefix's length.
 const BRANCH_HEAD: usize = 1 + 2 + 4 + 4 + 2;
+
+/// The first byte of a leaf node's record.
+const LEAF_RECORD: u8 = 1;
+
+/// The first byte of a branch's (or bucket's) record.
+const BRANCH_RECORD: u8 = 2;
 /// Bytes of a branch record's prefix check.
 const PREFIX_CHECK: usize = 4;
 
@@ -584,7 +591,7 @@ pub(crate) fn prefix_offsets(file: &[u8]) -> impl Iterator<Item = usize> + '_ {
             let payload = &file[record..];
             let prefix_len =
                 u16::from_le_bytes([payload[BRANCH_HEAD - 2], payload[BRANCH_HEAD - 1]]);
-            if payload[0] == 2 && prefix_len > 0 {
+            if payload[0] == BRANCH_RECORD && prefix_len > 0 {
                 return Some(record + BRANCH_HEAD);
             }
         }
@@ -631,14 +638,14 @@ impl<'a> Cursor<'a> {
 fn decode(payload: &[u8], loc: u64, file: &Arc<GenFile>) -> Result<Node, Error> {
     let mut cur = Cursor(payload);
     match cur.take(1)?[0] {
-        1 => {
+        LEAF_RECORD => {
             let key_len = cur.u16()?;
             if cur.0.len() < key_len as usize {
                 return Err(corrupt("leaf key longer than its record"));
             }
             Ok(Node::decoded_leaf(cur.0, key_len, loc))
         }
-        2 => {
+        BRANCH_RECORD => {
             let pos = cur.u16()?;
             let mask = cur.u32()?;
             let inline_mask = cur.u32()?;
@@ -698,7 +705,7 @@ mod tests {
 
     /// A branch record's payload: its header, then `slots` as written (each already encoded).
     fn branch(pos: u16, mask: u32, inline_mask: u32, prefix: &[u8], slots: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = vec![2];
+        let mut out = vec![BRANCH_RECORD];
         out.extend_from_slice(&pos.to_le_bytes());
         out.extend_from_slice(&mask.to_le_bytes());
         out.extend_from_slice(&inline_mask.to_le_bytes());
@@ -747,8 +754,11 @@ mod tests {
         let mut records: Vec<(Vec<u8>, &str)> = vec![
             (vec![], "node record cut short"),
             (vec![9, 0, 0], "node record of unknown kind"),
-            (vec![1, 5, 0, b'k'], "leaf key longer than its record"),
-            (vec![2, 4, 0, 0b11], "node record cut short"),
+            (
+                vec![LEAF_RECORD, 5, 0, b'k'],
+                "leaf key longer than its record",
+            ),
+            (vec![BRANCH_RECORD, 4, 0, 0b11], "node record cut short"),
             (
                 branch(4, 0b1, 0b1, b"ab", std::slice::from_ref(&a)),
                 "branch with an invalid slot mask",
