@@ -139,7 +139,7 @@ fn workload_one(
         settle,
         reads,
         ..
-    } = random_inserts(engine.as_mut(), n, reads)?;
+    } = inserts_within(engine.as_mut(), n, reads, None)?;
     let written = device_bytes_written()?.saturating_sub(before);
     let per_logical = written as f64 / (n.max(1) * 16) as f64;
     let durable = reopen_seconds(dir.path(), engine, n)?.map(|reopen| (per_logical, reopen));
@@ -245,11 +245,6 @@ fn workload_one_rounds(
         }
     }
     Ok(curves)
-}
-
-/// Workload 1 at `n` keys.
-fn random_inserts(engine: &mut dyn Engine, n: u64, reads: u64) -> Result<Load, BenchError> {
-    inserts_within(engine, n, reads, None)
 }
 
 /// What a load of random keys measured.
@@ -673,7 +668,7 @@ mod tests {
         let mut finals = Vec::new();
         for name in engines::ENGINES {
             let (_dir, mut engine) = fresh(name).expect("open");
-            random_inserts(engine.as_mut(), 3_000, 500).expect("inserts read back");
+            inserts_within(engine.as_mut(), 3_000, 500, None).expect("inserts read back");
             let (_dir, mut engine) = fresh(name).expect("open");
             load_accounts(engine.as_mut(), accounts).expect("load");
             transfers(engine.as_mut(), accounts, 2, 7).expect("transfers");
