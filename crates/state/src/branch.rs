@@ -450,7 +450,8 @@ impl Branch {
     /// If the branch is not fresh: a hashed branch may be shared, and its hash never changes.
     pub(crate) fn set_hash(&self, hash: Hash32) {
         assert!(self.is_fresh(), "a branch is hashed once");
-        debug_assert!(self.is_unique());
+        // Its parent's handle, or its commit's, and the hashing stage's ([`crate::hashing`]).
+        debug_assert!(self.strong_count() <= 2);
         // SAFETY: a fresh branch was built by the commit now hashing it and is reachable only
         // from that commit's new tree, which no snapshot holds yet; each fresh branch is hashed
         // by one thread, and the commit's hand-off of the tree (a join, then publication under

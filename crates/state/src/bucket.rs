@@ -93,11 +93,7 @@ fn build(n: usize, class: u8, writes: usize, fill: impl FnOnce(&mut Filler)) -> 
         prefix: Bytes::new(),
     };
     let bucket = trie::build_with(parts, Hashing::fresh(writes), |builder, encoder| {
-        fill(&mut Filler {
-            builder,
-            encoder,
-            slot: 0,
-        });
+        fill(&mut Filler { builder, encoder });
     });
     Child::Node(bucket.into_node())
 }
@@ -106,15 +102,12 @@ fn build(n: usize, class: u8, writes: usize, fill: impl FnOnce(&mut Filler)) -> 
 struct Filler<'f, 'e> {
     builder: &'f mut Builder,
     encoder: &'f mut Encoder<'e>,
-    slot: usize,
 }
 
 impl Filler<'_, '_> {
     fn push(&mut self, record: InlineRef) {
-        self.encoder
-            .child(self.slot, Some(Piece::Inline(record.record())));
+        self.encoder.child(Piece::Inline(record.record()));
         self.builder.push_leaf(record);
-        self.slot += 1;
     }
 }
 

@@ -13,14 +13,21 @@
 //!
 //! # When, and from what
 //! A subtree built from fewer than 256 writes is hashed on its thread right after it is built
-//! (`trie::hash_chunk`), while its nodes are in cache, together with the sibling subtrees built
-//! beside it on the same thread, up to 256 writes in all; the few branches above such subtrees
-//! are hashed when the commit's tree is complete. A branch inside a small subtree *stages* its
-//! encoding while it is copied ([`stage`]): its unchanged children's hashes are in cache then,
-//! because the copy has just loaded each child to count a new reference. The pass only patches
-//! in the hashes of its fresh children, whose slots the stage marks, and never loads the others
-//! again.
-//!
+//! (`trie::hash_chunk`), together with the sibling subtrees built beside it on the same thread,
+//! up to 256 writes in all; the few branches above such subtrees are hashed when the commit's
+//! tree is complete. A branch inside a small subtree *stages* its encoding while it is copied
+//! ([`stage`]): its unchanged children's hashes are in cache then, because the copy has just
+//! read each child's handle. For each fresh child the entry keeps a [`Patch`]: where the
+//! child's hash goes and the child's own entry. The entry also holds the branch ([`hold`]).
+//! So the pass reads the stage alone: it walks the entries from the subtrees' tops, hashes
+//! them level by level, patches each parent's encoding from its children's new hashes, and
+//! writes each hash into its branch through the held handle. It never loads a branch or its
+//! parent again; at 50M keys a chunk's branches have left the cache by the time it is hashed,
+//! and finding the fresh children through the branches (each parent's handles, then each
+//! child's head) took 8% of all samples of the load (perf, 2026-11-25). A branch with a fresh
+//! child that is not staged on this thread is not staged either, and is hashed from its
+//! children, read from memory.
+
 //! # Determinism
 //! The hash of a branch depends on its children's pieces alone; the grouping only changes how
 //! many messages go through the compression function together, never what they are. The pass
@@ -66,22 +73,39 @@ const BATCH: usize = 64;
 
 /// Where a fresh branch's encoding waits in its thread's stage, written while the branch was
 /// built, when its children's hashes were in cache; its fresh children's hashes are zeros until
-/// the pass patches them in.
+/// the pass patches them in, from the stage itself ([`Patch`]).
 struct Staged {
     /// The branch's address ([`Branch::addr`]), checked before the encoding is used.
     owner: usize,
-    /// The slots of its fresh child branches.
-    fresh_slots: u32,
-    /// Where the encoding starts in [`Stage::bytes`]; its length follows from the branch's mask.
+    /// The branch, held until the pass has hashed it ([`hold`]), so the pass writes its hash
+    /// without reaching it through its parent, whose lines have left the cache by then.
+    branch: Option<Branch>,
+    /// Where the encoding starts in [`Stage::bytes`].
     at: usize,
+    /// The 64-byte blocks of the encoding.
+    blocks: u8,
+    /// 0 without fresh children, else one more than the highest of theirs.
+    height: u8,
+    /// Its fresh children's patches: `Stage::patches[patches.0..patches.1]`.
+    patches: (u32, u32),
 }
 
-/// The encodings staged on one thread since its last hashing pass: their places, and their
-/// bytes back to back, each written once, where the branch's copy puts it.
+/// A fresh child's place in a staged encoding: where its hash goes, and the child's own
+/// staged entry, hashed first.
+#[derive(Clone, Copy)]
+struct Patch {
+    offset: u16,
+    child: u16,
+}
+
+/// The encodings staged on one thread since its last hashing pass: their places, their bytes
+/// back to back, each written once, where the branch's copy puts it, and their fresh
+/// children's patches.
 #[derive(Default)]
 struct Stage {
     entries: Vec<Staged>,
     bytes: Vec<u8>,
+    patches: Vec<Patch>,
 }
 
 thread_local! {
@@ -94,43 +118,69 @@ thread_local! {
 /// Writes a branch's encoding, child by child, while the branch is copied; or nothing, when it
 /// is not staged.
 pub(crate) struct Encoder<'a> {
-    bytes: Option<&'a mut Vec<u8>>,
-    fresh_slots: u32,
+    stage: Option<Staging<'a>>,
     children: u32,
+}
+
+/// What an [`Encoder`] that stages writes into: the stage's bytes and patches, and where this
+/// encoding starts.
+struct Staging<'a> {
+    entries: &'a [Staged],
+    bytes: &'a mut Vec<u8>,
+    patches: &'a mut Vec<Patch>,
+    at: usize,
+    height: u8,
+    /// Every fresh child is staged on this thread: if not, neither is this branch.
+    complete: bool,
 }
 
 impl Encoder<'_> {
     /// An encoder that writes nothing: for branches hashed from their children later.
     pub(crate) fn off() -> Encoder<'static> {
         Encoder {
-            bytes: None,
-            fresh_slots: 0,
+            stage: None,
             children: 0,
         }
     }
 
-    /// Appends the piece of the child in `slot` (`None`: a fresh branch, not hashed yet).
+    /// Appends the piece of a child whose hash (or record) is known.
     #[inline]
-    pub(crate) fn child(&mut self, slot: usize, piece: Option<Piece>) {
-        let Some(bytes) = self.bytes.as_deref_mut() else {
+    pub(crate) fn child(&mut self, piece: Piece) {
+        if let Some(staging) = &mut self.stage {
+            self.children += 1;
+            staging.bytes.extend_from_slice(piece.bytes());
+        }
+    }
+
+    /// Appends a place for the hash of `child`, a fresh branch, to be patched in by the pass
+    /// from the child's own staged entry.
+    #[inline]
+    pub(crate) fn fresh_child(&mut self, child: &Branch) {
+        let Some(staging) = &mut self.stage else {
             return;
         };
         self.children += 1;
-        match piece {
-            Some(piece) => bytes.extend_from_slice(piece.bytes()),
-            None => {
-                self.fresh_slots |= 1 << slot;
-                bytes.extend_from_slice(&[0; 32]);
+        let offset = staging.bytes.len() - staging.at;
+        staging.bytes.extend_from_slice(&[0; 32]);
+        match entry_of(child, staging.entries) {
+            Some(index) => {
+                let height = staging.entries[index].height;
+                staging.height = staging.height.max(height + 1);
+                staging.patches.push(Patch {
+                    offset: u16::try_from(offset).expect("an encoding is under 1 KiB"),
+                    child: u16::try_from(index).expect("STAGE_MAX fits in u16"),
+                });
             }
+            None => staging.complete = false,
         }
     }
 }
 
 /// Stages the encoding of the branch being built at `owner` ([`Builder::addr`]), split on
-/// `pos` over `mask` (inline slots: `inline_mask`): `write` gives [`Encoder::child`] each
-/// child's piece in slot order. Returns
-/// the number to build it with (1 + the entry's index; see [`BranchHead::staged`]), or 0 when the
-/// stage is full ([`STAGE_MAX`]) and `write` wrote nothing.
+/// `pos` over `mask` (inline slots: `inline_mask`): `write` gives the [`Encoder`] each child's
+/// piece in slot order. Returns the number to build it with (1 + the entry's index; see
+/// [`BranchHead::staged`]), or 0 when the branch is not staged: the stage is full
+/// ([`STAGE_MAX`]), or a fresh child is not staged on this thread.
 ///
 /// [`Builder::addr`]: crate::branch::Builder::addr
 /// [`BranchHead::staged`]: crate::branch::BranchHead::staged
@@ -147,39 +197,74 @@ pub(crate) fn stage(
             write(&mut Encoder::off());
             return 0;
         }
-        let Stage { entries, bytes } = &mut *stage;
-        let number = u16::try_from(entries.len() + 1).expect("STAGE_MAX fits in u16");
-        let at = bytes.len();
+        let Stage {
+            entries,
+            bytes,
+            patches,
+        } = &mut *stage;
+        let (at, first_patch) = (bytes.len(), patches.len());
         bytes.reserve(BRANCH_ENCODING_MAX);
         bytes.extend_from_slice(&trie::branch_header(pos, mask, inline_mask));
         let mut encoder = Encoder {
-            bytes: Some(bytes),
-            fresh_slots: 0,
+            stage: Some(Staging {
+                entries,
+                bytes,
+                patches,
+                at,
+                height: 0,
+                complete: true,
+            }),
             children: 0,
         };
         write(&mut encoder);
-        let (fresh_slots, children) = (encoder.fresh_slots, encoder.children);
+        let children = encoder.children;
+        let Some(Staging {
+            height, complete, ..
+        }) = encoder.stage
+        else {
+            unreachable!("a staging encoder stays staging")
+        };
         assert_eq!(
             children,
             mask.count_ones(),
             "a piece for every child of the mask"
         );
-        let len = bytes.len() - at;
-        bytes.resize(at + len.next_multiple_of(64), 0);
+        if !complete {
+            bytes.truncate(at);
+            patches.truncate(first_patch);
+            return 0;
+        }
+        let len = (bytes.len() - at).next_multiple_of(64);
+        bytes.resize(at + len, 0);
         entries.push(Staged {
             owner,
-            fresh_slots,
+            branch: None,
             at,
+            blocks: u8::try_from(len / 64).expect("at most 13 blocks"),
+            height,
+            patches: (first_patch as u32, patches.len() as u32),
         });
-        number
+        u16::try_from(entries.len()).expect("STAGE_MAX fits in u16")
     })
 }
 
-/// The staged encoding of `b`, if this thread holds it: its entry and its bytes.
-fn staged<'s>(b: &Branch, stage: &'s Stage) -> Option<(&'s Staged, &'s [u8])> {
+/// Keeps `branch`, just built with the number [`stage`] gave it, in its entry until the pass.
+pub(crate) fn hold(branch: &Branch) {
+    STAGE.with(|stage| {
+        let mut stage = stage.borrow_mut();
+        if let Some(index) = entry_of(branch, &stage.entries) {
+            stage.entries[index].branch = Some(branch.clone());
+        }
+    });
+}
+
+/// The index of `b`'s staged entry in `entries`, if this thread holds it.
+fn entry_of(b: &Branch, entries: &[Staged]) -> Option<usize> {
     let index = usize::from(b.staged).checked_sub(1)?;
-    let entry = stage.entries.get(index).filter(|e| e.owner == b.addr())?;
-    Some((entry, &stage.bytes[entry.at..]))
+    entries
+        .get(index)
+        .filter(|e| e.owner == b.addr())
+        .map(|_| index)
 }
 
 /// Hashes every fresh branch under `root`, the tree a commit just built. With `parallel`, the
@@ -192,7 +277,7 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
         return;
     }
     if parallel {
-        let subtrees = fresh_children(top, &Stage::default());
+        let subtrees = fresh_children(top);
         if subtrees.len() > 1 {
             subtrees
                 .par_iter()
@@ -205,20 +290,15 @@ pub(crate) fn hash_fresh(root: &Node, parallel: bool) {
     hash_subtree(top);
 }
 
-/// The fresh branches among `b`'s child nodes: from its staged entry if there is one, else by
-/// loading every child.
-fn fresh_children<'a>(b: &'a Branch, stage: &Stage) -> SmallVec<[&'a Branch; 17]> {
-    let shape = b.shape();
-    let fresh = |node: &'a Node| match node {
-        Node::Branch(_, child) if child.is_fresh() => Some(child),
-        _ => None,
-    };
-    match staged(b, stage) {
-        Some((entry, _)) => crate::trie::set_bits(entry.fresh_slots)
-            .filter_map(|slot| b.node_in(shape, slot).and_then(fresh))
-            .collect(),
-        None => b.nodes().iter().filter_map(fresh).collect(),
-    }
+/// The fresh branches among `b`'s child nodes, found by loading every child.
+fn fresh_children(b: &Branch) -> SmallVec<[&Branch; 17]> {
+    b.nodes()
+        .iter()
+        .filter_map(|node| match node {
+            Node::Branch(_, child) if child.is_fresh() => Some(child),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Hashes the fresh branches under and including `top`, lowest first, then empties this
@@ -237,85 +317,129 @@ pub(crate) fn hash_fresh_subtrees<'a>(tops: impl IntoIterator<Item = &'a Node>) 
     }));
 }
 
+/// A fresh branch for the pass to hash: staged on this thread (by its entry's index), or
+/// built unstaged, hashed from its children.
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Staged(usize),
+    Built(&'a Branch),
+}
+
 /// Hashes the fresh branches under and including each of `tops`, lowest first, then empties
 /// this thread's stage.
 fn hash_subtrees<'a>(tops: impl IntoIterator<Item = &'a Branch>) {
     STAGE.with(|stage| {
         let mut stage = stage.borrow_mut();
-        let mut levels: Vec<Vec<&Branch>> = Vec::new();
+        let mut levels: Vec<Vec<Item>> = Vec::new();
         for top in tops {
             collect(top, &stage, &mut levels);
         }
+        let mut hashes = vec![[0u8; 32]; stage.entries.len()];
         let platform = Platform::detect();
         for level in &levels {
-            hash_level(platform, level, &stage);
+            hash_level(platform, level, &stage, &mut hashes);
         }
         stage.entries.clear();
         stage.bytes.clear();
+        stage.patches.clear();
     });
 }
 
 /// Adds `b` and its fresh descendants to `levels` by height (0: no fresh child); returns `b`'s.
-fn collect<'a>(b: &'a Branch, stage: &Stage, levels: &mut Vec<Vec<&'a Branch>>) -> usize {
-    let height = fresh_children(b, stage)
+fn collect<'a>(b: &'a Branch, stage: &Stage, levels: &mut Vec<Vec<Item<'a>>>) -> usize {
+    if let Some(index) = entry_of(b, &stage.entries) {
+        return collect_staged(index, stage, levels);
+    }
+    let height = fresh_children(b)
         .into_iter()
         .map(|child| collect(child, stage, levels) + 1)
         .max()
         .unwrap_or(0);
-    if levels.len() <= height {
-        levels.resize_with(height + 1, Vec::new);
-    }
-    levels[height].push(b);
+    add(levels, height, Item::Built(b));
     height
 }
 
-/// Hashes branches whose fresh children are all hashed, grouped by encoded length.
-fn hash_level(platform: Platform, level: &[&Branch], stage: &Stage) {
-    // Index `blocks`: branches whose encoding is that many 64-byte blocks (1 to 13).
-    let mut by_blocks: [Vec<&Branch>; 14] = Default::default();
-    for b in level {
-        by_blocks[encoded_blocks(b)].push(b);
+/// Adds the staged entry `index` and its fresh descendants, all staged too, to `levels`,
+/// reading the stage alone; returns the entry's height.
+fn collect_staged(index: usize, stage: &Stage, levels: &mut Vec<Vec<Item<'_>>>) -> usize {
+    let entry = &stage.entries[index];
+    for patch in stage.patches_of(entry) {
+        collect_staged(usize::from(patch.child), stage, levels);
     }
-    for (blocks, group) in by_blocks.iter().enumerate() {
-        match blocks {
-            _ if group.is_empty() => {}
-            1 => hash_group::<64>(platform, group, stage),
-            2 => hash_group::<128>(platform, group, stage),
-            3 => hash_group::<192>(platform, group, stage),
-            4 => hash_group::<256>(platform, group, stage),
-            5 => hash_group::<320>(platform, group, stage),
-            6 => hash_group::<384>(platform, group, stage),
-            7 => hash_group::<448>(platform, group, stage),
-            8 => hash_group::<512>(platform, group, stage),
-            9 => hash_group::<576>(platform, group, stage),
-            10 => hash_group::<640>(platform, group, stage),
-            11 => hash_group::<704>(platform, group, stage),
-            12 => hash_group::<768>(platform, group, stage),
-            13 => hash_group::<832>(platform, group, stage),
-            _ => unreachable!("a branch has two to 17 children"),
+    let height = usize::from(entry.height);
+    add(levels, height, Item::Staged(index));
+    height
+}
+
+/// Puts `item` in `levels[height]`.
+fn add<'a>(levels: &mut Vec<Vec<Item<'a>>>, height: usize, item: Item<'a>) {
+    if levels.len() <= height {
+        levels.resize_with(height + 1, Vec::new);
+    }
+    levels[height].push(item);
+}
+
+impl Stage {
+    /// The patches of `entry`'s fresh children.
+    fn patches_of(&self, entry: &Staged) -> &[Patch] {
+        &self.patches[entry.patches.0 as usize..entry.patches.1 as usize]
+    }
+
+    /// The 64-byte blocks of `item`'s encoding.
+    fn blocks(&self, item: Item) -> usize {
+        match item {
+            Item::Staged(index) => usize::from(self.entries[index].blocks),
+            Item::Built(b) => b.encoding_len().div_ceil(64),
         }
     }
 }
 
-/// The 64-byte blocks of `b`'s encoding.
-fn encoded_blocks(b: &Branch) -> usize {
-    b.encoding_len().div_ceil(64)
+/// Hashes branches whose fresh children are all hashed, grouped by encoded length; a staged
+/// branch's hash also goes into `hashes`, at its entry's index, for its parent's encoding.
+fn hash_level(platform: Platform, level: &[Item], stage: &Stage, hashes: &mut [Hash32]) {
+    // Index `blocks`: branches whose encoding is that many 64-byte blocks (1 to 13).
+    let mut by_blocks: [Vec<Item>; 14] = Default::default();
+    for &item in level {
+        by_blocks[stage.blocks(item)].push(item);
+    }
+    for (blocks, group) in by_blocks.iter().enumerate() {
+        let hash = match blocks {
+            _ if group.is_empty() => continue,
+            1 => hash_group::<64>,
+            2 => hash_group::<128>,
+            3 => hash_group::<192>,
+            4 => hash_group::<256>,
+            5 => hash_group::<320>,
+            6 => hash_group::<384>,
+            7 => hash_group::<448>,
+            8 => hash_group::<512>,
+            9 => hash_group::<576>,
+            10 => hash_group::<640>,
+            11 => hash_group::<704>,
+            12 => hash_group::<768>,
+            13 => hash_group::<832>,
+            _ => unreachable!("a branch has two to 17 children"),
+        };
+        hash(platform, group, stage, hashes);
+    }
 }
 
-/// Writes `b`'s encoding into `buf`: its staged one with its fresh children's hashes patched
-/// in, or one read from all its children.
-fn encode(b: &Branch, stage: &Stage, buf: &mut [u8]) {
-    let Some((entry, bytes)) = staged(b, stage) else {
-        let pieces = b.slots().map(|(_, c)| c.piece());
-        trie::encode_branch(b.pos, b.mask, b.inline_mask, pieces, buf);
-        return;
-    };
-    buf.copy_from_slice(&bytes[..buf.len()]);
-    let shape = b.shape();
-    for slot in crate::trie::set_bits(entry.fresh_slots) {
-        let child = b.node_in(shape, slot).expect("a staged fresh child");
-        let at = b.piece_offset(slot);
-        buf[at..at + 32].copy_from_slice(child.hash());
+/// Writes `item`'s encoding into `buf`: its staged one with its fresh children's hashes
+/// patched in from `hashes`, or one read from all its children.
+fn encode(item: Item, stage: &Stage, hashes: &[Hash32], buf: &mut [u8]) {
+    match item {
+        Item::Staged(index) => {
+            let entry = &stage.entries[index];
+            buf.copy_from_slice(&stage.bytes[entry.at..entry.at + buf.len()]);
+            for patch in stage.patches_of(entry) {
+                let at = usize::from(patch.offset);
+                buf[at..at + 32].copy_from_slice(&hashes[usize::from(patch.child)]);
+            }
+        }
+        Item::Built(b) => {
+            let pieces = b.slots().map(|(_, c)| c.piece());
+            trie::encode_branch(b.pos, b.mask, b.inline_mask, pieces, buf);
+        }
     }
 }
 
@@ -327,7 +451,12 @@ thread_local! {
 }
 
 /// Hashes `group`, whose encodings are all `N` bytes, `BATCH` at a time.
-fn hash_group<const N: usize>(platform: Platform, group: &[&Branch], stage: &Stage) {
+fn hash_group<const N: usize>(
+    platform: Platform,
+    group: &[Item],
+    stage: &Stage,
+    hashes: &mut [Hash32],
+) {
     const { assert!(N.is_multiple_of(64) && N <= BRANCH_ENCODING_MAX) };
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
@@ -338,8 +467,8 @@ fn hash_group<const N: usize>(platform: Platform, group: &[&Branch], stage: &Sta
         let mut out = [0u8; 32 * BATCH];
         for batch in group.chunks(BATCH) {
             let encodings = &mut scratch[..N * batch.len()];
-            for (b, buf) in batch.iter().zip(encodings.chunks_exact_mut(N)) {
-                encode(b, stage, buf);
+            for (&item, buf) in batch.iter().zip(encodings.chunks_exact_mut(N)) {
+                encode(item, stage, hashes, buf);
             }
             let inputs: SmallVec<[&[u8; N]; BATCH]> = encodings
                 .chunks_exact(N)
@@ -357,9 +486,16 @@ fn hash_group<const N: usize>(platform: Platform, group: &[&Branch], stage: &Sta
                 flags_end,
                 out,
             );
-            for (b, hash) in batch.iter().zip(out.chunks_exact(32)) {
+            for (&item, hash) in batch.iter().zip(out.chunks_exact(32)) {
                 let hash: Hash32 = hash.try_into().expect("32-byte chunks");
-                b.set_hash(hash);
+                match item {
+                    Item::Staged(index) => {
+                        hashes[index] = hash;
+                        let held = stage.entries[index].branch.as_ref();
+                        held.expect("a staged branch is held").set_hash(hash);
+                    }
+                    Item::Built(b) => b.set_hash(hash),
+                }
             }
         }
     });
@@ -402,9 +538,9 @@ mod tests {
             for count in [1, 7, 8, 9, BATCH + 3] {
                 let branches: Vec<Branch> =
                     (0..count).map(|i| fresh(i as u16, n, value_len)).collect();
-                let refs: Vec<&Branch> = branches.iter().collect();
-                blocks_seen[encoded_blocks(&branches[0])] = true;
-                hash_level(Platform::detect(), &refs, &Stage::default());
+                let items: Vec<Item> = branches.iter().map(Item::Built).collect();
+                blocks_seen[Stage::default().blocks(items[0])] = true;
+                hash_level(Platform::detect(), &items, &Stage::default(), &mut []);
                 for b in &branches {
                     assert!(!b.is_fresh());
                     let pieces = || b.slots().map(|(_, c)| c.piece());
@@ -431,11 +567,17 @@ mod tests {
         let wide: Vec<Branch> = (0..20).map(|i| fresh(i, 16, 8)).collect();
         let narrow: Vec<Branch> = (0..20).map(|i| fresh(i, 16, 8)).collect();
         let none = Stage::default();
-        hash_level(Platform::detect(), &wide.iter().collect::<Vec<_>>(), &none);
+        hash_level(
+            Platform::detect(),
+            &wide.iter().map(Item::Built).collect::<Vec<_>>(),
+            &none,
+            &mut [],
+        );
         hash_level(
             Platform::portable(),
-            &narrow.iter().collect::<Vec<_>>(),
+            &narrow.iter().map(Item::Built).collect::<Vec<_>>(),
             &none,
+            &mut [],
         );
         for (a, b) in wide.iter().zip(&narrow) {
             assert_eq!(a.hash(), b.hash());

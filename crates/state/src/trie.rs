@@ -293,14 +293,6 @@ impl<'a> Slot<'a> {
             Slot::Inline(leaf) => Piece::Inline(leaf.record()),
         }
     }
-
-    /// The piece, or `None` for a fresh branch, not hashed yet.
-    pub(crate) fn piece_if_known(self) -> Option<Piece<'a>> {
-        match self {
-            Slot::Node(Node::Branch(_, b)) if b.is_fresh() => None,
-            _ => Some(self.piece()),
-        }
-    }
 }
 
 impl Child {
@@ -388,8 +380,8 @@ impl Branch {
             prefix,
         };
         build_with(parts, hashing, |builder, encoder| {
-            for (slot, child) in slots {
-                put_child(builder, encoder, slot, child);
+            for (_, child) in slots {
+                put_child(builder, encoder, child);
             }
         })
     }
@@ -450,18 +442,18 @@ impl Branch {
                         false => {}
                     }
                     if let Some(child) = changes[next].1.take() {
-                        put_child(builder, encoder, slot, child);
+                        put_child(builder, encoder, child);
                     }
                     next += 1;
                 } else if was_inline {
                     let leaf = self.leaf(leaves);
                     leaves += 1;
-                    encoder.child(slot, Some(Piece::Inline(leaf.record())));
+                    encoder.child(Piece::Inline(leaf.record()));
                     builder.push_leaf(leaf);
                 } else {
                     let node = &old_nodes[nodes];
                     nodes += 1;
-                    encoder.child(slot, Some(Piece::Hash(node.hash())));
+                    encoder.child(Piece::Hash(node.hash()));
                     builder.push_kept(slot, node);
                 }
             }
@@ -564,21 +556,32 @@ pub(crate) fn build_with(
                 fill(&mut builder, encoder);
             });
             builder.set_staged(staged);
+            let branch = builder.finish();
+            if staged != 0 {
+                crate::hashing::hold(&branch);
+            }
+            branch
         }
-        Hashing::Now | Hashing::Later => fill(&mut builder, &mut Encoder::off()),
+        Hashing::Now | Hashing::Later => {
+            fill(&mut builder, &mut Encoder::off());
+            builder.finish()
+        }
     }
-    builder.finish()
 }
 
-/// Moves `child` into the branch being built, in `slot`, and its piece into the encoding.
-fn put_child(builder: &mut Builder, encoder: &mut Encoder, slot: usize, child: Child) {
+/// Moves `child` into the branch being built, in the next slot its masks name, and its piece
+/// into the encoding.
+fn put_child(builder: &mut Builder, encoder: &mut Encoder, child: Child) {
     match child {
         Child::Node(node) => {
-            encoder.child(slot, Slot::Node(&node).piece_if_known());
+            match &node {
+                Node::Branch(_, b) if b.is_fresh() => encoder.fresh_child(b),
+                _ => encoder.child(Slot::Node(&node).piece()),
+            }
             builder.push_node(node);
         }
         Child::Inline(leaf) => {
-            encoder.child(slot, Some(Piece::Inline(leaf.record())));
+            encoder.child(Piece::Inline(leaf.record()));
             builder.push_leaf(leaf.as_ref());
         }
     }
