@@ -850,7 +850,7 @@ impl Dead {
 
     /// Fetches ahead in three steps, each `AHEAD` branches after the one before: the head and
     /// links of the branch `3 * AHEAD` places ahead; the child handles of the one `2 * AHEAD`
-    /// ahead (its head says how many) and its heir's borrowed slots; and the reference counts
+    /// ahead (its head says how many) and its heir's head and borrowed slots; and the reference counts
     /// of the children that the one `AHEAD` ahead will release (those neither it nor its heir
     /// borrowed).
     fn fetch_ahead(&self) {
@@ -873,8 +873,12 @@ impl Dead {
             let heir =
                 unsafe { links(mid) }.map_or(ptr::null_mut(), |l| l.heir.load(Ordering::Relaxed));
             if !heir.is_null() {
+                // The heir's child count (whether it has links), then its borrowed slots.
+                let count = std::mem::offset_of!(BranchHead, n_nodes);
                 let borrowed = HEAD_BYTES + std::mem::offset_of!(Links, borrowed);
-                prefetch_write((heir as *const u8).wrapping_add(borrowed));
+                for offset in [count, borrowed] {
+                    prefetch_write((heir as *const u8).wrapping_add(offset));
+                }
             }
         }
         if let Some(&near) = queue.get(AHEAD) {
