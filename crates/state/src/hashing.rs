@@ -529,6 +529,87 @@ mod tests {
         Branch::new(parts, [], leaves.iter().map(Inline::as_ref))
     }
 
+    /// A branch at `pos` over `children` (slot `i` holds the `i`th), built as a commit builds
+    /// one, hashed per `hashing`.
+    fn built(pos: u16, children: Vec<trie::Child>, hashing: trie::Hashing) -> Node {
+        let (mut inline_mask, mut class) = (0u32, 0u8);
+        for (slot, child) in children.iter().enumerate() {
+            if let trie::Child::Inline(leaf) = child {
+                inline_mask |= 1 << slot;
+                class = class.max(leaf.as_ref().class());
+            }
+        }
+        let parts = Parts {
+            hash: None,
+            staged: 0,
+            loc: 0,
+            pos,
+            mask: (1u32 << children.len()) - 1,
+            inline_mask,
+            class,
+            prefix: Bytes::new(),
+        };
+        let branch = trie::build_with(parts, hashing, |builder, encoder| {
+            for child in children {
+                trie::put_child(builder, encoder, child);
+            }
+        });
+        branch.into_node()
+    }
+
+    fn leaf(key: u8) -> trie::Child {
+        trie::Child::Inline(Inline::new(&[key], &[key; 8]).expect("small"))
+    }
+
+    /// Every branch under `node` is hashed, and its hash is that of its children's pieces.
+    fn assert_hashed(node: &Node) {
+        let Node::Branch(_, b) = node else {
+            return;
+        };
+        assert!(!b.is_fresh());
+        b.nodes().iter().for_each(assert_hashed);
+        let pieces = b.slots().map(|(_, c)| c.piece());
+        assert_eq!(
+            *b.hash(),
+            branch_hash_of(b.pos, b.mask, b.inline_mask, pieces)
+        );
+    }
+
+    /// Three levels of fresh branches, staged as a small subtree's are, hash to the reference
+    /// from the stage alone; a branch over a fresh child built unstaged is not staged itself,
+    /// and is hashed from its children; afterwards the stage is empty and holds no branch.
+    #[test]
+    fn staged_subtrees_hash_from_the_stage_and_unstaged_children_unstage_their_parents() {
+        use trie::Hashing::{Later, Stage};
+        for bottom in [Stage, Later] {
+            let low = built(4, vec![leaf(1), leaf(2), leaf(3)], bottom);
+            let other = built(4, vec![leaf(4), leaf(5)], Stage);
+            let mid = built(2, vec![trie::Child::Node(low), leaf(6)], Stage);
+            let top = built(
+                0,
+                vec![trie::Child::Node(mid), trie::Child::Node(other), leaf(7)],
+                Stage,
+            );
+            let Node::Branch(_, b) = &top else {
+                unreachable!("a branch")
+            };
+            let mid_staged = match &b.nodes()[0] {
+                Node::Branch(_, mid) => mid.staged != 0,
+                _ => unreachable!("a branch"),
+            };
+            assert_eq!(mid_staged, matches!(bottom, Stage));
+            assert_eq!(b.staged != 0, matches!(bottom, Stage));
+            hash_fresh_subtrees([&top]);
+            assert_hashed(&top);
+            assert_eq!(b.strong_count(), 1, "the stage let go of the branch");
+            STAGE.with(|stage| {
+                let stage = stage.borrow();
+                assert!(stage.entries.is_empty() && stage.bytes.is_empty());
+                assert!(stage.patches.is_empty());
+            });
+        }
+    }
+
     /// At every encoded length, and for batches of one to more than `BATCH`, the batched hashes
     /// equal BLAKE3 of each encoding alone.
     #[test]

@@ -571,7 +571,7 @@ pub(crate) fn build_with(
 
 /// Moves `child` into the branch being built, in the next slot its masks name, and its piece
 /// into the encoding.
-fn put_child(builder: &mut Builder, encoder: &mut Encoder, child: Child) {
+pub(crate) fn put_child(builder: &mut Builder, encoder: &mut Encoder, child: Child) {
     match child {
         Child::Node(node) => {
             match &node {
