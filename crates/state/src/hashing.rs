@@ -111,7 +111,9 @@ struct Stage {
 thread_local! {
     /// This thread's stage. A subtree staged here is hashed on this thread right after it is
     /// built (no rayon join lies between), and an entry that is missing or names another branch
-    /// is simply not used: the pass then reads the children's hashes itself.
+    /// is simply not used: the pass then reads the children's hashes itself. The entries of a
+    /// build that failed part way are never reached from a pass's tops; they, and the branches
+    /// they hold, stay until this thread's next pass empties the stage.
     static STAGE: RefCell<Stage> = RefCell::default();
 }
 
