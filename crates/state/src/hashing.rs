@@ -24,7 +24,7 @@
 //! writes each hash into its branch through the held handle. It never loads a branch or its
 //! parent again; at 50M keys a chunk's branches have left the cache by the time it is hashed,
 //! and finding the fresh children through the branches (each parent's handles, then each
-//! child's head) took 8% of all samples of the load (perf, 2026-11-25). A branch with a fresh
+//! child's head) took 7% of all samples of the load (perf, 2026-11-25). A branch with a fresh
 //! child that is not staged on this thread is not staged either, and is hashed from its
 //! children, read from memory.
 
