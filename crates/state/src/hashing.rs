@@ -154,10 +154,23 @@ impl Encoder<'_> {
         }
     }
 
+    /// Appends the piece of a child node: its hash, or, for a fresh branch, a place for it
+    /// ([`Encoder::fresh_child`]). An encoder that stages nothing reads nothing of the node.
+    #[inline]
+    pub(crate) fn node(&mut self, node: &Node) {
+        if self.stage.is_none() {
+            return;
+        }
+        match node {
+            Node::Branch(_, b) if b.is_fresh() => self.fresh_child(b),
+            _ => self.child(Piece::Hash(node.hash())),
+        }
+    }
+
     /// Appends a place for the hash of `child`, a fresh branch, to be patched in by the pass
     /// from the child's own staged entry.
     #[inline]
-    pub(crate) fn fresh_child(&mut self, child: &Branch) {
+    fn fresh_child(&mut self, child: &Branch) {
         let Some(staging) = &mut self.stage else {
             return;
         };

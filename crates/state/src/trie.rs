@@ -453,7 +453,7 @@ impl Branch {
                 } else {
                     let node = &old_nodes[nodes];
                     nodes += 1;
-                    encoder.child(Piece::Hash(node.hash()));
+                    encoder.node(node);
                     builder.push_kept(slot, node);
                 }
             }
@@ -574,10 +574,7 @@ pub(crate) fn build_with(
 pub(crate) fn put_child(builder: &mut Builder, encoder: &mut Encoder, child: Child) {
     match child {
         Child::Node(node) => {
-            match &node {
-                Node::Branch(_, b) if b.is_fresh() => encoder.fresh_child(b),
-                _ => encoder.child(Slot::Node(&node).piece()),
-            }
+            encoder.node(&node);
             builder.push_node(node);
         }
         Child::Inline(leaf) => {
