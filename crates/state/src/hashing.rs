@@ -547,29 +547,8 @@ mod tests {
     /// A branch at `pos` over `children` (slot `i` holds the `i`th), built as a commit builds
     /// one, hashed per `hashing`.
     fn built(pos: u16, children: Vec<trie::Child>, hashing: trie::Hashing) -> Node {
-        let (mut inline_mask, mut class) = (0u32, 0u8);
-        for (slot, child) in children.iter().enumerate() {
-            if let trie::Child::Inline(leaf) = child {
-                inline_mask |= 1 << slot;
-                class = class.max(leaf.as_ref().class());
-            }
-        }
-        let parts = Parts {
-            hash: None,
-            staged: 0,
-            loc: 0,
-            pos,
-            mask: (1u32 << children.len()) - 1,
-            inline_mask,
-            class,
-            prefix: Bytes::new(),
-        };
-        let branch = trie::build_with(parts, hashing, |builder, encoder| {
-            for child in children {
-                trie::put_child(builder, encoder, child);
-            }
-        });
-        branch.into_node()
+        let slots = children.into_iter().enumerate().collect();
+        Branch::from_slots(pos, Bytes::new(), slots, 0, hashing).into_node()
     }
 
     fn leaf(key: u8) -> trie::Child {

@@ -351,7 +351,13 @@ impl Leaf {
 impl Branch {
     /// A new branch over `slots` (at least two, in slot order): hashed, or fresh for its
     /// commit to hash ([`crate::hashing`]).
-    fn from_slots(pos: u16, prefix: Bytes, slots: Slots, loc: u64, hashing: Hashing) -> Branch {
+    pub(crate) fn from_slots(
+        pos: u16,
+        prefix: Bytes,
+        slots: Slots,
+        loc: u64,
+        hashing: Hashing,
+    ) -> Branch {
         let (mut mask, mut inline_mask, mut class) = (0u32, 0u32, 0u8);
         for (slot, child) in &slots {
             mask |= 1 << slot;
@@ -571,7 +577,7 @@ pub(crate) fn build_with(
 
 /// Moves `child` into the branch being built, in the next slot its masks name, and its piece
 /// into the encoding.
-pub(crate) fn put_child(builder: &mut Builder, encoder: &mut Encoder, child: Child) {
+fn put_child(builder: &mut Builder, encoder: &mut Encoder, child: Child) {
     match child {
         Child::Node(node) => {
             encoder.node(&node);
